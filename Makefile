@@ -1,0 +1,55 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Both work on a fresh clone: they create .venv and install what they need.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.deps-installed
+SSLYZE_VENV := .venv-sslyze
+SSLYZE := $(SSLYZE_VENV)/bin/sslyze
+CERTS := certs
+LISTEN_PORT ?= 8443
+
+.PHONY: run test install pki test-trial test-pytest clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Dependencies (re-installed when the packaging metadata changes).
+$(DEPS): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install -q '.[test]'
+	touch $@
+
+# A plain (non-editable) install of the current source, so that twistd finds
+# twisted/plugins/securenet_*.py exactly as a user's install would.
+install: $(DEPS)
+	$(PY) -m pip install -q --no-deps --force-reinstall .
+
+# sslyze pins an older cryptography than pyOpenSSL wants: its own virtualenv.
+$(SSLYZE):
+	$(PYTHON) -m venv $(SSLYZE_VENV)
+	$(SSLYZE_VENV)/bin/pip install -q sslyze
+
+# The development PKI: a CA, a server certificate for localhost/127.0.0.1 and
+# a client certificate dev-client. Created only where missing.
+pki: install
+	@test -f $(CERTS)/ca.pem || $(VENV)/bin/securenet pki init --dir $(CERTS)
+	@test -f $(CERTS)/server.pem || $(VENV)/bin/securenet pki issue server server --dir $(CERTS) --san DNS:localhost,IP:127.0.0.1
+	@test -f $(CERTS)/dev-client.pem || $(VENV)/bin/securenet pki issue client dev-client --dir $(CERTS)
+	@echo "CA certificate: $(CURDIR)/$(CERTS)/ca.pem"
+	@echo "server pin:     $$($(VENV)/bin/securenet pki pin $(CERTS)/server.pem)"
+
+run: pki
+	$(VENV)/bin/twistd -n securenet
+
+test: install $(SSLYZE)
+	@export SECURENET_SSLYZE="$(CURDIR)/$(SSLYZE)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \
+	echo "== python -m twisted.trial tests"; \
+	$(PY) -m twisted.trial tests; trial=$$?; \
+	echo "== python -m pytest"; \
+	$(PY) -m pytest -q tests; pytest=$$?; \
+	echo "trial exit $$trial, pytest exit $$pytest"; \
+	test $$trial -eq 0 -a $$pytest -eq 0
+
+clean:
+	rm -rf $(VENV) $(SSLYZE_VENV) build *.egg-info _trial_temp .pytest_cache
