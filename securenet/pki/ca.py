@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from securenet.pki.errors import FileCorrupt, InvalidName, NotIssuedHere
+from securenet.pki.errors import AlreadyExists, FileCorrupt, InvalidName, NotIssuedHere
 from securenet.pki.files import (
     PrivateKey,
     load_certificates,
@@ -64,17 +64,24 @@ def parse_san(text: str) -> x509.GeneralName:
     value = value.strip()
     if not sep or not value:
         raise InvalidName(Path("--san"), f"{text!r} is not KIND:VALUE (DNS:, IP:, URI:, email:)")
-    if kind == "DNS":
-        return x509.DNSName(value)
     if kind == "IP":
         try:
             return x509.IPAddress(ipaddress.ip_address(value))
         except ValueError:
             raise InvalidName(Path("--san"), f"{value!r} is not an IP address") from None
-    if kind == "URI":
-        return x509.UniformResourceIdentifier(value)
-    if kind == "EMAIL":
-        return x509.RFC822Name(value)
+    text_kinds: dict[str, type[x509.DNSName | x509.UniformResourceIdentifier | x509.RFC822Name]] = {
+        "DNS": x509.DNSName,
+        "URI": x509.UniformResourceIdentifier,
+        "EMAIL": x509.RFC822Name,
+    }
+    if kind in text_kinds:
+        try:
+            return text_kinds[kind](value)
+        except ValueError:
+            # cryptography refuses non-ASCII (U-label) values.
+            raise InvalidName(
+                Path("--san"), f"{text!r} is not ASCII; encode international names as A-labels (xn--...)"
+            ) from None
     raise InvalidName(Path("--san"), f"unknown SAN kind {kind!r} in {text!r} (use DNS:, IP:, URI:, email:)")
 
 
@@ -90,10 +97,16 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _sign_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def _sign_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
         return hashes.SHA384()
     return hashes.SHA256()
+
+
+def _refuse_existing(*paths: Path) -> None:
+    for path in paths:
+        if path.exists():
+            raise AlreadyExists(path, "already exists; refusing to overwrite it")
 
 
 @attrs.frozen
@@ -113,6 +126,10 @@ class IssuedCertificate:
         """Write C{DIR/NAME.pem} (leaf + chain) and C{DIR/NAME.key} (mode 0600)."""
         cert_path = directory / f"{name}.pem"
         key_path = directory / f"{name}.key"
+        if not overwrite:
+            # Check both before writing either: a new key beside an old
+            # certificate would be a mismatched pair.
+            _refuse_existing(cert_path, key_path)
         write_private_key(key_path, self.key, overwrite=overwrite)
         write_certificates(cert_path, [self.certificate, *self.chain], overwrite=overwrite)
         return cert_path, key_path
@@ -133,6 +150,8 @@ class CertificateAuthority:
         key_type: KeyType = "ec",
         days: int = DEFAULT_CA_DAYS,
     ) -> CertificateAuthority:
+        if days < 1:
+            raise ValueError(f"--days must be at least 1, not {days}")
         key = generate_private_key(key_type)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         now = _now()
@@ -287,6 +306,7 @@ def save_ca(ca: CertificateAuthority, directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     key_path = directory / "ca.key"
     cert_path = directory / "ca.pem"
+    _refuse_existing(cert_path, key_path)
     write_private_key(key_path, ca.key)
     write_certificates(cert_path, [ca.certificate])
     return cert_path, key_path
@@ -307,13 +327,20 @@ def read_revoked(directory: Path) -> list[tuple[int, datetime.datetime]]:
     path = directory / REVOKED_FILE
     if not path.exists():
         return []
+    try:
+        text = path.read_text("ascii")
+    except UnicodeDecodeError:
+        raise FileCorrupt(path, "is not ASCII text ('SERIAL-HEX ISO-TIME' lines)") from None
     entries = []
-    for lineno, line in enumerate(path.read_text("ascii").splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         try:
             serial_hex, when = line.split()
-            entries.append((int(serial_hex, 16), datetime.datetime.fromisoformat(when)))
+            serial = int(serial_hex, 16)
+            if serial < 1:
+                raise ValueError(serial)
+            entries.append((serial, datetime.datetime.fromisoformat(when)))
         except ValueError:
             raise FileCorrupt(path, f"line {lineno} is not 'SERIAL-HEX ISO-TIME'") from None
     return entries
@@ -328,6 +355,10 @@ def revoke(directory: Path, certificate_path: Path) -> int:
     """
     ca = load_ca(directory)
     cert = load_certificates(certificate_path)[0]
+    if cert == ca.certificate:
+        # Self-signed, so issued() says yes; but a CA listing itself in its own
+        # CRL means nothing to a verifier.
+        raise NotIssuedHere(certificate_path, "is the CA certificate itself; a CA cannot revoke itself")
     if not ca.issued(cert):
         raise NotIssuedHere(certificate_path, f"was not issued by the CA in {directory}")
     if any(serial == cert.serial_number for serial, _ in read_revoked(directory)):
@@ -337,13 +368,26 @@ def revoke(directory: Path, certificate_path: Path) -> int:
     return cert.serial_number
 
 
+def _read_crl_number(path: Path) -> int:
+    """The number of the last CRL written (0 if none)."""
+    if not path.exists():
+        return 0
+    try:
+        number = int(path.read_text("ascii").strip() or "0")
+    except (ValueError, UnicodeDecodeError):
+        raise FileCorrupt(path, "is not a CRL number (one decimal integer)") from None
+    if number < 0:
+        raise FileCorrupt(path, "is not a CRL number (one decimal integer)")
+    return number
+
+
 def write_crl(directory: Path, *, days: int = DEFAULT_CRL_DAYS) -> Path:
     """Write C{DIR/crl.pem} listing every recorded revocation, with a next-update."""
     if days < 1:
         raise ValueError(f"--days must be at least 1, not {days}")
     ca = load_ca(directory)
     number_path = directory / CRL_NUMBER_FILE
-    number = int(number_path.read_text().strip() or "0") + 1 if number_path.exists() else 1
+    number = _read_crl_number(number_path) + 1
     crl = ca.crl(read_revoked(directory), days=days, number=number)
     path = directory / CRL_FILE
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

@@ -1,0 +1,227 @@
+"""
+The protocol that sits directly under Twisted's TLS layer on every securenet
+connection.
+
+It closes a connection whose handshake does not finish in time (Twisted
+never does), turns every failure into a typed L{TLSError}, emits one
+C{tls.handshake} event per handshake, and builds the application protocol
+only once the handshake (and, in subclasses, authentication) succeeded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IProtocol, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, implementer, providedBy
+
+from securenet.tls.errors import (
+    ConnectionClosedDuringHandshake,
+    HandshakeTimeout,
+    TLSError,
+    classify,
+)
+from securenet.tls.facts import HandshakeFacts
+from securenet.tls.policy import ConnectionState, state_of
+
+log = Logger(namespace="securenet.tls")
+
+
+def describe_address(address: IAddress | None) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+class TLSGuardFactory(WrappingFactory):
+    """
+    Wraps an application factory for use under TLS.
+
+    @ivar ready: if given, fired with the application protocol once it is
+        connected, or failed with the typed error if the connection fails
+        first (used by L{securenet.client.connect}).
+    """
+
+    protocol = None  # set below, after TLSGuard
+
+    def __init__(
+        self,
+        wrappedFactory: Factory,
+        reactor: IReactorTime,
+        *,
+        ready: Deferred[IProtocol] | None = None,
+    ) -> None:
+        super().__init__(wrappedFactory)
+        self.reactor = reactor
+        self.ready = ready
+
+    def buildProtocol(self, addr: IAddress) -> TLSGuard:
+        # The application protocol is built later, once the peer is trusted.
+        return self.protocol(self, addr)  # type: ignore[misc,no-any-return]
+
+
+@implementer(IHandshakeListener)
+class TLSGuard(ProtocolWrapper):
+    """
+    See the module docstring.  C{self.handshake} holds the L{HandshakeFacts}
+    once the handshake is done.
+    """
+
+    factory: TLSGuardFactory
+    wrappedProtocol: Any
+    handshake: HandshakeFacts | None = None
+
+    def __init__(self, factory: TLSGuardFactory, addr: IAddress) -> None:
+        ProtocolWrapper.__init__(self, factory, None)  # type: ignore[arg-type]
+        self.addr = addr
+        self._timer: IDelayedCall | None = None
+        self._timedOut = False
+        self._appConnected = False
+
+    # -- connection set-up -------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        state = self.tlsState()
+        return state.role if state is not None else "server"
+
+    def tlsState(self) -> ConnectionState | None:
+        return state_of(getattr(self.transport, "getHandle", lambda: None)())
+
+    def makeConnection(self, transport: Any) -> None:
+        # ProtocolWrapper.makeConnection would connect the application now;
+        # we only do that once the peer is trusted.
+        directlyProvides(self, providedBy(transport))
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+
+    def connectionMade(self) -> None:
+        state = self.tlsState()
+        timeout = state.handshake_timeout if state is not None else 10.0
+        self._timer = self.factory.reactor.callLater(timeout, self._handshakeTimedOut, timeout)
+
+    def _handshakeTimedOut(self, timeout: float) -> None:
+        self._timer = None
+        self._timedOut = True
+        self._timeout = timeout
+        self.transport.abortConnection()
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def peerDescription(self) -> str:
+        return describe_address(self.addr)
+
+    def handshakeCompleted(self) -> None:
+        self._cancelTimer()
+        state = self.tlsState()
+        role = state.role if state is not None else "server"
+        self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription())  # type: ignore[arg-type]
+        log.info(
+            "TLS handshake with {peer} succeeded: {tls_version} {cipher}, peer {peer_subject}",
+            securenet_event="tls.handshake",
+            role=role,
+            result="ok",
+            reason=None,
+            **self.handshake.log_fields(),
+        )
+        self.handshakeSucceeded()
+
+    def handshakeSucceeded(self) -> None:
+        """The peer is trusted: connect the application.  Subclasses authenticate first."""
+        self.connectApplication()
+
+    def connectApplication(self) -> IProtocol | None:
+        """Build the application protocol and connect it to this transport."""
+        app = self.factory.wrappedFactory.buildProtocol(self.addr)
+        if app is None:
+            self.transport.loseConnection()
+            return None
+        self.wrappedProtocol = app
+        self._appConnected = True
+        app.makeConnection(self)
+        if IHandshakeListener.providedBy(app):
+            app.handshakeCompleted()
+        ready, self.factory.ready = self.factory.ready, None
+        if ready is not None:
+            ready.callback(app)
+        return app  # type: ignore[no-any-return]
+
+    # -- traffic ---------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._appConnected:
+            self.wrappedProtocol.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        if self._appConnected:
+            ProtocolWrapper.readConnectionLost(self)
+
+    def writeConnectionLost(self) -> None:
+        if self._appConnected:
+            ProtocolWrapper.writeConnectionLost(self)
+
+    def logPrefix(self) -> str:
+        if self.wrappedProtocol is not None:
+            return ProtocolWrapper.logPrefix(self)
+        return "securenet"
+
+    # -- tear-down -------------------------------------------------------------
+
+    def failureFor(self, reason: Failure) -> Failure:
+        """
+        The typed failure for C{reason}: a verification refusal recorded by
+        the policy wins, then a handshake timeout, then OpenSSL's error.
+        """
+        state = self.tlsState()
+        if state is not None and state.error is not None:
+            return Failure(state.error)
+        if self._timedOut:
+            return Failure(HandshakeTimeout(f"TLS handshake did not finish within {self._timeout:g} s"))
+        if isinstance(reason.value, (SSL.Error, TLSError)):
+            return Failure(classify(reason.value))
+        if self.handshake is None and isinstance(reason.value, (ConnectionDone, ConnectionLost)):
+            return Failure(ConnectionClosedDuringHandshake("peer closed the connection before the TLS handshake finished"))
+        return reason
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._cancelTimer()
+        failure = self.failureFor(reason)
+        if self.handshake is None:
+            log.warn(
+                "TLS handshake with {peer} failed: {reason}",
+                securenet_event="tls.handshake",
+                role=self.role,
+                result="failed",
+                peer=self.peerDescription(),
+                reason=str(failure.value),
+                error_type=type(failure.value).__name__,
+            )
+        ready, self.factory.ready = self.factory.ready, None
+        if self._appConnected:
+            ProtocolWrapper.connectionLost(self, failure)
+        else:
+            self.factory.unregisterProtocol(self)
+            self.wrappedProtocol = None
+            self.connectionLostBeforeApplication(failure)
+        if ready is not None:
+            ready.errback(failure)
+
+    def connectionLostBeforeApplication(self, failure: Failure) -> None:
+        """Hook: the connection ended before the application was connected."""
+
+
+TLSGuardFactory.protocol = TLSGuard  # type: ignore[assignment]
