@@ -1,1 +1,10 @@
-"""securenet.apps."""
+"""
+Built-in applications, selectable by name with C{twistd securenet --app NAME};
+any other value of C{--app} is a dotted path to a factory or protocol.
+"""
+
+from __future__ import annotations
+
+BUILTIN_APPS: dict[str, str] = {
+    "echo": "securenet.apps.echo.EchoFactory",
+}

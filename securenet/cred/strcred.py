@@ -6,6 +6,7 @@ The plugin objects in C{twisted/plugins/securenet_cred.py} point here.
 from __future__ import annotations
 
 from twisted.cred.strcred import ICheckerFactory, StrcredException
+from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from securenet.cred.checkers import MAPPINGS, CertificateChecker
@@ -34,7 +35,7 @@ def parse_options(argstring: str, allowed: set[str], auth_type: str) -> dict[str
     return options
 
 
-@implementer(ICheckerFactory)
+@implementer(ICheckerFactory, IPlugin)
 class CertificateCheckerFactory:
     authType = "certificate"
     authHelp = (

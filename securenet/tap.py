@@ -1,0 +1,171 @@
+"""
+C{twistd securenet}: options and service.
+
+    twistd -n securenet --listen ENDPOINT [--listen ...] --app NAME_OR_DOTTED_PATH
+                        [--auth CHECKER[:ARGS] ...] [--config FILE]
+
+With no C{--listen} (on the command line or in the config file) the
+development defaults apply: 127.0.0.1:8443 with the PKI that C{make run}
+creates under C{certs/}, client certificates required.  With no C{--auth},
+clients are named by their verified certificate (C{certificate:map=cn}).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.cred import strcred
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python import reflect, usage
+
+from securenet.apps import BUILTIN_APPS
+from securenet.cred.checkers import CertificateChecker
+from securenet.cred.identity import IdentityRealm
+from securenet.errors import SecurenetError
+from securenet.pki.pins import spki_pin
+from securenet.protocol.session import SessionFactory
+from securenet.tls.endpoints import SecureServerEndpoint, server_endpoint
+
+log = Logger(namespace="securenet.tap")
+
+DEV_CERTS = Path("certs")
+DEV_PORT = 8443
+
+
+def dev_listen(certs: Path = DEV_CERTS, port: int = DEV_PORT) -> str:
+    """The endpoint C{make run} serves: mutual TLS on 127.0.0.1 with the dev PKI."""
+    return (
+        f"securenet:{port}:interface=127.0.0.1"
+        f":certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        f":trustRoots={certs / 'ca.pem'}:clientAuth=required"
+    )
+
+
+CONFIG_KEYS = {
+    "listen": "list of securenet: server endpoint strings",
+    "app": "built-in app name or dotted path of a factory/protocol",
+    "auth": "list of --auth values, e.g. [\"certificate:map=spiffe\"]",
+}
+
+
+class Options(usage.Options, strcred.AuthOptionMixin):
+    synopsis = "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--config FILE]"
+    longdesc = (
+        "Serve an application over mutually-authenticated, pinned TLS. "
+        "ENDPOINT is a securenet: server endpoint string (see the README). "
+        "Without --listen, serves the development PKI in ./certs on 127.0.0.1:8443."
+    )
+    optParameters = [
+        ["app", "a", None, f"Application: one of {', '.join(BUILTIN_APPS)} or a dotted path to a factory or protocol class (default echo)."],
+        ["config", "c", None, "TOML file with the same settings (listen, app, auth); command-line values win."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """A securenet: server endpoint to listen on (may be repeated)."""
+        self["listen"].append(endpoint)
+
+    def postOptions(self) -> None:
+        if self["config"]:
+            self._applyConfig(Path(self["config"]))
+        if not self["listen"]:
+            self["listen"] = [dev_listen()]
+            self["dev"] = True
+        else:
+            self["dev"] = False
+        if not self["app"]:
+            self["app"] = "echo"
+        if not self.get("credCheckers"):
+            self.addChecker(CertificateChecker("cn"))
+
+    def _applyConfig(self, path: Path) -> None:
+        try:
+            data = tomllib.loads(path.read_text("utf-8"))
+        except FileNotFoundError:
+            raise usage.UsageError(f"--config {path}: file does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise usage.UsageError(f"--config {path}: not valid TOML: {e}") from None
+        for key in data:
+            if key not in CONFIG_KEYS:
+                raise usage.UsageError(f"--config {path}: unknown key {key!r}; known keys: {', '.join(CONFIG_KEYS)}")
+        listen = data.get("listen", [])
+        auth = data.get("auth", [])
+        for key, value in (("listen", listen), ("auth", auth)):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise usage.UsageError(f"--config {path}: {key} must be a list of strings")
+        if "app" in data and not isinstance(data["app"], str):
+            raise usage.UsageError(f"--config {path}: app must be a string")
+        if not self["listen"]:
+            self["listen"] = list(listen)
+        if not self["app"]:
+            self["app"] = data.get("app")
+        if not self.get("credCheckers"):
+            for value in auth:
+                self.opt_auth(value)
+
+
+def load_app(spec: str) -> IProtocolFactory:
+    """
+    Resolve C{--app}: a built-in name, or a dotted path to a factory
+    instance, a factory class, a protocol class, or a callable returning a
+    factory.
+    """
+    path = BUILTIN_APPS.get(spec, spec)
+    try:
+        obj = reflect.namedAny(path)
+    except (reflect.ModuleNotFound, reflect.ObjectNotFound, reflect.InvalidName, AttributeError, ValueError) as e:
+        raise usage.UsageError(
+            f"--app {spec}: cannot import it ({e}); use one of {', '.join(BUILTIN_APPS)} or a dotted path"
+        ) from None
+    if isinstance(obj, type) and issubclass(obj, Protocol):
+        return Factory.forProtocol(obj)
+    if isinstance(obj, type) and issubclass(obj, Factory):
+        return obj()
+    if IProtocolFactory.providedBy(obj):
+        return obj  # type: ignore[no-any-return]
+    if callable(obj):
+        made = obj()
+        if IProtocolFactory.providedBy(made):
+            return made  # type: ignore[no-any-return]
+    raise usage.UsageError(f"--app {spec}: {path} is not a protocol factory, factory class, or protocol class")
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    factory = load_app(options["app"])
+    portal = Portal(IdentityRealm(), options["credCheckers"])
+    service = MultiService()
+    for description in options["listen"]:
+        try:
+            endpoint = server_endpoint(reactor, description)
+        except SecurenetError as e:
+            hint = ""
+            if options.get("dev") and not DEV_CERTS.joinpath("server.pem").exists():
+                hint = " (no --listen given and the development PKI in ./certs is missing: run `make run`, or `securenet pki init --dir certs` and issue the certificates)"
+            raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
+        _logListening(endpoint, description, options)
+        StreamServerEndpointService(endpoint, SessionFactory(factory, portal, reactor)).setServiceParent(service)
+    return service
+
+
+def _logListening(endpoint: SecureServerEndpoint, description: str, options: Options) -> None:
+    policy = endpoint.policy
+    log.info(
+        "securenet listening on {endpoint}: profile {profile}, clientAuth {client_auth}, app {app}, server pin {pin}",
+        endpoint=description,
+        profile=policy.profile.name,
+        client_auth=policy.client_auth,
+        app=options["app"],
+        pin=spki_pin(policy.certificate_chain[0]),
+        securenet_event="service.listening",
+    )

@@ -1,0 +1,4 @@
+# `securenet:` server and client endpoint strings.
+from securenet.plugins import securenetClientParser, securenetServerParser
+
+__all__ = ["securenetClientParser", "securenetServerParser"]
