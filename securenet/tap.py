@@ -12,6 +12,7 @@ clients are named by their verified certificate (C{certificate:map=cn}).
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 
@@ -139,7 +140,25 @@ def load_app(spec: str) -> IProtocolFactory:
     raise usage.UsageError(f"--app {spec}: {path} is not a protocol factory, factory class, or protocol class")
 
 
+class StartupError(SystemExit):
+    """
+    Refuse to start, with one line on stderr naming what is wrong (twistd
+    would otherwise print a traceback for an exception from makeService).
+    """
+
+    def __init__(self, message: str) -> None:
+        print(f"twistd securenet: error: {message}", file=sys.stderr)
+        super().__init__(1)
+
+
 def makeService(options: Options) -> IService:
+    try:
+        return _makeService(options)
+    except (usage.UsageError, SecurenetError) as e:
+        raise StartupError(str(e)) from None
+
+
+def _makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     factory = load_app(options["app"])

@@ -1,0 +1,322 @@
+"""
+End to end: what a user sees.  A real C{twistd securenet} process with a PKI
+made by the real C{securenet pki} CLI, the C{securenet connect} client,
+C{openssl s_client}, and sslyze's Mozilla compliance check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.support import REPO, Twistd, child_env, converse, run, run_twistd_expecting_failure, script
+
+_PKI_DIRS: dict[str, Path] = {}
+
+
+def dev_pki(base: Path) -> Path:
+    """A directory with a CA, server and client certificates, made once per run by the CLI."""
+    if "dir" in _PKI_DIRS:
+        return _PKI_DIRS["dir"]
+    certs = base / "certs"
+    securenet = script("securenet")
+    for args in (
+        ["pki", "init", "--dir", str(certs)],
+        ["pki", "issue", "server", "server", "--dir", str(certs), "--san", "DNS:localhost,IP:127.0.0.1"],
+        ["pki", "issue", "client", "dev-client", "--dir", str(certs)],
+    ):
+        result = run([securenet, *args])
+        assert result.returncode == 0, result.stderr
+    _PKI_DIRS["dir"] = certs
+    return certs
+
+
+def server_listen(certs: Path, **extra: str) -> str:
+    parts = {
+        "interface": "127.0.0.1",
+        "certKey": str(certs / "server.pem"),
+        "privateKey": str(certs / "server.key"),
+        "trustRoots": str(certs / "ca.pem"),
+        "clientAuth": "required",
+    }
+    parts.update(extra)
+    return "securenet:0:" + ":".join(f"{k}={v}" for k, v in parts.items() if v)
+
+
+def client_endpoint(certs: Path, port: int, **extra: str) -> str:
+    parts = {
+        "host": "127.0.0.1",
+        "port": str(port),
+        "trustRoots": str(certs / "ca.pem"),
+        "certificate": str(certs / "dev-client.pem"),
+        "privateKey": str(certs / "dev-client.key"),
+    }
+    parts.update(extra)
+    return "securenet:" + ":".join(f"{k}={v}" for k, v in parts.items() if v)
+
+
+def pin_of(path: Path) -> str:
+    result = run([script("securenet"), "pki", "pin", str(path)])
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode().strip()
+
+
+class E2EBase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp()).resolve()
+        self.base.mkdir(parents=True)
+        self.certs = dev_pki(Path(self.mktemp()).resolve())
+
+    def startServer(self, *args: str) -> Twistd:
+        server = Twistd(self.base, args)
+        self.addCleanup(server.stop)
+        return server
+
+    def connect(self, endpoint: str, data: bytes = b"", *extra: str) -> subprocess.CompletedProcess[bytes]:
+        return run([script("securenet"), "connect", "--linger", "0.5", *extra, endpoint], input=data, timeout=60)
+
+
+class PluginDiscoveryTests(SynchronousTestCase):
+    def test_twistdListsSecurenet(self) -> None:
+        """
+        After a plain install (no source tree on the path, another working
+        directory), twistd finds the securenet plugin.
+        """
+        env = dict(os.environ)
+        env.pop("PYTHONPATH", None)
+        cwd = Path(self.mktemp()).resolve()
+        cwd.mkdir(parents=True)
+        result = run([script("twistd"), "--help"], cwd=cwd, env=env)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout.decode(), r"\n\s+securenet\s+Serve an application")
+
+    def test_authTypeListed(self) -> None:
+        """--help-auth lists the certificate checker from our cred plugin."""
+        result = run([script("twistd"), "securenet", "--help-auth"])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertRegex(result.stdout.decode(), r"certificate\s+map=cn\|dns")
+
+
+class EchoTests(E2EBase):
+    def test_echoThroughTwistd(self) -> None:
+        """A line sent by `securenet connect` comes back through `twistd securenet` (mTLS + pin)."""
+        server = self.startServer("--listen", server_listen(self.certs), "--app", "echo")
+        pin = pin_of(self.certs / "server.pem")
+        result = self.connect(client_endpoint(self.certs, server.port, pin=pin), b"hello securenet\n", "-q")
+        self.assertEqual((result.returncode, result.stdout, result.stderr), (0, b"hello securenet\n", b""))
+        log = server.waitForLog("by EXTERNAL: dev-client")
+        self.assertIn("TLS handshake with 127.0.0.1", log)
+        self.assertIn("authentication ok for 127.0.0.1", log)
+        self.assertIn("by EXTERNAL: dev-client", log)
+
+    def test_summaryOnStderr(self) -> None:
+        """Without -q the client names the server, TLS version and pin on stderr."""
+        server = self.startServer("--listen", server_listen(self.certs))
+        result = self.connect(client_endpoint(self.certs, server.port), b"x")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(pin_of(self.certs / "server.pem").encode(), result.stderr)
+        self.assertIn(b"TLSv1.3", result.stderr)
+
+    def test_wrongPin(self) -> None:
+        """A wrong pin: exit 1, one line naming both pins; the server echoed nothing."""
+        server = self.startServer("--listen", server_listen(self.certs))
+        wrong = "sha256/" + "A" * 43 + "="
+        result = self.connect(client_endpoint(self.certs, server.port, pin=wrong), b"secret\n")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, b"")
+        lines = result.stderr.decode().strip().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(
+            lines[0],
+            f"securenet: error: pin mismatch: expected {wrong}, server presented "
+            f"{pin_of(self.certs / 'server.pem')}, {pin_of(self.certs / 'ca.pem')}",
+        )
+        log = server.waitForLog("failed: peer aborted the handshake")
+        self.assertIn("failed: peer aborted the handshake", log)
+        self.assertNotIn("authentication ok", log)
+
+    def test_noClientCertificate(self) -> None:
+        """clientAuth=required and no client certificate: refused, the reason named, nothing echoed."""
+        server = self.startServer("--listen", server_listen(self.certs))
+        result = self.connect(client_endpoint(self.certs, server.port, certificate="", privateKey=""), b"secret\n")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stdout, b"")
+        self.assertIn(b"securenet: error: server requires a client certificate", result.stderr)
+        log = server.waitForLog("client sent no certificate, but one is required")
+        self.assertIn("client sent no certificate, but one is required", log)
+        self.assertNotIn("authentication ok", log)
+
+    def test_connectionRefused(self) -> None:
+        """Nobody listening: exit 1 and a clear line."""
+        result = self.connect(client_endpoint(self.certs, 1), b"")
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr, b"securenet: error: connection refused (is the server running?)\n")
+
+    def test_unknownEndpointKey(self) -> None:
+        """An unknown client endpoint key is refused naming the key, before any connection."""
+        result = self.connect("securenet:host=127.0.0.1:port=1:trustRoots=x:pim=y")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"unknown client endpoint key 'pim'", result.stderr)
+
+    def test_configFile(self) -> None:
+        """--config FILE (TOML) gives the same settings as the command line."""
+        config = self.base / "securenet.toml"
+        config.write_text(
+            f'listen = ["{server_listen(self.certs)}"]\napp = "echo"\nauth = ["certificate:map=cn"]\n'
+        )
+        server = self.startServer("--config", str(config))
+        result = self.connect(client_endpoint(self.certs, server.port), b"from config\n", "-q")
+        self.assertEqual((result.returncode, result.stdout), (0, b"from config\n"), result.stderr)
+
+
+class StartupRefusalTests(E2EBase):
+    def test_keyWithGroupReadableMode(self) -> None:
+        """A server key readable by others stops twistd with one line naming the file."""
+        key = self.base / "server.key"
+        key.write_bytes((self.certs / "server.key").read_bytes())
+        key.chmod(0o644)
+        result = run_twistd_expecting_failure(self.base, ["--listen", server_listen(self.certs, privateKey=str(key))])
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(f"{key}: private key file has mode 0644".encode(), result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr + result.stdout)
+
+    def test_unknownServerKey(self) -> None:
+        result = run_twistd_expecting_failure(self.base, ["--listen", server_listen(self.certs, bogus="1")])
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"unknown server endpoint key 'bogus'", result.stderr)
+        self.assertNotIn(b"Traceback", result.stderr + result.stdout)
+
+    def test_unknownApp(self) -> None:
+        result = run_twistd_expecting_failure(self.base, ["--listen", server_listen(self.certs), "--app", "no.such.thing"])
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"--app no.such.thing: cannot import it", result.stderr)
+
+    def test_devDefaultsWithoutPKI(self) -> None:
+        """No --listen and no ./certs: a hint to create the development PKI."""
+        result = run_twistd_expecting_failure(self.base, [])
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(b"development PKI in ./certs is missing", result.stderr)
+
+
+class OpenSSLClientTests(E2EBase):
+    """openssl s_client, a client we did not write, against our server."""
+
+    def s_client(self, port: int, *args: str) -> list[str]:
+        return ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(self.certs / "ca.pem"),
+                "-verify_return_error", *args]
+
+    def test_echoWithClientCertificate(self) -> None:
+        server = self.startServer("--listen", server_listen(self.certs))
+        out, _ = converse(
+            self.s_client(server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"),
+            b"via openssl\n",
+            b"via openssl\n",
+        )
+        self.assertIn(b"via openssl\n", out)
+
+    def test_tls11Refused(self) -> None:
+        """A TLS 1.1-only client is refused; the server logs the typed reason."""
+        server = self.startServer("--listen", server_listen(self.certs, clientAuth="none", trustRoots=""), "--auth", "anonymous")
+        result = run(self.s_client(server.port, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"), input=b"", timeout=30)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"Cipher is (NONE)", result.stdout)
+        self.assertIn("no TLS version in common", server.waitForLog("no TLS version in common"))
+
+    def test_x448Refused(self) -> None:
+        """Only X25519, P-256 and P-384: a client offering X448 alone is refused."""
+        server = self.startServer("--listen", server_listen(self.certs, clientAuth="none", trustRoots=""), "--auth", "anonymous")
+        refused = run(self.s_client(server.port, "-groups", "X448"), input=b"", timeout=30)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn(b"Cipher is (NONE)", refused.stdout)
+        out, _ = converse(self.s_client(server.port, "-groups", "X25519"), b"", b"Verify return code: 0 (ok)")
+        self.assertIn(b"Server Temp Key: X25519", out)
+
+    def test_garbageInsteadOfTLS(self) -> None:
+        """Plaintext instead of a ClientHello: the server closes and logs NotTLS."""
+        import socket
+
+        server = self.startServer("--listen", server_listen(self.certs))
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(10)
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        self.assertNotIn(b"HTTP", data)
+        self.assertIn(
+            "peer sent a plaintext HTTP request, not TLS",
+            server.waitForLog("peer sent a plaintext HTTP request, not TLS"),
+        )
+
+
+# sslyze lives in its own virtualenv (it pins an older cryptography);
+# `make test` sets SECURENET_SSLYZE.  In CI a missing sslyze is a failure.
+def sslyze() -> str:
+    path = os.environ.get("SECURENET_SSLYZE")
+    if path and Path(path).exists():
+        return path
+    if os.environ.get("CI") or path:
+        raise AssertionError(f"sslyze not found (SECURENET_SSLYZE={path!r}): run `make test`")
+    raise SkipTest("sslyze is not installed: run the suite with `make test`")
+
+
+_PLAIN_TWISTED_SERVER = textwrap.dedent(
+    """
+    import sys
+    from twisted.internet import reactor, endpoints, protocol
+    from twisted.protocols.wire import Echo
+    ep = endpoints.serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={sys.argv[2]}:certKey={sys.argv[1]}")
+    def listening(port):
+        print(port.getHost().port, flush=True)
+    ep.listen(protocol.Factory.forProtocol(Echo)).addCallback(listening)
+    reactor.run()
+    """
+)
+
+
+class SslyzeComplianceTests(E2EBase):
+    def scan(self, port: int, profile: str) -> subprocess.CompletedProcess[bytes]:
+        return run(
+            [sslyze(), f"--mozilla_config={profile}", f"--certinfo_ca_file={self.certs / 'ca.pem'}", f"localhost:{port}"],
+            timeout=300,
+        )
+
+    def test_intermediateAndModern(self) -> None:
+        """Each profile passes sslyze's Mozilla check for that profile."""
+        server = self.startServer(
+            "--listen", server_listen(self.certs, clientAuth="none", trustRoots=""),
+            "--listen", server_listen(self.certs, clientAuth="none", trustRoots="", profile="modern"),
+            "--auth", "anonymous",
+        )
+        for port, profile in zip(server.ports, ("intermediate", "modern")):
+            result = self.scan(port, profile)
+            out = result.stdout.decode()
+            self.assertEqual(result.returncode, 0, out[-3000:])
+            self.assertIn(f"localhost:{port}: OK - Compliant.", out)
+
+    def test_intermediateServerIsNotModern(self) -> None:
+        """The check can fail: our intermediate profile (TLS 1.2 on) is not Mozilla modern."""
+        server = self.startServer("--listen", server_listen(self.certs, clientAuth="none", trustRoots=""), "--auth", "anonymous")
+        result = self.scan(server.port, "modern")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"FAILED - Not compliant", result.stdout)
+
+    def test_plainTwistedFailsIntermediate(self) -> None:
+        """The control: Twisted's CertificateOptions defaults fail Mozilla intermediate."""
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _PLAIN_TWISTED_SERVER, str(self.certs / "server.pem"), str(self.certs / "server.key")],
+            stdout=subprocess.PIPE, env=child_env(), cwd=REPO,
+        )
+        self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout and proc.stdout.close()))
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().strip())
+        result = self.scan(port, "intermediate")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn(b"FAILED - Not compliant", result.stdout)
+        self.assertTrue(re.search(rb"tls_curves|ciphersuites|X448|secp521r1", result.stdout), result.stdout[-2000:])
