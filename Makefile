@@ -40,7 +40,7 @@ pki: install
 	@echo "server pin:     $$($(VENV)/bin/securenet pki pin $(CERTS)/server.pem)"
 
 run: pki
-	$(VENV)/bin/twistd -n securenet
+	$(VENV)/bin/twistd -n --pidfile= securenet
 
 test: install $(SSLYZE)
 	@export SECURENET_SSLYZE="$(CURDIR)/$(SSLYZE)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \

@@ -133,8 +133,10 @@ def connect_in_memory(
         server_factory = TLSGuardFactory(server_factory, clock)
     ready: Deferred[IProtocol] = Deferred()
     client_guard = TLSGuardFactory(client_factory, clock, ready=ready)  # type: ignore[arg-type]
-    server_tls_factory = TLSMemoryBIOFactory(ServerTLSCreator(server_policy, clock), False, server_factory)
-    client_tls_factory = TLSMemoryBIOFactory(client_policy.creator(hostname, port), True, client_guard)
+    # The clock also drives Twisted's write aggregation (callLater(0)); without
+    # it application bytes would wait on the global reactor, which never runs.
+    server_tls_factory = TLSMemoryBIOFactory(ServerTLSCreator(server_policy, clock), False, server_factory, clock=clock)
+    client_tls_factory = TLSMemoryBIOFactory(client_policy.creator(hostname, port), True, client_guard, clock=clock)
     server_tls = server_tls_factory.buildProtocol(CLIENT_ADDRESS)
     client_tls = client_tls_factory.buildProtocol(SERVER_ADDRESS)
     server_transport = iosim.FakeTransport(server_tls, isServer=True, hostAddress=SERVER_ADDRESS, peerAddress=CLIENT_ADDRESS)

@@ -109,7 +109,9 @@ class ServerSession(TLSGuard):
 
     def _loggedIn(self, result: tuple[Any, Identity, Any]) -> None:
         _, identity, self._logout = result
-        if not self.connected:
+        if not self.connected or getattr(self.transport, "disconnecting", False):
+            # The peer left (or we closed it, e.g. pre-auth overflow) while the
+            # checker was deciding: never build the application for it.
             self._callLogout()
             return
         self.identity = identity

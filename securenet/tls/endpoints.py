@@ -19,6 +19,7 @@ README); an unknown key or a bad value is refused naming the key.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -88,6 +89,9 @@ def _number(key: str, value: str, kind: type = float) -> Any:
         n = kind(value)
     except ValueError:
         raise EndpointConfigurationError(f"{key}={value!r} is not a number") from None
+    if not math.isfinite(n):
+        # 'inf' would silently disable a timeout; 'nan' breaks timer ordering.
+        raise EndpointConfigurationError(f"{key}={value!r} is not a finite number")
     if n < 0:
         raise EndpointConfigurationError(f"{key}={value!r} must not be negative")
     return n
@@ -127,7 +131,9 @@ class SecureServerEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         if not isinstance(protocolFactory, TLSGuardFactory):
             protocolFactory = TLSGuardFactory(protocolFactory, self.reactor)
-        return self._tcp.listen(TLSMemoryBIOFactory(self.creator, False, protocolFactory))
+        # The reactor is also Twisted's clock for aggregating TLS writes (by
+        # default it would take the global reactor).
+        return self._tcp.listen(TLSMemoryBIOFactory(self.creator, False, protocolFactory, clock=self.reactor))
 
 
 @implementer(IStreamClientEndpoint)
@@ -162,7 +168,8 @@ class SecureClientEndpoint:
         if not isinstance(protocolFactory, TLSGuardFactory):
             protocolFactory = TLSGuardFactory(protocolFactory, self.reactor)
         creator = self.policy.creator(self.server_name, self.port)
-        d: Deferred[IProtocol] = self._tcp.connect(TLSMemoryBIOFactory(creator, True, protocolFactory))
+        tls = TLSMemoryBIOFactory(creator, True, protocolFactory, clock=self.reactor)
+        d: Deferred[IProtocol] = self._tcp.connect(tls)
         return d.addCallback(lambda tls: tls.wrappedProtocol)
 
 

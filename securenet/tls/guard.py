@@ -22,6 +22,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from securenet.pki.facts import CertificateFacts
 from securenet.tls.errors import (
     ConnectionClosedDuringHandshake,
     HandshakeTimeout,
@@ -197,7 +198,35 @@ class TLSGuard(ProtocolWrapper):
             return Failure(ConnectionClosedDuringHandshake("peer closed the connection before the TLS handshake finished"))
         return reason
 
+    def failedHandshakeFields(self) -> dict[str, object]:
+        """
+        The C{tls.handshake} fields of a failed handshake: the same keys as a
+        successful one, C{None} where nothing was negotiated, and the refused
+        peer certificate's subject and pin when verification saw it.
+        """
+        fields: dict[str, object] = dict.fromkeys(
+            ("tls_version", "cipher", "group", "sni", "alpn", "resumed", "peer_subject", "peer_pin")
+        )
+        fields["peer"] = self.peerDescription()
+        connection = getattr(self.transport, "getHandle", lambda: None)()
+        if connection is not None and connection.get_cipher_name() is not None:
+            # Before a cipher is agreed OpenSSL reports a version it never
+            # negotiated; only trust these once the peer's hello was accepted.
+            fields["tls_version"] = connection.get_protocol_version_name()
+            fields["cipher"] = connection.get_cipher_name()
+            fields["group"] = connection.get_group_name()
+        state = self.tlsState()
+        leaf = state.chain.get(0) if state is not None else None
+        if leaf is not None:
+            facts = CertificateFacts.of(leaf)
+            fields["peer_subject"] = facts.subject
+            fields["peer_pin"] = facts.pin
+        return fields
+
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        # Nothing resets BaseProtocol.connected for us: callers that finish
+        # later (an authentication Deferred) check it.
+        self.connected = False
         self._cancelTimer()
         failure = self.failureFor(reason)
         if self.handshake is None:
@@ -206,9 +235,9 @@ class TLSGuard(ProtocolWrapper):
                 securenet_event="tls.handshake",
                 role=self.role,
                 result="failed",
-                peer=self.peerDescription(),
                 reason=str(failure.value),
                 error_type=type(failure.value).__name__,
+                **self.failedHandshakeFields(),
             )
         ready, self.factory.ready = self.factory.ready, None
         if self._appConnected:

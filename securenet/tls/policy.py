@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import os
 import weakref
 from collections.abc import Iterable, Sequence
@@ -137,7 +138,8 @@ def verification_error(
 class ConnectionState:
     """
     Per-connection verification state (see L{state_of}).  C{error} is the
-    first refusal; L{TLSGuard} reads it.
+    first refusal; L{TLSGuard} reads it.  C{chain} holds the certificates
+    verification saw, by depth, including one it refused.
     """
 
     role: Literal["server", "client"]
@@ -230,8 +232,8 @@ class ServerTLSPolicy:
             )
         if self.crl is not None and self.client_auth == "none":
             raise TLSConfigurationError("a CRL is checked against client certificates: it needs clientAuth=optional or required")
-        if self.handshake_timeout <= 0:
-            raise TLSConfigurationError(f"handshakeTimeout must be positive, not {self.handshake_timeout}")
+        if not math.isfinite(self.handshake_timeout) or self.handshake_timeout <= 0:
+            raise TLSConfigurationError(f"handshakeTimeout must be positive and finite, not {self.handshake_timeout}")
 
     @classmethod
     def from_files(
@@ -300,8 +302,9 @@ class ServerTLSPolicy:
         try:
             state = _state(conn)
             crypto_cert = cert.to_cryptography()
+            # Recorded even when refused: the failed tls.handshake event names it.
+            state.chain[depth] = crypto_cert
             if ok:
-                state.chain[depth] = crypto_cert
                 return True
             return state.refuse(verification_error(errno, crypto_cert, depth, self.crl_source))
         except Exception:
@@ -403,8 +406,8 @@ class ClientTLSPolicy:
             )
         if bool(self.certificate_chain) != (self.private_key is not None):
             raise TLSConfigurationError("a client certificate needs its private key, and a key its certificate")
-        if self.handshake_timeout <= 0:
-            raise TLSConfigurationError(f"handshakeTimeout must be positive, not {self.handshake_timeout}")
+        if not math.isfinite(self.handshake_timeout) or self.handshake_timeout <= 0:
+            raise TLSConfigurationError(f"handshakeTimeout must be positive and finite, not {self.handshake_timeout}")
 
     @classmethod
     def from_files(
@@ -463,9 +466,10 @@ class ClientTLSPolicy:
         try:
             state = _state(conn)
             crypto_cert = cert.to_cryptography()
+            # Recorded even when refused: the failed tls.handshake event names it.
+            state.chain[depth] = crypto_cert
             if not ok and not (self.pin_only and errno in _CHAIN_ERRORS):
                 return state.refuse(verification_error(errno, crypto_cert, depth))
-            state.chain[depth] = crypto_cert
             if depth != 0 or state.leaf_checked:
                 return True
             error = self._check_leaf(state, crypto_cert)

@@ -1,0 +1,440 @@
+"""
+Tests for L{securenet.tls.endpoints}: C{securenet:} endpoint strings.
+
+Every documented key is parsed and takes effect; every bad key or value is
+refused naming it; unsafe or mismatched files are refused with the PKI
+layer's typed errors.  The endpoints run on a L{MemoryReactorClock}, and a
+server and client endpoint are joined in memory to show the factories they
+hand the reactor really carry bytes.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from securenet.pki.errors import FileMissing, InsecurePermissions, KeyMismatch
+from securenet.pki.pins import spki_pin
+from securenet.protocol.client import connect
+from securenet.testing import EphemeralPKI
+from securenet.tls.endpoints import (
+    CLIENT_KEYS,
+    SERVER_KEYS,
+    EndpointConfigurationError,
+    SecureClientEndpoint,
+    SecureServerEndpoint,
+    client_endpoint,
+    server_endpoint,
+    split_description,
+)
+from securenet.tls.errors import TLSConfigurationError
+from securenet.tls.guard import TLSGuardFactory
+from securenet.tls.profiles import INTERMEDIATE, MODERN
+from tests.test_tls import CLIENT_DATA, SERVER_DATA, RecordingFactory
+
+
+@functools.cache
+def pki() -> EphemeralPKI:
+    """One PKI for the module, with the client certificate the tests use."""
+    made = EphemeralPKI.create()
+    made.client("alice")
+    return made
+
+
+def escape(value: str) -> str:
+    """Escape a value for an endpoint string (Twisted's grammar: backslash before ':' and '\\')."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def keys_of(description: str) -> set[str]:
+    return set(split_description(description)[1])
+
+
+class EndpointTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.dir = pki().save(Path(self.mktemp()).absolute())
+        self.reactor = MemoryReactorClock()
+        crl = self.dir / "crl.pem"
+        crl.write_bytes(pki().ca.crl([]).public_bytes(Encoding.PEM))
+
+    def path(self, name: str) -> str:
+        return escape(str(self.dir / name))
+
+    def server(self, extra: str = "", port: str = "8443") -> str:
+        """A minimal valid server description, plus C{extra}."""
+        return f"securenet:{port}:certKey={self.path('server.pem')}:privateKey={self.path('server.key')}{extra}"
+
+    def client(self, extra: str = "") -> str:
+        """A minimal valid client description, plus C{extra}."""
+        return f"securenet:host=localhost:port=8443:trustRoots={self.path('ca.pem')}{extra}"
+
+
+class ServerEndpointTests(EndpointTestCase):
+    """C{securenet:} server strings."""
+
+    def test_everyKey(self) -> None:
+        """Every key of SERVER_KEYS is accepted and lands in the policy or the listen call."""
+        description = (
+            "securenet:port=0:interface=127.0.0.2:backlog=7"
+            f":certKey={self.path('server.pem')}:privateKey={self.path('server.key')}"
+            f":trustRoots={self.path('ca.pem')}:clientAuth=optional:crl={self.path('crl.pem')}"
+            ":profile=modern:handshakeTimeout=2.5:sessionTickets=no:alpn=h2,http/1.1"
+        )
+        self.assertEqual(keys_of(description), set(SERVER_KEYS))
+        endpoint = server_endpoint(self.reactor, description)
+        self.assertIsInstance(endpoint, SecureServerEndpoint)
+        policy = endpoint.policy
+        self.assertEqual(policy.certificate_chain[0], pki().server.certificate)
+        self.assertEqual(policy.trust_roots, (pki().ca.certificate,))
+        self.assertEqual(policy.client_auth, "optional")
+        self.assertIsNotNone(policy.crl)
+        self.assertEqual(policy.crl_source, str(self.dir / "crl.pem"))
+        self.assertIs(policy.profile, MODERN)
+        self.assertEqual(policy.handshake_timeout, 2.5)
+        self.assertFalse(policy.session_tickets)
+        self.assertEqual(policy.alpn, (b"h2", b"http/1.1"))
+
+        app = Factory()
+        port = self.successResultOf(endpoint.listen(app))
+        self.assertIsNotNone(port)
+        [(port_number, factory, backlog, interface)] = self.reactor.tcpServers
+        self.assertEqual((port_number, backlog, interface), (0, 7, "127.0.0.2"))
+        self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        self.assertIsInstance(factory.wrappedFactory, TLSGuardFactory)
+        self.assertIs(factory.wrappedFactory.wrappedFactory, app)
+        self.assertIs(factory.wrappedFactory.reactor, self.reactor)
+
+    def test_defaults(self) -> None:
+        """The minimal string: port positional, 127.0.0.1, backlog 50, no client auth, intermediate, tickets on."""
+        endpoint = server_endpoint(self.reactor, self.server())
+        policy = endpoint.policy
+        self.assertEqual(policy.client_auth, "none")
+        self.assertIs(policy.profile, INTERMEDIATE)
+        self.assertTrue(policy.session_tickets)
+        self.assertEqual(policy.handshake_timeout, 10.0)
+        endpoint.listen(Factory())
+        [(port, _, backlog, interface)] = self.reactor.tcpServers
+        self.assertEqual((port, backlog, interface), (8443, 50, "127.0.0.1"))
+
+    def test_trustRootsImpliesRequired(self) -> None:
+        """Giving trustRoots without clientAuth means clientAuth=required."""
+        endpoint = server_endpoint(self.reactor, self.server(f":trustRoots={self.path('ca.pem')}"))
+        self.assertEqual(endpoint.policy.client_auth, "required")
+
+    def test_guardFactoryNotWrappedTwice(self) -> None:
+        """A factory that is already a TLSGuardFactory (e.g. a SessionFactory) is used as is."""
+        guard = TLSGuardFactory(Factory(), self.reactor)
+        server_endpoint(self.reactor, self.server()).listen(guard)
+        [(_, factory, _, _)] = self.reactor.tcpServers
+        self.assertIs(factory.wrappedFactory, guard)
+
+    def test_escapedColons(self) -> None:
+        """C{\\:} is a literal colon: in a file path, and in an IPv6 interface (which selects TCP6)."""
+        odd = Path(self.mktemp()).absolute() / "dir:with:colons"
+        pki().save(odd)
+        description = (
+            f"securenet:8443:interface=\\:\\:1:certKey={escape(str(odd / 'server.pem'))}"
+            f":privateKey={escape(str(odd / 'server.key'))}"
+        )
+        endpoint = server_endpoint(self.reactor, description)
+        self.assertEqual(endpoint.policy.certificate_chain[0], pki().server.certificate)
+        endpoint.listen(Factory())
+        [(_, _, _, interface)] = self.reactor.tcpServers
+        self.assertEqual(interface, "::1")
+
+    def test_unknownKey(self) -> None:
+        """An unknown key is refused, naming it."""
+        with self.assertRaises(EndpointConfigurationError) as caught:
+            server_endpoint(self.reactor, self.server(":colour=blue"))
+        self.assertIn("'colour'", str(caught.exception))
+        self.assertEqual(self.reactor.tcpServers, [])
+
+    def test_badValues(self) -> None:
+        """Each bad value is refused with EndpointConfigurationError naming its key."""
+        cases = {
+            "port": self.server(port="abc"),
+            "clientAuth": self.server(f":trustRoots={self.path('ca.pem')}:clientAuth=maybe"),
+            "profile": self.server(":profile=ancient"),
+            "sessionTickets": self.server(":sessionTickets=perhaps"),
+            "handshakeTimeout": self.server(":handshakeTimeout=-1"),
+            "backlog": self.server(":backlog=many"),
+        }
+        for key, description in cases.items():
+            with self.assertRaises(EndpointConfigurationError, msg=key) as caught:
+                server_endpoint(self.reactor, description)
+            self.assertIn(key, str(caught.exception))
+        self.assertEqual(self.reactor.tcpServers, [])
+
+    def test_nonFiniteTimeout(self) -> None:
+        """handshakeTimeout=inf would disable the deadline and nan breaks timers: both refused."""
+        for value in ("inf", "nan", "-inf"):
+            with self.assertRaises(EndpointConfigurationError) as caught:
+                server_endpoint(self.reactor, self.server(f":handshakeTimeout={value}"))
+            self.assertIn("handshakeTimeout", str(caught.exception))
+
+    def test_zeroTimeout(self) -> None:
+        """handshakeTimeout=0 is refused by the policy, naming the key."""
+        with self.assertRaises(TLSConfigurationError) as caught:
+            server_endpoint(self.reactor, self.server(":handshakeTimeout=0"))
+        self.assertIn("handshakeTimeout", str(caught.exception))
+
+    def test_missingRequired(self) -> None:
+        """No port, no certKey or no privateKey: refused naming what is missing."""
+        with self.assertRaises(EndpointConfigurationError) as caught:
+            server_endpoint(self.reactor, f"securenet:certKey={self.path('server.pem')}:privateKey={self.path('server.key')}")
+        self.assertIn("port", str(caught.exception))
+        for missing, description in {
+            "certKey": f"securenet:8443:privateKey={self.path('server.key')}",
+            "privateKey": f"securenet:8443:certKey={self.path('server.pem')}",
+        }.items():
+            with self.assertRaises(EndpointConfigurationError) as caught:
+                server_endpoint(self.reactor, description)
+            self.assertIn(missing, str(caught.exception))
+
+    def test_clientAuthNeedsTrustRoots(self) -> None:
+        """clientAuth=required or optional without trustRoots is refused."""
+        for mode in ("required", "optional"):
+            with self.assertRaises(TLSConfigurationError) as caught:
+                server_endpoint(self.reactor, self.server(f":clientAuth={mode}"))
+            self.assertIn("trustRoots", str(caught.exception))
+
+    def test_crlNeedsClientAuth(self) -> None:
+        """A CRL without client authentication is refused (it would check nothing)."""
+        with self.assertRaises(TLSConfigurationError) as caught:
+            server_endpoint(self.reactor, self.server(f":crl={self.path('crl.pem')}"))
+        self.assertIn("clientAuth", str(caught.exception))
+
+    def test_insecureKeyMode(self) -> None:
+        """A private key readable by group/others is refused with InsecurePermissions naming the file."""
+        key = self.dir / "server.key"
+        os.chmod(key, 0o644)
+        with self.assertRaises(InsecurePermissions) as caught:
+            server_endpoint(self.reactor, self.server())
+        self.assertEqual(caught.exception.path, key)
+        self.assertEqual(caught.exception.mode, 0o644)
+        self.assertIn(str(key), str(caught.exception))
+
+    def test_missingKeyFile(self) -> None:
+        """A key file that does not exist: FileMissing naming it."""
+        missing = self.dir / "nope.key"
+        with self.assertRaises(FileMissing) as caught:
+            server_endpoint(
+                self.reactor, f"securenet:8443:certKey={self.path('server.pem')}:privateKey={escape(str(missing))}"
+            )
+        self.assertEqual(caught.exception.path, missing)
+
+    def test_certificateKeyMismatch(self) -> None:
+        """The server certificate with the CA's key: KeyMismatch naming the key file."""
+        with self.assertRaises(KeyMismatch) as caught:
+            server_endpoint(
+                self.reactor, f"securenet:8443:certKey={self.path('server.pem')}:privateKey={self.path('ca.key')}"
+            )
+        self.assertEqual(caught.exception.path, self.dir / "ca.key")
+
+
+class ClientEndpointTests(EndpointTestCase):
+    """C{securenet:} client strings."""
+
+    def test_everyKey(self) -> None:
+        """Every key of CLIENT_KEYS is accepted and lands in the policy, the creator or the connect call."""
+        tofu = Path(self.mktemp()).absolute()
+        description = (
+            "securenet:host=127.0.0.1:port=8443:serverName=localhost"
+            f":trustRoots={self.path('ca.pem')}:pin={spki_pin(pki().ca.certificate)},{spki_pin(pki().server.certificate)}"
+            f":tofu={escape(str(tofu))}:certificate={self.path('alice.pem')}:privateKey={self.path('alice.key')}"
+            ":profile=modern:handshakeTimeout=4:timeout=5:bindAddress=127.0.0.3:alpn=h2"
+        )
+        self.assertEqual(keys_of(description), set(CLIENT_KEYS))
+        endpoint = client_endpoint(self.reactor, description)
+        self.assertIsInstance(endpoint, SecureClientEndpoint)
+        policy = endpoint.policy
+        self.assertEqual(policy.trust_roots, (pki().ca.certificate,))
+        self.assertEqual(len(policy.pins), 2)
+        assert policy.tofu is not None
+        self.assertEqual(policy.tofu.path, tofu)
+        self.assertEqual(policy.certificate_chain[0], pki().client("alice").certificate)
+        self.assertIs(policy.profile, MODERN)
+        self.assertEqual(policy.handshake_timeout, 4.0)
+        self.assertEqual(policy.alpn, (b"h2",))
+        self.assertEqual(endpoint.server_name, "localhost")
+
+        endpoint.connect(Factory())
+        [(host, port, factory, timeout, bind)] = self.reactor.tcpClients
+        self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 8443, 5.0, ("127.0.0.3", 0)))
+        # TCP4ClientEndpoint wraps the factory it is given; the one we gave it is TLS.
+        tls = factory._wrappedFactory
+        self.assertIsInstance(tls, TLSMemoryBIOFactory)
+        self.assertIsInstance(tls.wrappedFactory, TLSGuardFactory)
+
+    def test_positionalHostAndPort(self) -> None:
+        """C{securenet:HOST:PORT:...} works; the server name defaults to the host."""
+        endpoint = client_endpoint(self.reactor, f"securenet:localhost:9000:trustRoots={self.path('ca.pem')}")
+        self.assertEqual((endpoint.host, endpoint.port, endpoint.server_name), ("localhost", 9000, "localhost"))
+        endpoint.connect(Factory())
+        [(host, port, _, timeout, bind)] = self.reactor.tcpClients
+        self.assertEqual((host, port, timeout, bind), ("localhost", 9000, 30.0, None))
+
+    def test_unknownKey(self) -> None:
+        with self.assertRaises(EndpointConfigurationError) as caught:
+            client_endpoint(self.reactor, self.client(":verify=no"))
+        self.assertIn("'verify'", str(caught.exception))
+
+    def test_badValues(self) -> None:
+        """Each bad client value is refused naming its key."""
+        cases = {
+            "port": "securenet:host=localhost:port=abc:trustRoots=x",
+            "profile": self.client(":profile=ancient"),
+            "handshakeTimeout": self.client(":handshakeTimeout=-1"),
+            "timeout": self.client(":timeout=soon"),
+        }
+        for key, description in cases.items():
+            with self.assertRaises(EndpointConfigurationError, msg=key) as caught:
+                client_endpoint(self.reactor, description)
+            self.assertIn(key, str(caught.exception))
+
+    def test_hostAndPortRequired(self) -> None:
+        for missing, description in {
+            "host": f"securenet:port=1:trustRoots={self.path('ca.pem')}",
+            "port": f"securenet:host=localhost:trustRoots={self.path('ca.pem')}",
+        }.items():
+            with self.assertRaises(EndpointConfigurationError) as caught:
+                client_endpoint(self.reactor, description)
+            self.assertIn(missing, str(caught.exception))
+
+    def test_noWayToCheckServer(self) -> None:
+        """A client with no trustRoots, pin or tofu is refused."""
+        with self.assertRaises(TLSConfigurationError) as caught:
+            client_endpoint(self.reactor, "securenet:host=localhost:port=8443")
+        for key in ("trustRoots", "pin", "tofu"):
+            self.assertIn(key, str(caught.exception))
+
+    def test_badPin(self) -> None:
+        """A malformed pin is refused, quoting it."""
+        for pin in ("sha1/AAAA", "sha256/not*base64", "sha256/AAAA"):
+            with self.assertRaises(TLSConfigurationError) as caught:
+                client_endpoint(self.reactor, f"securenet:host=localhost:port=8443:pin={pin}")
+            self.assertIn(pin, str(caught.exception))
+
+    def test_certificateWithoutKey(self) -> None:
+        """A client certificate without its key is refused."""
+        with self.assertRaises(TLSConfigurationError) as caught:
+            client_endpoint(self.reactor, self.client(f":certificate={self.path('alice.pem')}"))
+        self.assertIn("privateKey", str(caught.exception))
+
+    def test_insecureClientKey(self) -> None:
+        """The client's key file mode is checked too."""
+        os.chmod(self.dir / "alice.key", 0o640)
+        with self.assertRaises(InsecurePermissions) as caught:
+            client_endpoint(
+                self.reactor,
+                self.client(f":certificate={self.path('alice.pem')}:privateKey={self.path('alice.key')}"),
+            )
+        self.assertEqual(caught.exception.path, self.dir / "alice.key")
+
+    def test_clientCertificateKeyMismatch(self) -> None:
+        with self.assertRaises(KeyMismatch):
+            client_endpoint(
+                self.reactor,
+                self.client(f":certificate={self.path('alice.pem')}:privateKey={self.path('server.key')}"),
+            )
+
+    def test_ipv6Host(self) -> None:
+        """An escaped IPv6 host connects over TCP6 to the bare address."""
+        endpoint = client_endpoint(self.reactor, f"securenet:host=\\:\\:1:port=8443:trustRoots={self.path('ca.pem')}")
+        endpoint.connect(Factory())
+        [(host, port, _, _, _)] = self.reactor.tcpClients
+        self.assertEqual((host, port), ("::1", 8443))
+
+
+class SplitDescriptionTests(SynchronousTestCase):
+    """The endpoint-string grammar."""
+
+    def test_split(self) -> None:
+        self.assertEqual(
+            split_description("securenet:8443:interface=\\:\\:1:certKey=C\\:\\\\x.pem"),
+            (["8443"], {"interface": "::1", "certKey": "C:\\x.pem"}),
+        )
+
+    def test_valueMayContainEquals(self) -> None:
+        self.assertEqual(split_description("securenet:pin=sha256/AB=="), ([], {"pin": "sha256/AB=="}))
+
+    def test_refusals(self) -> None:
+        """Another prefix, a repeated key and a positional after key=value are refused."""
+        for description, needle in {
+            "ssl:8443": "securenet:",
+            "securenet": "securenet:",
+            "securenet:port=1:port=2": "'port'",
+            "securenet:port=1:8443": "'8443'",
+        }.items():
+            with self.assertRaises(EndpointConfigurationError) as caught:
+                split_description(description)
+            self.assertIn(needle, str(caught.exception))
+
+
+class EndpointRoundTripTests(EndpointTestCase):
+    """A server and a client endpoint built from strings, joined in memory, carry bytes both ways."""
+
+    def test_mutualTLSThroughStrings(self) -> None:
+        """
+        The factories the endpoints give the reactor make a working
+        mutual-TLS connection, and their timers (including Twisted's TLS write
+        aggregation) run on the endpoint's reactor, not the global one.
+        """
+        server_apps = RecordingFactory(SERVER_DATA)
+        server_endpoint(
+            self.reactor, self.server(f":trustRoots={self.path('ca.pem')}:handshakeTimeout=3")
+        ).listen(server_apps)
+        client_apps = RecordingFactory(CLIENT_DATA)
+        ready = connect(
+            self.reactor,
+            self.client(
+                f":pin={spki_pin(pki().server.certificate)}"
+                f":certificate={self.path('alice.pem')}:privateKey={self.path('alice.key')}"
+            ),
+            client_apps,
+        )
+        [(_, server_factory, _, _)] = self.reactor.tcpServers
+        [(_, _, client_factory, _, _)] = self.reactor.tcpClients
+        server = server_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        client = client_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8443))
+        pump = iosim.connect(
+            server,
+            iosim.FakeTransport(server, isServer=True),
+            client,
+            iosim.FakeTransport(client, isServer=False),
+            greet=False,
+            clock=self.reactor,
+        )
+        pump.flush()
+        app = self.successResultOf(ready)
+        self.assertIs(app, client_apps.built[0])
+        self.assertEqual(server_apps.received, CLIENT_DATA)
+        self.assertEqual(client_apps.received, SERVER_DATA)
+        # Only the handshake deadlines were ever scheduled, and they are cancelled.
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        from twisted.internet import reactor as global_reactor
+
+        pending = [c for c in global_reactor.getDelayedCalls() if "_AggregateSmallWrites" in repr(c)]
+        self.assertEqual(pending, [])
+
+    def test_handshakeDeadlineOnEndpointReactor(self) -> None:
+        """The server's handshake deadline from handshakeTimeout= runs on the endpoint's reactor."""
+        server_endpoint(self.reactor, self.server(":handshakeTimeout=3")).listen(RecordingFactory())
+        [(_, server_factory, _, _)] = self.reactor.tcpServers
+        server = server_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = iosim.FakeTransport(server, isServer=True)
+        server.makeConnection(transport)
+        [call] = self.reactor.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.reactor.seconds() + 3)
+        self.reactor.advance(3)
+        self.assertTrue(transport.disconnecting)
+
