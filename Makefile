@@ -44,12 +44,14 @@ run: pki
 
 test: install $(SSLYZE)
 	@export SECURENET_SSLYZE="$(CURDIR)/$(SSLYZE)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \
+	echo "== mypy securenet twisted/plugins"; \
+	$(PY) -m mypy securenet twisted/plugins; mypy=$$?; \
 	echo "== python -m twisted.trial tests"; \
 	$(PY) -m twisted.trial tests; trial=$$?; \
 	echo "== python -m pytest"; \
 	$(PY) -m pytest -q tests; pytest=$$?; \
-	echo "trial exit $$trial, pytest exit $$pytest"; \
-	test $$trial -eq 0 -a $$pytest -eq 0
+	echo "mypy exit $$mypy, trial exit $$trial, pytest exit $$pytest"; \
+	test $$mypy -eq 0 -a $$trial -eq 0 -a $$pytest -eq 0
 
 clean:
 	rm -rf $(VENV) $(SSLYZE_VENV) build *.egg-info _trial_temp .pytest_cache

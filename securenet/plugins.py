@@ -5,34 +5,33 @@ Endpoint-string parsers for C{serverFromString} / C{clientFromString}
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor, IStreamServerEndpointStringParser
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IStreamClientEndpoint,
+    IStreamClientEndpointStringParserWithReactor,
+    IStreamServerEndpoint,
+    IStreamServerEndpointStringParser,
+)
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from securenet.tls.endpoints import (
-    SecureClientEndpoint,
-    SecureServerEndpoint,
-    client_endpoint_from_args,
-    server_endpoint_from_args,
-)
+from securenet.tls.endpoints import client_endpoint_from_args, server_endpoint_from_args
 
 
 @implementer(IPlugin, IStreamServerEndpointStringParser)
 class SecurenetServerParser:
     prefix = "securenet"
 
-    def parseStreamServer(self, reactor: Any, *args: str, **kwargs: str) -> SecureServerEndpoint:
-        return server_endpoint_from_args(reactor, *args, **kwargs)
+    def parseStreamServer(self, reactor: IReactorCore, *args: object, **kwargs: object) -> IStreamServerEndpoint:
+        return server_endpoint_from_args(reactor, *map(str, args), **{k: str(v) for k, v in kwargs.items()})
 
 
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
 class SecurenetClientParser:
     prefix = "securenet"
 
-    def parseStreamClient(self, reactor: Any, *args: str, **kwargs: str) -> SecureClientEndpoint:
-        return client_endpoint_from_args(reactor, *args, **kwargs)
+    def parseStreamClient(self, reactor: IReactorCore, *args: object, **kwargs: object) -> IStreamClientEndpoint:
+        return client_endpoint_from_args(reactor, *map(str, args), **{k: str(v) for k, v in kwargs.items()})
 
 
 securenetServerParser = SecurenetServerParser()

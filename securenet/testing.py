@@ -107,11 +107,13 @@ class MemoryConnection:
 
     @property
     def server_guard(self) -> TLSGuard:
-        return self.server_tls.wrappedProtocol  # type: ignore[no-any-return]
+        guard: TLSGuard = self.server_tls.wrappedProtocol  # type: ignore[assignment]
+        return guard
 
     @property
     def client_guard(self) -> TLSGuard:
-        return self.client_tls.wrappedProtocol  # type: ignore[no-any-return]
+        guard: TLSGuard = self.client_tls.wrappedProtocol  # type: ignore[assignment]
+        return guard
 
 
 def connect_in_memory(
@@ -132,7 +134,7 @@ def connect_in_memory(
     if not isinstance(server_factory, TLSGuardFactory):
         server_factory = TLSGuardFactory(server_factory, clock)
     ready: Deferred[IProtocol] = Deferred()
-    client_guard = TLSGuardFactory(client_factory, clock, ready=ready)  # type: ignore[arg-type]
+    client_guard = TLSGuardFactory(client_factory, clock, ready=ready)
     # The clock also drives Twisted's write aggregation (callLater(0)); without
     # it application bytes would wait on the global reactor, which never runs.
     server_tls_factory = TLSMemoryBIOFactory(ServerTLSCreator(server_policy, clock), False, server_factory, clock=clock)

@@ -158,6 +158,12 @@ class ServerEndpointTests(EndpointTestCase):
         self.assertIn("'colour'", str(caught.exception))
         self.assertEqual(self.reactor.tcpServers, [])
 
+    def test_portGivenTwice(self) -> None:
+        """A port given positionally and as port= is ambiguous: refused."""
+        with self.assertRaises(EndpointConfigurationError) as caught:
+            server_endpoint(self.reactor, self.server(":port=9"))
+        self.assertIn("port is given twice", str(caught.exception))
+
     def test_badValues(self) -> None:
         """Each bad value is refused with EndpointConfigurationError naming its key."""
         cases = {
@@ -287,6 +293,13 @@ class ClientEndpointTests(EndpointTestCase):
         with self.assertRaises(EndpointConfigurationError) as caught:
             client_endpoint(self.reactor, self.client(":verify=no"))
         self.assertIn("'verify'", str(caught.exception))
+
+    def test_hostGivenTwice(self) -> None:
+        """A host given positionally and as host= is ambiguous: refused."""
+        with self.assertRaises(EndpointConfigurationError) as caught:
+            client_endpoint(self.reactor, "securenet:localhost:8443:host=other:pin=" + "sha256/" + "A" * 43 + "=")
+        self.assertIn("given twice", str(caught.exception))
+        self.assertEqual(self.reactor.tcpClients, [])
 
     def test_badValues(self) -> None:
         """Each bad client value is refused naming its key."""

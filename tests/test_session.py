@@ -312,6 +312,19 @@ class AnonymousTests(SessionTestCase):
         conn.pump.flush()
         self.assertAccepted("alice")
 
+    def test_onlyAnonymousCheckerTakesCertificateHolders(self) -> None:
+        """
+        With only an anonymous checker (--auth anonymous), a client that sends
+        a certificate is admitted as anonymous rather than refused for want
+        of a certificate checker.
+        """
+        portal = Portal(IdentityRealm(), [AllowAnonymousAccess()])
+        conn = self.connect(portal, client="alice", client_auth="optional")
+        conn.pump.flush()
+        app = self.assertAccepted("anonymous", mechanism="ANONYMOUS")
+        # The TLS-verified certificate stays visible to the application.
+        self.assertEqual(app.identity.certificate.common_name, "alice")
+
 
 class PreAuthenticationTests(SessionTestCase):
     """Bytes that arrive while the portal is still deciding."""

@@ -623,6 +623,31 @@ class TofuTests(TLSTestCase):
         self.assertRefusedBeforeClientApp(run)
         self.assertEqual(path.read_text("utf-8"), recorded_line)
 
+    def test_notRecordedWhenHandshakeFails(self) -> None:
+        """
+        The pin is recorded only once the handshake completes (the server has
+        proven it holds the key): a TLS 1.2 handshake that the server aborts
+        after the client checked its certificate records nothing.
+        """
+        path = Path(self.mktemp()) / "known_servers"
+        tls12 = attrs.evolve(INTERMEDIATE, max_version=SSL.TLS1_2_VERSION)
+        run = handshake(
+            pki().server_policy(client_auth="required"),
+            pki().client_policy(tofu=TofuStore.load(path), profile=tls12),
+        )
+        self.assertFalse(run.client_guard.handshake)
+        self.assertFalse(path.exists())
+        self.assertEqual(self.log.of("tls.tofu_recorded"), [])
+        self.assertRefusedBeforeClientApp(run)
+
+    def test_unreadableStoreRefused(self) -> None:
+        """A TOFU path that is a directory is refused with TLSConfigurationError naming it."""
+        path = Path(self.mktemp())
+        path.mkdir()
+        with self.assertRaises(TLSConfigurationError) as caught:
+            TofuStore.load(path)
+        self.assertIn(str(path), str(caught.exception))
+
     def test_otherPortIsAnotherServer(self) -> None:
         """The store is keyed by host:port: a new port is a first use, recorded on its own line."""
         path = Path(self.mktemp()) / "known_servers"
@@ -897,6 +922,17 @@ class ProtocolTests(TLSTestCase):
         third, _ = self.resumingConnect(creator, client_policy, session, clock)
         self.assertIsNot(creator.context(), context)
         self.assertFalse(third.server_handshake().resumed)
+
+    def test_noResumptionWithoutTickets(self) -> None:
+        """session_tickets=False (sessionTickets=no) turns resumption off entirely."""
+        clock = Clock()
+        creator = ServerTLSCreator(pki().server_policy(client_auth="optional", session_tickets=False), clock)
+        client_policy = pki().client_policy(client="alice")
+        first, client1 = self.resumingConnect(creator, client_policy, None, clock)
+        session = client1.connections[0].get_session()
+        self.assertIsNotNone(session)
+        second, _ = self.resumingConnect(creator, client_policy, session, clock)
+        self.assertFalse(second.server_handshake().resumed)
 
 
 # -- timeouts and non-TLS peers ------------------------------------------------------

@@ -5,6 +5,7 @@ Checkers: credentials in, avatar id out (or C{UnauthorizedLogin}).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
@@ -68,7 +69,7 @@ class CertificateChecker:
         self.mapping = mapping
         self._map = MAPPINGS[mapping][0]
 
-    def requestAvatarId(self, credentials: ICertificateCredentials) -> defer.Deferred[str]:
+    def requestAvatarId(self, credentials: ICertificateCredentials) -> defer.Deferred[Any]:
         if not credentials.verified or not credentials.chain:
             return defer.fail(CertificateNotAccepted("client certificate was not verified by TLS"))
         try:

@@ -5,6 +5,8 @@ credential interface plus a small immutable implementation.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 from cryptography import x509
 from zope.interface import Attribute, Interface, implementer
@@ -23,10 +25,14 @@ class ICertificateCredentials(Interface):
     facts = Attribute("CertificateFacts of the leaf.")
 
 
+def _certificates(certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+    return tuple(certs)
+
+
 @implementer(ICertificateCredentials)
 @attrs.frozen
 class CertificateCredentials:
-    chain: tuple[x509.Certificate, ...] = attrs.field(converter=tuple)
+    chain: tuple[x509.Certificate, ...] = attrs.field(converter=_certificates)
     verified: bool
 
     @property

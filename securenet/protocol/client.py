@@ -33,7 +33,7 @@ def connect(
     if isinstance(endpoint, str):
         endpoint = client_endpoint(reactor, endpoint)
     ready: Deferred[IProtocol] = Deferred()
-    guard = TLSGuardFactory(factory, reactor, ready=ready)  # type: ignore[arg-type]
+    guard = TLSGuardFactory(factory, reactor, ready=ready)
 
     def tcpFailed(failure: Failure) -> None:
         if guard.ready is not None:

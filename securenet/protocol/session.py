@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.cred.credentials import Anonymous
+from twisted.cred.credentials import Anonymous, IAnonymous
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
-from securenet.cred.credentials import CertificateCredentials
+from securenet.cred.credentials import CertificateCredentials, ICertificateCredentials
 from securenet.cred.identity import AuthenticationContext, IIdentity, Identity
 from securenet.errors import SecurenetError
 from securenet.tls.guard import TLSGuard, TLSGuardFactory
@@ -69,18 +69,21 @@ class SessionFactory(TLSGuardFactory):
         reactor: IReactorTime,
         **kwargs: Any,
     ) -> None:
-        super().__init__(appFactory, reactor, **kwargs)  # type: ignore[arg-type]
+        super().__init__(appFactory, reactor, **kwargs)
         self.portal = portal
 
     def credentialsFor(self, session: ServerSession) -> tuple[str, Any]:
         """
         The credentials this connection presents, and their mechanism name:
-        the verified client certificate (EXTERNAL) if there is one, else
-        anonymous (which only an C{anonymous} checker accepts).
+        the verified client certificate (EXTERNAL) if there is one and a
+        checker takes certificates, else anonymous (which only an
+        C{anonymous} checker accepts).
         """
         facts = session.handshake
+        accepted = self.portal.listCredentialsInterfaces()
         if facts is not None and facts.peer_chain:
-            return "EXTERNAL", CertificateCredentials(facts.peer_chain, verified=True)
+            if ICertificateCredentials in accepted or IAnonymous not in accepted:
+                return "EXTERNAL", CertificateCredentials(facts.peer_chain, verified=True)
         return "ANONYMOUS", Anonymous()
 
 

@@ -51,7 +51,7 @@ SERVER_KEYS: dict[str, str] = {
     "crl": "PEM CRL checked against client certificates; a stale CRL refuses all of them",
     "profile": "intermediate (default: TLS 1.2+1.3) | modern (TLS 1.3 only)",
     "handshakeTimeout": "seconds a handshake may take before the connection is closed (default 10)",
-    "sessionTickets": "yes (default) | no: TLS session resumption with in-memory, rotated ticket keys",
+    "sessionTickets": "yes (default): TLS session resumption (in-memory ticket keys, rotated hourly) | no: no resumption",
     "alpn": "comma-separated ALPN protocol names to accept",
 }
 
@@ -170,7 +170,12 @@ class SecureClientEndpoint:
         creator = self.policy.creator(self.server_name, self.port)
         tls = TLSMemoryBIOFactory(creator, True, protocolFactory, clock=self.reactor)
         d: Deferred[IProtocol] = self._tcp.connect(tls)
-        return d.addCallback(lambda tls: tls.wrappedProtocol)
+
+        def guard(tlsProtocol: Any) -> IProtocol:
+            wrapped: IProtocol = tlsProtocol.wrappedProtocol
+            return wrapped
+
+        return d.addCallback(guard)
 
 
 def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> SecureServerEndpoint:
@@ -178,6 +183,8 @@ def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> Secure
     _check_keys("server", kwargs, SERVER_KEYS)
     if len(args) > 1:
         raise EndpointConfigurationError(f"unexpected positional values {args[1:]!r}; use key=value")
+    if args and "port" in kwargs:
+        raise EndpointConfigurationError("port is given twice (positionally and as port=)")
     port_text = args[0] if args else kwargs.pop("port", None)
     kwargs.pop("port", None)
     if port_text is None:
@@ -221,6 +228,8 @@ def client_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> Secure
     _check_keys("client", kwargs, CLIENT_KEYS)
     if len(args) > 2:
         raise EndpointConfigurationError(f"unexpected positional values {args[2:]!r}; use key=value")
+    if (args and "host" in kwargs) or (len(args) > 1 and "port" in kwargs):
+        raise EndpointConfigurationError("host or port is given twice (positionally and as a key)")
     host = args[0] if args else kwargs.get("host")
     port_text = args[1] if len(args) > 1 else kwargs.get("port")
     if not host:

@@ -15,8 +15,16 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IProtocol, IReactorTime
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -54,22 +62,23 @@ class TLSGuardFactory(WrappingFactory):
         first (used by L{securenet.client.connect}).
     """
 
-    protocol = None  # set below, after TLSGuard
+    protocol: Any = None  # set below, after TLSGuard
 
     def __init__(
         self,
-        wrappedFactory: Factory,
+        wrappedFactory: IProtocolFactory,
         reactor: IReactorTime,
         *,
         ready: Deferred[IProtocol] | None = None,
     ) -> None:
-        super().__init__(wrappedFactory)
+        super().__init__(wrappedFactory)  # type: ignore[arg-type]
         self.reactor = reactor
         self.ready = ready
 
-    def buildProtocol(self, addr: IAddress) -> TLSGuard:
+    def buildProtocol(self, addr: IAddress | None) -> TLSGuard:
         # The application protocol is built later, once the peer is trusted.
-        return self.protocol(self, addr)  # type: ignore[misc,no-any-return]
+        guard: TLSGuard = self.protocol(self, addr)
+        return guard
 
 
 @implementer(IHandshakeListener)
@@ -81,9 +90,12 @@ class TLSGuard(ProtocolWrapper):
 
     factory: TLSGuardFactory
     wrappedProtocol: Any
+    # The TLS transport (TLSMemoryBIOProtocol): ITransport plus ISSLTransport,
+    # abortConnection and getHandle.
+    transport: Any
     handshake: HandshakeFacts | None = None
 
-    def __init__(self, factory: TLSGuardFactory, addr: IAddress) -> None:
+    def __init__(self, factory: TLSGuardFactory, addr: IAddress | None) -> None:
         ProtocolWrapper.__init__(self, factory, None)  # type: ignore[arg-type]
         self.addr = addr
         self._timer: IDelayedCall | None = None
@@ -130,7 +142,9 @@ class TLSGuard(ProtocolWrapper):
         self._cancelTimer()
         state = self.tlsState()
         role = state.role if state is not None else "server"
-        self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription())  # type: ignore[arg-type]
+        if state is not None:
+            state.handshake_done()
+        self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription())
         log.info(
             "TLS handshake with {peer} succeeded: {tls_version} {cipher}, peer {peer_subject}",
             securenet_event="tls.handshake",
@@ -168,12 +182,12 @@ class TLSGuard(ProtocolWrapper):
             self.wrappedProtocol.dataReceived(data)
 
     def readConnectionLost(self) -> None:
-        if self._appConnected:
-            ProtocolWrapper.readConnectionLost(self)
+        if self._appConnected and IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.readConnectionLost()
 
     def writeConnectionLost(self) -> None:
-        if self._appConnected:
-            ProtocolWrapper.writeConnectionLost(self)
+        if self._appConnected and IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.writeConnectionLost()
 
     def logPrefix(self) -> str:
         if self.wrappedProtocol is not None:

@@ -18,8 +18,8 @@ import ipaddress
 import math
 import os
 import weakref
-from collections.abc import Iterable, Sequence
-from functools import cached_property
+from collections.abc import Callable, Iterable, Sequence
+from functools import cached_property, partial
 from typing import Any, Literal
 
 import attrs
@@ -150,11 +150,21 @@ class ConnectionState:
     error: CertificateError | None = None
     leaf_checked: bool = False
     chain: dict[int, x509.Certificate] = attrs.field(factory=dict)
+    on_handshake: list[Callable[[], None]] = attrs.field(factory=list)
 
     def refuse(self, error: CertificateError) -> bool:
         if self.error is None:
             self.error = error
         return False
+
+    def handshake_done(self) -> None:
+        """
+        Run what had to wait for the end of the handshake: the peer has now
+        proven it holds the key of the certificate verification saw.
+        """
+        actions, self.on_handshake = self.on_handshake, []
+        for action in actions:
+            action()
 
 
 # Twisted's TLS layer sets each connection's app data to its own transport,
@@ -186,6 +196,14 @@ def _internal_error(connection: SSL.Connection, where: str) -> bool:
     return False
 
 
+def _certificates(certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+    return tuple(certs)
+
+
+def _protocols(names: Iterable[bytes]) -> tuple[bytes, ...]:
+    return tuple(names)
+
+
 def _load_chain(path: str | os.PathLike[str] | None) -> tuple[x509.Certificate, ...]:
     return tuple(load_certificates(path)) if path is not None else ()
 
@@ -206,18 +224,18 @@ class ServerTLSPolicy:
         its next-update every client certificate is refused (fail closed).
     """
 
-    certificate_chain: tuple[x509.Certificate, ...] = attrs.field(converter=tuple)
+    certificate_chain: tuple[x509.Certificate, ...] = attrs.field(converter=_certificates)
     private_key: PrivateKey
     profile: TLSProfile = INTERMEDIATE
     client_auth: ClientAuth = "none"
-    trust_roots: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=tuple)
+    trust_roots: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=_certificates)
     crl: x509.CertificateRevocationList | None = None
     crl_source: str | None = None
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     session_tickets: bool = True
     session_lifetime: int = DEFAULT_SESSION_LIFETIME
     ticket_rotation: float = DEFAULT_TICKET_ROTATION
-    alpn: tuple[bytes, ...] = attrs.field(default=(), converter=tuple)
+    alpn: tuple[bytes, ...] = attrs.field(default=(), converter=_protocols)
 
     def __attrs_post_init__(self) -> None:
         if not self.certificate_chain:
@@ -261,7 +279,10 @@ class ServerTLSPolicy:
         ctx = SSL.Context(SSL.TLS_METHOD)
         _apply_profile(ctx, self.profile)
         if not self.session_tickets:
+            # No resumption at all: no tickets, and no server-side cache
+            # (which OpenSSL would otherwise still use for TLS 1.3 and 1.2).
             ctx.set_options(SSL.OP_NO_TICKET)
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         ctx.use_certificate(self.certificate_chain[0])
         for extra in self.certificate_chain[1:]:
             ctx.add_extra_chain_cert(extra)
@@ -289,11 +310,11 @@ class ServerTLSPolicy:
         if self.alpn:
             offered = list(self.alpn)
 
-            def select(conn: SSL.Connection, protos: list[bytes]) -> bytes:
+            def select(conn: SSL.Connection, protos: list[bytes]) -> Any:
                 for p in protos:
                     if p in offered:
                         return p
-                return SSL.NO_OVERLAPPING_PROTOCOLS  # type: ignore[no-any-return]
+                return SSL.NO_OVERLAPPING_PROTOCOLS
 
             ctx.set_alpn_select_callback(select)
         return ctx
@@ -390,14 +411,14 @@ class ClientTLSPolicy:
     refused.
     """
 
-    trust_roots: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=tuple)
+    trust_roots: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=_certificates)
     pins: frozenset[bytes] = attrs.field(default=frozenset(), converter=_parse_pins)
     tofu: TofuStore | None = None
-    certificate_chain: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=tuple)
+    certificate_chain: tuple[x509.Certificate, ...] = attrs.field(default=(), converter=_certificates)
     private_key: PrivateKey | None = None
     profile: TLSProfile = INTERMEDIATE
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
-    alpn: tuple[bytes, ...] = attrs.field(default=(), converter=tuple)
+    alpn: tuple[bytes, ...] = attrs.field(default=(), converter=_protocols)
 
     def __attrs_post_init__(self) -> None:
         if not self.trust_roots and not self.pins and self.tofu is None:
@@ -501,15 +522,10 @@ class ClientTLSPolicy:
             presented = spki_pin(leaf)
             recorded = self.tofu.lookup(state.hostname, state.port)
             if recorded is None:
-                self.tofu.record(state.hostname, state.port, presented)
-                log.info(
-                    "trust on first use: recorded {pin} for {host}:{port} in {store}",
-                    pin=presented,
-                    host=state.hostname,
-                    port=state.port,
-                    store=str(self.tofu.path),
-                    securenet_event="tls.tofu_recorded",
-                )
+                # Recorded only once the handshake proves the server holds the
+                # key: a peer replaying someone's certificate must not poison
+                # the store.
+                state.on_handshake.append(partial(self._record_tofu, self.tofu, state.hostname, state.port, presented))
             elif not pin_matches(parse_pin(presented), [parse_pin(recorded)]):
                 return TofuMismatch(
                     "server key changed since first use",
@@ -522,6 +538,21 @@ class ClientTLSPolicy:
                     store=str(self.tofu.path),
                 )
         return None
+
+
+    @staticmethod
+    def _record_tofu(store: TofuStore, host: str, port: int, pin: str) -> None:
+        if store.lookup(host, port) is not None:
+            return
+        store.record(host, port, pin)
+        log.info(
+            "trust on first use: recorded {pin} for {host}:{port} in {store}",
+            pin=pin,
+            host=host,
+            port=port,
+            store=str(store.path),
+            securenet_event="tls.tofu_recorded",
+        )
 
 
 def _is_ip(hostname: str) -> bool:

@@ -39,6 +39,8 @@ class TofuStore:
             text = store.path.read_text("utf-8")
         except FileNotFoundError:
             return store
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+            raise TLSConfigurationError(f"{store.path}: cannot read the TOFU store ({e.__class__.__name__})") from None
         for lineno, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
