@@ -1,1 +1,0 @@
-"""securenet.audit."""

@@ -1,0 +1,172 @@
+"""
+C{twistd securenet}'s options, config file, app loading and service, in
+process; and the endpoint-string plugins through Twisted's own parsers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from securenet import tap
+from securenet.apps.echo import EchoFactory
+from securenet.cred.checkers import CertificateChecker
+from securenet.protocol.session import SessionFactory
+from securenet.testing import EphemeralPKI
+from securenet.tls.endpoints import SecureClientEndpoint, SecureServerEndpoint
+
+PKI = EphemeralPKI.create()
+
+
+class SampleProtocol(Protocol):
+    pass
+
+
+class SampleFactory(Factory):
+    protocol = SampleProtocol
+
+
+sampleFactoryInstance = SampleFactory()
+
+
+def makeSampleFactory() -> Factory:
+    return SampleFactory()
+
+
+def notAFactory() -> str:
+    return "nope"
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_devDefaults(self) -> None:
+        """No --listen, --app or --auth: the make-run endpoint, echo, certificate checker."""
+        options = self.parse()
+        self.assertEqual(options["listen"], [tap.dev_listen()])
+        self.assertIn("clientAuth=required", options["listen"][0])
+        self.assertEqual(options["app"], "echo")
+        [checker] = options["credCheckers"]
+        self.assertIsInstance(checker, CertificateChecker)
+        self.assertEqual(checker.mapping, "cn")
+
+    def test_repeatedListenAndAuth(self) -> None:
+        options = self.parse("--listen", "securenet:1:a=b", "--listen", "securenet:2:a=b", "--auth", "certificate:map=spiffe")
+        self.assertEqual(options["listen"], ["securenet:1:a=b", "securenet:2:a=b"])
+        [checker] = options["credCheckers"]
+        self.assertEqual(checker.mapping, "spiffe")
+
+    def test_badAuthArgument(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--auth", "certificate:map=nope")
+        self.assertIn("unknown map='nope'", str(caught.exception))
+
+    def writeConfig(self, text: str) -> Path:
+        path = Path(self.mktemp())
+        path.write_text(text)
+        return path
+
+    def test_config(self) -> None:
+        """The config file's settings apply where the command line is silent."""
+        path = self.writeConfig('listen = ["securenet:9:x=y"]\napp = "echo"\nauth = ["certificate:map=dns"]\n')
+        options = self.parse("--config", str(path))
+        self.assertEqual(options["listen"], ["securenet:9:x=y"])
+        self.assertEqual(options["credCheckers"][0].mapping, "dns")
+
+    def test_commandLineWins(self) -> None:
+        path = self.writeConfig('listen = ["securenet:9:x=y"]\napp = "from.config"\n')
+        options = self.parse("--config", str(path), "--listen", "securenet:10:x=y", "--app", "echo")
+        self.assertEqual((options["listen"], options["app"]), (["securenet:10:x=y"], "echo"))
+
+    def test_configRefusals(self) -> None:
+        """Each bad config is refused naming the file and the problem."""
+        cases = {
+            "unknown key 'colour'": 'colour = "blue"\n',
+            "not valid TOML": "listen = [\n",
+            "listen must be a list of strings": 'listen = "securenet:1"\n',
+            "auth must be a list of strings": "auth = [1]\n",
+            "app must be a string": "app = 3\n",
+        }
+        for expected, text in cases.items():
+            path = self.writeConfig(text)
+            with self.assertRaises(usage.UsageError) as caught:
+                self.parse("--config", str(path))
+            self.assertIn(str(path), str(caught.exception))
+            self.assertIn(expected, str(caught.exception))
+
+    def test_missingConfig(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--config", "/nonexistent/securenet.toml")
+        self.assertIn("/nonexistent/securenet.toml: file does not exist", str(caught.exception))
+
+
+class LoadAppTests(SynchronousTestCase):
+    def test_builtin(self) -> None:
+        self.assertIsInstance(tap.load_app("echo"), EchoFactory)
+
+    def test_kinds(self) -> None:
+        """A protocol class, a factory class, a factory instance, a callable returning a factory."""
+        here = __name__
+        self.assertIs(tap.load_app(f"{here}.SampleProtocol").protocol, SampleProtocol)  # type: ignore[attr-defined]
+        self.assertIsInstance(tap.load_app(f"{here}.SampleFactory"), SampleFactory)
+        self.assertIs(tap.load_app(f"{here}.sampleFactoryInstance"), sampleFactoryInstance)
+        self.assertIsInstance(tap.load_app(f"{here}.makeSampleFactory"), SampleFactory)
+
+    def test_refusals(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            tap.load_app("no.such.module")
+        self.assertIn("--app no.such.module: cannot import it", str(caught.exception))
+        with self.assertRaises(usage.UsageError) as caught:
+            tap.load_app(f"{__name__}.notAFactory")
+        self.assertIn("is not a protocol factory", str(caught.exception))
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.certs = PKI.save(Path(self.mktemp()))
+
+    def test_servicePerListen(self) -> None:
+        listen = f"securenet:0:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
+        options = tap.Options()
+        options.parseOptions(["--listen", listen, "--listen", listen.replace(":0:", ":0:interface=\\:\\:1:"), "--auth", "anonymous"])
+        service = tap.makeService(options)
+        children = list(service)  # type: ignore[call-overload]
+        self.assertEqual(len(children), 2)
+        for child in children:
+            self.assertIsInstance(child, StreamServerEndpointService)
+            self.assertIsInstance(child.endpoint, SecureServerEndpoint)
+            self.assertIsInstance(child.factory, SessionFactory)
+            self.assertIsInstance(child.factory.wrappedFactory, EchoFactory)
+
+    def test_badEndpointIsOneLine(self) -> None:
+        """A configuration error becomes StartupError (exit 1) with the endpoint and reason."""
+        options = tap.Options()
+        options.parseOptions(["--listen", f"securenet:0:certKey={self.certs / 'server.pem'}"])
+        with self.assertRaises(tap.StartupError) as caught:
+            tap.makeService(options)
+        self.assertEqual(caught.exception.code, 1)
+
+
+class EndpointPluginTests(SynchronousTestCase):
+    """`securenet:` works through Twisted's serverFromString / clientFromString."""
+
+    def test_server(self) -> None:
+        certs = PKI.save(Path(self.mktemp()))
+        endpoint = serverFromString(
+            MemoryReactorClock(), f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        )
+        self.assertIsInstance(endpoint, SecureServerEndpoint)
+
+    def test_client(self) -> None:
+        certs = PKI.save(Path(self.mktemp()))
+        endpoint = clientFromString(MemoryReactorClock(), f"securenet:host=localhost:port=1:trustRoots={certs / 'ca.pem'}")
+        self.assertIsInstance(endpoint, SecureClientEndpoint)
