@@ -38,3 +38,41 @@ class CertificateCredentials:
     @property
     def facts(self) -> CertificateFacts:
         return CertificateFacts.of(self.chain[0])
+
+
+class IAPIKeyCredentials(Interface):
+    """An API key as presented: C{<key id>.<secret>} (SASL mechanism C{APIKEY})."""
+
+    key = Attribute("The full key string as the client sent it (str).")
+
+
+@implementer(IAPIKeyCredentials)
+@attrs.frozen
+class APIKeyCredentials:
+    key: str = attrs.field(repr=False)
+
+
+class ITokenCredentials(Interface):
+    """A bearer token (a JWT) as presented (SASL mechanism C{OAUTHBEARER})."""
+
+    token = Attribute("The token string (str).")
+
+
+@implementer(ITokenCredentials)
+@attrs.frozen
+class TokenCredentials:
+    token: str = attrs.field(repr=False)
+
+
+class ITOTPCredentials(Interface):
+    """A TOTP code for a user who already passed a first factor."""
+
+    username = Attribute("The user, as established by the first factor (str).")
+    code = Attribute("The 6-digit code the user typed (str).")
+
+
+@implementer(ITOTPCredentials)
+@attrs.frozen
+class TOTPCredentials:
+    username: str
+    code: str = attrs.field(repr=False)

@@ -1,0 +1,143 @@
+"""
+SASL mechanisms (RFC 4422), as the cred layer sees them.
+
+A checker that can be reached over the wire says so by providing
+L{IMechanismProvider}: it lists the mechanisms (EXTERNAL, PLAIN,
+SCRAM-SHA-256, ...) whose final credentials it checks.  The session layer
+(L{securenet.protocol.exchange}) offers every mechanism of every checker in
+the portal, runs the chosen one step by step, and hands the credentials it
+produces to C{portal.login} -- so the decision is always a checker's.
+
+Server side, a mechanism is a small state machine:
+
+    step(initial response or None) -> Challenge(bytes)   send "+ <base64>", wait for a response
+                                   -> Complete(credentials)  log in with these
+    step(response) -> ...
+
+Client side, L{IClientMechanism} produces the initial response and answers
+challenges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from zope.interface import Attribute, Interface
+
+from securenet.errors import SecurenetError
+
+
+class MechanismError(SecurenetError):
+    """
+    The client's mechanism data is malformed or out of order.  The session
+    answers C{NO MALFORMED}: it says nothing about whether the user exists.
+    """
+
+
+@attrs.frozen
+class ChannelBindings:
+    """
+    The TLS channel a mechanism may bind to (RFC 5929, RFC 9266).
+
+    @ivar tls_exporter: 32 bytes of keying material exported with the label
+        C{EXPORTER-Channel-Binding} and no context (RFC 9266), or None.
+    @ivar tls_server_end_point: the hash of the server's certificate
+        (RFC 5929 section 4), or None.
+    """
+
+    tls_exporter: bytes | None = None
+    tls_server_end_point: bytes | None = None
+
+    def get(self, name: str) -> bytes | None:
+        """The binding data for a channel-binding type name, or None if unknown/unavailable."""
+        if name == "tls-exporter":
+            return self.tls_exporter
+        if name == "tls-server-end-point":
+            return self.tls_server_end_point
+        return None
+
+
+@attrs.frozen
+class Challenge:
+    """Send C{data} to the client as a continuation and wait for its response."""
+
+    data: bytes
+
+
+@attrs.frozen
+class Complete:
+    """
+    The exchange is over: log in with C{credentials}.
+
+    @ivar success_data: called after a successful login; returns the
+        "additional data with success" to send the client (e.g. SCRAM's
+        server-final message), or None.
+    """
+
+    credentials: Any
+    success_data: Callable[[], bytes | None] | None = None
+
+
+Step = Challenge | Complete
+
+
+class IServerMechanism(Interface):
+    """One run of a mechanism on the server, for one authentication attempt."""
+
+    def step(response: bytes | None) -> defer.Deferred[Step]:
+        """
+        Advance with the client's data: the initial response (None if the
+        client sent none) on the first call, then each response.  Fails with
+        L{MechanismError} for malformed data.
+        """
+
+
+class IMechanismFactory(Interface):
+    """Makes a fresh L{IServerMechanism} for each attempt."""
+
+    name = Attribute("The SASL mechanism name, e.g. 'PLAIN' or 'SCRAM-SHA-256-PLUS'.")
+    second_factor_allowed = Attribute(
+        "True if a user who enrolled TOTP must pass it after this mechanism (password mechanisms)."
+    )
+
+    def __call__(bindings: ChannelBindings, peer: str) -> IServerMechanism:
+        """A mechanism run for a connection with these channel bindings."""
+
+
+class IMechanismProvider(Interface):
+    """A checker that can be reached over the wire."""
+
+    def mechanisms() -> list[IMechanismFactory]:
+        """The mechanisms whose credentials this checker checks."""
+
+
+class ISecondFactor(Interface):
+    """
+    A checker that can demand and check a second factor (TOTP) after a
+    first factor succeeded.
+    """
+
+    def required(avatar_id: str) -> defer.Deferred[bool]:
+        """Whether C{avatar_id} must pass a second factor."""
+
+
+class IClientMechanism(Interface):
+    """One run of a mechanism on the client."""
+
+    name = Attribute("The SASL mechanism name.")
+
+    def initial() -> bytes | None:
+        """The initial response to send with C{AUTH}, or None."""
+
+    def respond(challenge: bytes) -> bytes:
+        """Answer a server challenge.  Raises L{MechanismError} on a bad challenge."""
+
+    def verify_success(data: bytes | None) -> None:
+        """
+        Check the server's additional data with success (SCRAM's server
+        signature); raises L{MechanismError} if the server is not who it
+        claims, in which case the client must not use the connection.
+        """
