@@ -17,7 +17,7 @@ from securenet.errors import SecurenetError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from securenet.cli import connect, pki
+    from securenet.cli import apikeys, connect, pki, tokens, users
 
     parser = argparse.ArgumentParser(
         prog="securenet",
@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     pki.register(sub)
     connect.register(sub)
+    users.register(sub)
+    apikeys.register(sub)
+    tokens.register(sub)
     return parser
 
 
