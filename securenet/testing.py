@@ -19,6 +19,7 @@ unless you ask (L{EphemeralPKI.save}).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.test import iosim
 
 from securenet.cred.checkers import CertificateChecker
+from securenet.cred.sasl import IClientMechanism
 from securenet.cred.identity import IdentityRealm
 from securenet.pki.ca import CertificateAuthority, IssuedCertificate, default_server_sans, save_ca
+from securenet.protocol.client import ClientCredentials, ClientSessionFactory, MechanismChooser
+from securenet.protocol.session import SessionFactory
 from securenet.tls.guard import TLSGuard, TLSGuardFactory
 from securenet.tls.policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
 
@@ -125,16 +129,29 @@ def connect_in_memory(
     clock: Clock,
     hostname: str = "localhost",
     port: int = 8443,
+    mechanism: IClientMechanism | MechanismChooser | None = None,
+    totp: Callable[[], str] | None = None,
+    raw_client: bool = False,
 ) -> MemoryConnection:
     """
     Join a client and a server through TLS in memory.  Nothing moves until
     you call C{pump.flush()} (or C{pump.pump()}); C{client_ready} fires like
     L{securenet.connect}'s Deferred.
+
+    When C{server_factory} is a L{SessionFactory} the client runs the
+    authentication exchange with C{mechanism} (default: EXTERNAL with a
+    client certificate, else ANONYMOUS) and C{totp}, as L{securenet.connect}
+    does; with C{raw_client=True} the client application gets the exchange's
+    lines itself (to drive the protocol by hand, as with C{openssl s_client}).
     """
-    if not isinstance(server_factory, TLSGuardFactory):
-        server_factory = TLSGuardFactory(server_factory, clock)
     ready: Deferred[IProtocol] = Deferred()
-    client_guard = TLSGuardFactory(client_factory, clock, ready=ready)
+    client_guard: TLSGuardFactory
+    if isinstance(server_factory, SessionFactory) and not raw_client:
+        client_guard = ClientSessionFactory(client_factory, clock, ClientCredentials(mechanism, totp), ready=ready)
+    else:
+        if not isinstance(server_factory, TLSGuardFactory):
+            server_factory = TLSGuardFactory(server_factory, clock)
+        client_guard = TLSGuardFactory(client_factory, clock, ready=ready)
     # The clock also drives Twisted's write aggregation (callLater(0)); without
     # it application bytes would wait on the global reactor, which never runs.
     server_tls_factory = TLSMemoryBIOFactory(ServerTLSCreator(server_policy, clock), False, server_factory, clock=clock)

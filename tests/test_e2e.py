@@ -215,10 +215,10 @@ class OpenSSLClientTests(E2EBase):
         server = self.startServer("--listen", server_listen(self.certs))
         out, _ = converse(
             self.s_client(server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"),
-            b"via openssl\n",
+            b"AUTH EXTERNAL =\r\nvia openssl\n",
             b"via openssl\n",
         )
-        self.assertIn(b"via openssl\n", out)
+        self.assertIn(b"SECURENET 1 AUTH EXTERNAL\r\nOK dev-client\r\nvia openssl\n", out)
 
     def test_tls11Refused(self) -> None:
         """A TLS 1.1-only client is refused; the server logs the typed reason."""

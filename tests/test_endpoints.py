@@ -25,6 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from securenet.pki.errors import FileMissing, InsecurePermissions, KeyMismatch
 from securenet.pki.pins import spki_pin
 from securenet.protocol.client import connect
+from securenet.protocol.session import SessionFactory
 from securenet.testing import EphemeralPKI
 from securenet.tls.endpoints import (
     CLIENT_KEYS,
@@ -405,7 +406,7 @@ class EndpointRoundTripTests(EndpointTestCase):
         server_apps = RecordingFactory(SERVER_DATA)
         server_endpoint(
             self.reactor, self.server(f":trustRoots={self.path('ca.pem')}:handshakeTimeout=3")
-        ).listen(server_apps)
+        ).listen(SessionFactory(server_apps, pki().certificate_portal(), self.reactor))
         client_apps = RecordingFactory(CLIENT_DATA)
         ready = connect(
             self.reactor,

@@ -35,9 +35,9 @@ from securenet.cred.identity import IdentityRealm
 from securenet.cred.strcred import CheckerArgumentError, certificateCheckerFactory
 from securenet.pki.ca import IssuedCertificate, generate_private_key, parse_san
 from securenet.pki.pins import spki_pin
-from securenet.protocol.client import connect
+from securenet.protocol.client import AuthenticationFailed, connect
+from securenet.protocol.exchange import ExchangeSettings
 from securenet.protocol.session import (
-    MAX_PREAUTH_BUFFER,
     ISession,
     NotASecureSession,
     ServerSession,
@@ -151,19 +151,33 @@ class SessionTestCase(SynchronousTestCase):
         portal: Portal,
         client: str | IssuedCertificate | None = "alice",
         client_auth: str = "required",
+        raw_client: bool = False,
+        settings: ExchangeSettings = ExchangeSettings(),
     ) -> MemoryConnection:
-        """Connect a recording client (with C{client}'s certificate) to a session over C{portal}; not pumped."""
-        factory = SessionFactory(self.apps, portal, self.clock)
+        """
+        Connect a recording client (with C{client}'s certificate) to a session
+        over C{portal}; not pumped.  With C{raw_client} the client app sees
+        the exchange's lines and speaks them itself.
+        """
+        factory = SessionFactory(self.apps, portal, self.clock, settings=settings)
         conn = connect_in_memory(
             server_policy=pki().server_policy(client_auth=client_auth),
             client_policy=pki().client_policy(client=client),
             server_factory=factory,
             client_factory=self.client_apps,
             clock=self.clock,
+            raw_client=raw_client,
         )
+        self.ready: list[object] = []
+        conn.client_ready.addBoth(self.ready.append)
         self.session = conn.server_guard
         self.assertIsInstance(self.session, ServerSession)
         return conn
+
+    def clientError(self) -> BaseException:
+        [result] = self.ready
+        assert isinstance(result, Failure), result
+        return result.value
 
     def clientApp(self) -> RecordingProtocol:
         [app] = self.client_apps.built
@@ -173,19 +187,23 @@ class SessionTestCase(SynchronousTestCase):
         return self.log.of("auth.decision")
 
     def assertDenied(self, conn: MemoryConnection, reason_part: str, mechanism: str = "EXTERNAL") -> dict[str, Any]:
-        """One denied auth.decision naming why; the connection is closed; the app never existed or saw a byte."""
+        """
+        One denied auth.decision naming why; the client got NO AUTH-FAILED
+        (generic) and closed; neither application ever existed or saw a byte.
+        """
         [decision] = self.decisions()
         self.assertEqual(decision["result"], "denied")
         self.assertEqual(decision["mechanism"], mechanism)
         self.assertIsNone(decision["identity"])
         self.assertIn(reason_part, decision["reason"])
+        error = self.clientError()
+        self.assertIsInstance(error, AuthenticationFailed)
+        assert isinstance(error, AuthenticationFailed)
+        self.assertEqual((error.code, error.text), ("AUTH-FAILED", "authentication failed"))
         self.assertEqual(self.apps.built, [])
         self.assertEqual(self.apps.received, b"")
+        self.assertEqual(self.client_apps.built, [])
         self.assertTrue(conn.server_tls.transport.disconnected)
-        lost = self.clientApp().lost
-        assert lost is not None
-        self.assertIsInstance(lost.value, ConnectionDone)
-        self.assertEqual(self.clientApp().received, [])
         self.assertIsNone(self.session.identity)
         return decision
 
@@ -290,11 +308,19 @@ class AnonymousTests(SessionTestCase):
     """clientAuth=optional and a client without a certificate."""
 
     def test_noAnonymousChecker(self) -> None:
-        """Without an anonymous checker the portal has no checker for the credentials: denied, closed."""
+        """
+        Without an anonymous checker and without a certificate, nothing is
+        offered that the client can use: it says so and closes; no app.
+        """
         conn = self.connect(pki().certificate_portal(), client=None, client_auth="optional")
         conn.pump.flush()
-        decision = self.assertDenied(conn, "no --auth checker accepts ANONYMOUS credentials", mechanism="ANONYMOUS")
-        self.assertIsNone(decision["peer_subject"])
+        error = self.clientError()
+        assert isinstance(error, AuthenticationFailed)
+        self.assertEqual(error.code, "NO-MECHANISM")
+        self.assertEqual(self.decisions(), [])
+        self.assertEqual(self.apps.built, [])
+        self.assertEqual(self.client_apps.built, [])
+        self.assertTrue(conn.server_tls.transport.disconnected)
 
     def test_anonymousChecker(self) -> None:
         """With AllowAnonymousAccess the peer is 'anonymous' by ANONYMOUS, with no certificate."""
@@ -329,71 +355,60 @@ class AnonymousTests(SessionTestCase):
 class PreAuthenticationTests(SessionTestCase):
     """Bytes that arrive while the portal is still deciding."""
 
-    def test_bufferedInOrder(self) -> None:
-        """Bytes sent before auth completes are delivered to the app, in order, after it is built."""
-        checker = PendingChecker()
-        conn = self.connect(Portal(IdentityRealm(), [checker]))
+    def rawConnect(self, checker: Any, **kwargs: Any) -> tuple[MemoryConnection, RecordingProtocol]:
+        """A raw client (it speaks the exchange's lines itself) past the greeting."""
+        self.client_apps = RecordingFactory()
+        conn = self.connect(Portal(IdentityRealm(), [checker]), raw_client=True, **kwargs)
         conn.pump.flush()
-        [pending] = checker.pending
-        client = self.clientApp()
-        for chunk in (b"one ", b"two ", b"three "):
-            client.transport.write(chunk)
-            conn.pump.flush()
+        [client] = self.client_apps.built
+        self.assertEqual(b"".join(client.received), b"SECURENET 1 AUTH EXTERNAL\r\n")
+        return conn, client
+
+    def test_pipelinedBytesGoToTheApp(self) -> None:
+        """Bytes after the final line (sent early) reach the app, in order, once it is built."""
+        checker = PendingChecker()
+        conn, client = self.rawConnect(checker)
+        client.transport.write(b"AUTH EXTERNAL =\r\none ")
+        conn.pump.flush()
+        client.transport.write(b"two ")
+        conn.pump.flush()
         self.assertEqual(self.apps.built, [])
-        pending.callback("alice")
+        checker.pending[0].callback("alice")
         conn.pump.flush()
         [app] = self.apps.built
-        self.assertEqual(b"".join(app.received), CLIENT_DATA + b"one two three ")
+        self.assertEqual(b"".join(app.received), b"one two ")
         client.transport.write(b"after")
         conn.pump.flush()
-        self.assertEqual(b"".join(app.received), CLIENT_DATA + b"one two three after")
+        self.assertEqual(b"".join(app.received), b"one two after")
+        self.assertIn(b"OK alice\r\n", b"".join(client.received))
         [decision] = self.decisions()
         self.assertEqual(decision["identity"], "alice")
 
     def test_overflowAborts(self) -> None:
-        """More than MAX_PREAUTH_BUFFER bytes before auth: aborted, and a late yes builds nothing."""
+        """More than max_buffer bytes before authentication: closed, and a late yes builds nothing."""
         checker = PendingChecker()
-        conn = self.connect(Portal(IdentityRealm(), [checker]))
+        conn, client = self.rawConnect(checker, settings=ExchangeSettings(max_buffer=1000))
+        client.transport.write(b"AUTH EXTERNAL =\r\n")
         conn.pump.flush()
-        client = self.clientApp()
-        # The client app's greeting counts too: this fills the buffer exactly.
-        client.transport.write(b"x" * (MAX_PREAUTH_BUFFER - len(CLIENT_DATA)))
+        client.transport.write(b"x" * 1001)
         conn.pump.flush()
-        self.assertIsNone(client.lost)
-        self.assertEqual(self.log.of("auth.preauth_overflow"), [])
-        client.transport.write(b"y")
-        conn.pump.flush()
-        self.assertEqual(len(self.log.of("auth.preauth_overflow")), 1)
-        self.assertIsNotNone(client.lost)
+        self.assertIn(b"NO TOO-MUCH-DATA", b"".join(client.received))
         self.assertTrue(conn.server_tls.transport.disconnected)
-        [pending] = checker.pending
-        pending.callback("alice")
-        conn.pump.flush()
-        self.assertEqual(self.apps.built, [])
-        self.assertEqual(self.decisions(), [])
-        self.assertIsNone(self.session.identity)
-
-    def test_lateYesBetweenAbortAndClose(self) -> None:
-        """A yes that lands after the overflow abort but before connectionLost still builds nothing."""
-        checker = PendingChecker()
-        conn = self.connect(Portal(IdentityRealm(), [checker]))
-        conn.pump.flush()
-        self.clientApp().transport.write(b"x" * MAX_PREAUTH_BUFFER)
-        while not self.log.of("auth.preauth_overflow"):
-            self.assertTrue(conn.pump.pump(), "the overflow was never detected")
-        self.assertFalse(conn.server_tls.transport.disconnected)
+        [decision] = self.decisions()
+        self.assertIn("more than 1000 bytes", decision["reason"])
         checker.pending[0].callback("alice")
         conn.pump.flush()
-        self.assertTrue(conn.server_tls.transport.disconnected)
         self.assertEqual(self.apps.built, [])
-        self.assertEqual(self.decisions(), [])
+        self.assertEqual(len(self.decisions()), 1)
+        self.assertIsNone(self.session.identity)
 
     def test_peerLeavesBeforeDecision(self) -> None:
         """A peer that disconnects while the checker decides: the late yes builds no application."""
         checker = PendingChecker()
-        conn = self.connect(Portal(IdentityRealm(), [checker]))
+        conn, client = self.rawConnect(checker)
+        client.transport.write(b"AUTH EXTERNAL =\r\n")
         conn.pump.flush()
-        self.clientApp().transport.loseConnection()
+        client.transport.loseConnection()
         conn.pump.flush()
         self.assertTrue(conn.server_tls.transport.disconnected)
         [pending] = checker.pending
@@ -403,11 +418,9 @@ class PreAuthenticationTests(SessionTestCase):
         self.assertEqual(self.decisions(), [])
 
     def test_lateRefusal(self) -> None:
-        """A checker that refuses later: denied with its reason, the buffered bytes discarded."""
+        """A checker that refuses later: denied with its reason; the client is told only AUTH-FAILED."""
         checker = PendingChecker()
         conn = self.connect(Portal(IdentityRealm(), [checker]))
-        conn.pump.flush()
-        self.clientApp().transport.write(b"early")
         conn.pump.flush()
         checker.pending[0].errback(UnauthorizedLogin("alice is suspended"))
         conn.pump.flush()

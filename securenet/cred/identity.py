@@ -14,8 +14,10 @@ from typing import Any
 import attrs
 from twisted.cred.checkers import ANONYMOUS
 from twisted.cred.portal import IRealm
+from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
 
+from securenet.cred.store import ICredentialStore, User
 from securenet.pki.facts import CertificateFacts
 
 ANONYMOUS_ID = "anonymous"
@@ -25,7 +27,8 @@ class IIdentity(Interface):
     """Who the peer is, and how they proved it."""
 
     avatar_id = Attribute("The identity's name (str).")
-    mechanism = Attribute("How the peer authenticated, as a SASL mechanism name: EXTERNAL, ANONYMOUS, ...")
+    mechanism = Attribute("How the peer authenticated, as a SASL mechanism name: EXTERNAL, PLAIN, SCRAM-SHA-256-PLUS, ...")
+    second_factor = Attribute("The second factor passed after the mechanism ('TOTP'), or None.")
     peer = Attribute("The peer's address, as host:port.")
     certificate = Attribute("CertificateFacts of the peer's verified certificate, or None.")
 
@@ -38,10 +41,17 @@ class Identity:
     peer: str
     certificate: CertificateFacts | None = None
     attributes: Mapping[str, Any] = attrs.field(factory=dict)
+    roles: tuple[str, ...] = ()
+    second_factor: str | None = None
 
     @property
     def anonymous(self) -> bool:
         return self.mechanism == "ANONYMOUS"
+
+    @property
+    def mfa(self) -> bool:
+        """Whether two factors were passed (a password mechanism and TOTP)."""
+        return self.second_factor is not None
 
 
 @attrs.frozen
@@ -54,6 +64,7 @@ class AuthenticationContext:
     mechanism: str
     peer: str
     certificate: CertificateFacts | None = None
+    second_factor: str | None = None
 
 
 def _avatar_name(avatar_id: object) -> str:
@@ -66,19 +77,37 @@ def _avatar_name(avatar_id: object) -> str:
 
 @implementer(IRealm)
 class IdentityRealm:
-    """Turns an avatar id and the connection's context into an L{Identity}."""
+    """
+    Turns an avatar id and the connection's context into an L{Identity}.
+
+    With a C{store}, the identity carries the user's roles and attributes
+    from it (a certificate or token subject with no user record gets none).
+    """
+
+    def __init__(self, store: ICredentialStore | None = None) -> None:
+        self.store = store
 
     def requestAvatar(
         self, avatarId: object, mind: object, *interfaces: Any
-    ) -> tuple[Any, Identity, Callable[[], None]]:
+    ) -> Any:
         if IIdentity not in interfaces:
             raise NotImplementedError("IdentityRealm only provides IIdentity")
         if not isinstance(mind, AuthenticationContext):
             raise TypeError("IdentityRealm needs an AuthenticationContext as the mind")
-        identity = Identity(
-            avatar_id=_avatar_name(avatarId),
-            mechanism=mind.mechanism,
-            peer=mind.peer,
-            certificate=mind.certificate,
-        )
-        return IIdentity, identity, lambda: None
+        name = _avatar_name(avatarId)
+
+        def build(user: User | None) -> tuple[Any, Identity, Callable[[], None]]:
+            identity = Identity(
+                avatar_id=name,
+                mechanism=mind.mechanism,
+                peer=mind.peer,
+                certificate=mind.certificate,
+                attributes=dict(user.attributes) if user is not None else {},
+                roles=tuple(user.roles) if user is not None else (),
+                second_factor=mind.second_factor,
+            )
+            return IIdentity, identity, lambda: None
+
+        if self.store is None or name == ANONYMOUS_ID:
+            return defer.succeed(build(None))
+        return self.store.get_user(name).addCallback(build)

@@ -1,44 +1,246 @@
 """
-The client side: connect a protocol factory to a securenet service.
+The client side: connect a protocol factory to a securenet service, run the
+authentication exchange (docs/protocol.md), then hand the connection to the
+application.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
+from securenet.cred.channel import channel_bindings
+from securenet.cred.client import AnonymousClientMechanism, ExternalClientMechanism
+from securenet.cred.sasl import ChannelBindings, IClientMechanism, MechanismError
+from securenet.errors import SecurenetError
+from securenet.protocol.exchange import MAX_LINE, PROTOCOL_VERSION, b64decode, b64encode, decode_identity
+from securenet.protocol.session import ISession
 from securenet.tls.endpoints import SecureClientEndpoint, client_endpoint
-from securenet.tls.guard import TLSGuardFactory
+from securenet.tls.errors import TLSError
+from securenet.tls.guard import TLSGuard, TLSGuardFactory
+
+log = Logger(namespace="securenet.auth")
+
+
+@attrs.define(auto_exc=True, str=False)
+class AuthenticationFailed(SecurenetError):
+    """
+    The server refused us (C{code} is its C{NO} code, e.g. C{AUTH-FAILED}),
+    or the exchange could not proceed on our side.
+    """
+
+    code: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"authentication failed: {self.code} {self.text}".rstrip()
+
+
+class ServerNotAuthenticated(AuthenticationFailed):
+    """The server's final proof (e.g. SCRAM's signature) was missing or wrong."""
+
+
+class ProtocolViolation(AuthenticationFailed):
+    """The server did not speak the securenet exchange."""
+
+
+MechanismChooser = Callable[[Sequence[str], ChannelBindings, bool], IClientMechanism]
+
+
+def default_mechanism(offered: Sequence[str], bindings: ChannelBindings, has_certificate: bool) -> IClientMechanism:
+    """
+    Without explicit credentials: EXTERNAL when we sent a certificate and the
+    server offers it, else ANONYMOUS when offered.
+    """
+    if has_certificate and "EXTERNAL" in offered:
+        return ExternalClientMechanism()
+    if "ANONYMOUS" in offered:
+        return AnonymousClientMechanism()
+    raise AuthenticationFailed(
+        "NO-MECHANISM",
+        f"the server needs credentials (it offers {' '.join(offered) or 'nothing'}); "
+        "give a mechanism and its credentials",
+    )
+
+
+@attrs.frozen
+class ClientCredentials:
+    """
+    How a client authenticates: a mechanism (or a function choosing one from
+    what the server offers), and a TOTP code source for a second factor.
+    """
+
+    mechanism: IClientMechanism | MechanismChooser | None = None
+    totp: Callable[[], str] | None = None
+
+    def choose(self, offered: Sequence[str], bindings: ChannelBindings, has_certificate: bool) -> IClientMechanism:
+        if self.mechanism is None:
+            return default_mechanism(offered, bindings, has_certificate)
+        if IClientMechanism.providedBy(self.mechanism):
+            chosen: IClientMechanism = self.mechanism  # type: ignore[assignment]
+        else:
+            chosen = self.mechanism(offered, bindings, has_certificate)  # type: ignore[operator]
+        if chosen.name not in offered:
+            raise AuthenticationFailed("NO-MECHANISM", f"the server does not offer {chosen.name} (it offers {' '.join(offered)})")
+        return chosen
+
+
+class ClientSessionFactory(TLSGuardFactory):
+    def __init__(self, appFactory: IProtocolFactory, reactor: Any, credentials: ClientCredentials, **kwargs: Any) -> None:
+        super().__init__(appFactory, reactor, **kwargs)
+        self.credentials = credentials
+
+
+@implementer(ISession)
+class ClientSession(TLSGuard):
+    """
+    Reads the greeting, authenticates, checks the server's final proof, then
+    connects the application.  C{identity} stays None on the client;
+    C{authenticated_as} is the name the server gave us.
+    """
+
+    factory: ClientSessionFactory
+    identity = None
+    authenticated_as: str | None = None
+    _error: AuthenticationFailed | None = None
+
+    def handshakeSucceeded(self) -> None:
+        self._buffer = b""
+        self._state = "GREETING"
+        self._mechanism: IClientMechanism | None = None
+        self._error: AuthenticationFailed | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._appConnected:
+            self.wrappedProtocol.dataReceived(data)
+            return
+        if self.handshake is None or self._error is not None:
+            return
+        self._buffer += data
+        while not self._appConnected and self._error is None:
+            index = self._buffer.find(b"\n")
+            if index < 0:
+                if len(self._buffer) > MAX_LINE:
+                    self._fail(ProtocolViolation("LINE-TOO-LONG", "the server sent an over-long line"))
+                return
+            line, self._buffer = self._buffer[:index], self._buffer[index + 1 :]
+            try:
+                self._lineReceived(line.rstrip(b"\r").decode("ascii"))
+            except (AuthenticationFailed, MechanismError, UnicodeDecodeError, ValueError) as e:
+                self._fail(self._asFailure(e))
+
+    def _asFailure(self, error: Exception) -> AuthenticationFailed:
+        if isinstance(error, AuthenticationFailed):
+            return error
+        if isinstance(error, MechanismError):
+            return ServerNotAuthenticated("SERVER-PROOF", str(error))
+        return ProtocolViolation("PROTOCOL", f"unexpected data from the server ({error})")
+
+    def _send(self, line: str) -> None:
+        self.transport.write(line.encode("ascii") + b"\r\n")
+
+    def _lineReceived(self, line: str) -> None:
+        if self._state == "GREETING":
+            parts = line.split(" ")
+            if len(parts) < 3 or parts[0] != "SECURENET" or parts[2] != "AUTH":
+                raise ProtocolViolation("PROTOCOL", "the server did not greet with SECURENET ... AUTH: is it a securenet service?")
+            if parts[1] != PROTOCOL_VERSION:
+                raise ProtocolViolation("PROTOCOL", f"the server speaks version {parts[1]}, we speak {PROTOCOL_VERSION}")
+            offered = parts[3:]
+            bindings = channel_bindings(self.transport.getHandle(), "client")
+            has_certificate = bool(self.transport.getHandle().get_certificate())
+            self._mechanism = self.factory.credentials.choose(offered, bindings, has_certificate)
+            initial = self._mechanism.initial()
+            command = f"AUTH {self._mechanism.name}"
+            if initial is not None:
+                command += " " + b64encode(initial)
+            self._state = "AUTH"
+            self._send(command)
+            return
+        verb, _, rest = line.partition(" ")
+        assert self._mechanism is not None
+        if verb == "+" and self._state == "AUTH":
+            self._send(b64encode(self._mechanism.respond(b64decode(rest))))
+        elif verb == "NEXT" and rest == "TOTP" and self._state == "AUTH":
+            source = self.factory.credentials.totp
+            if source is None:
+                raise AuthenticationFailed("TOTP-REQUIRED", "the server requires a TOTP code and none was given")
+            self._state = "TOTP"
+            self._send(f"TOTP {source().strip()}")
+        elif verb == "OK" and self._state in ("AUTH", "TOTP"):
+            name, _, extra = rest.partition(" ")
+            self._mechanism.verify_success(b64decode(extra) if extra else None)
+            self.authenticated_as = decode_identity(name)
+            leftover, self._buffer = self._buffer, b""
+            app = self.connectApplication()
+            if app is not None and leftover and self._appConnected:
+                app.dataReceived(leftover)
+        elif verb == "NO":
+            code, _, text = rest.partition(" ")
+            raise AuthenticationFailed(code, text)
+        else:
+            raise ProtocolViolation("PROTOCOL", f"unexpected line from the server in state {self._state}: {line[:60]!r}")
+
+    def _fail(self, error: AuthenticationFailed) -> None:
+        self._error = error
+        self.transport.loseConnection()
+
+    def failureFor(self, reason: Failure) -> Failure:
+        """
+        A TLS refusal wins (with TLS 1.3 a refused client certificate is only
+        reported after the handshake); then our own exchange error; then a
+        server that closed during the exchange.
+        """
+        failure = super().failureFor(reason)
+        if isinstance(failure.value, TLSError) or self._appConnected or self.handshake is None:
+            return failure
+        if self._error is not None:
+            return Failure(self._error)
+        return Failure(ProtocolViolation("CLOSED", "the server closed the connection during authentication"))
+
+
+ClientSessionFactory.protocol = ClientSession
 
 
 def connect(
     reactor: Any,
     endpoint: str | SecureClientEndpoint,
     factory: IProtocolFactory,
+    *,
+    mechanism: IClientMechanism | MechanismChooser | None = None,
+    totp: Callable[[], str] | None = None,
 ) -> Deferred[IProtocol]:
     """
     Connect C{factory}'s protocol to a securenet server.
 
     @param endpoint: a C{securenet:host=...:port=...} string or an endpoint.
+    @param mechanism: how to authenticate: a client mechanism (e.g.
+        C{PlainClientMechanism("alice", password)}), a function choosing one
+        from the server's offer, or None for EXTERNAL (with a client
+        certificate) or ANONYMOUS.
+    @param totp: called for a TOTP code if the server asks for one.
     @return: a Deferred that fires with the connected application protocol
-        once the server is verified, or fails with a typed
-        L{securenet.tls.errors.TLSError} (or a connection error) and no
-        application byte sent.  With TLS 1.3 a server that refuses our
-        certificate says so only after the handshake: that arrives as the
-        protocol's C{connectionLost} reason (e.g. C{ClientCertificateRequired}).
+        once the server is verified and we are authenticated, or fails with
+        a typed error (L{securenet.tls.errors.TLSError},
+        L{AuthenticationFailed}, or a connection error) with no application
+        byte sent.
     """
     if isinstance(endpoint, str):
         endpoint = client_endpoint(reactor, endpoint)
     ready: Deferred[IProtocol] = Deferred()
-    guard = TLSGuardFactory(factory, reactor, ready=ready)
+    session = ClientSessionFactory(factory, reactor, ClientCredentials(mechanism, totp), ready=ready)
 
     def tcpFailed(failure: Failure) -> None:
-        if guard.ready is not None:
-            guard.ready = None
+        if session.ready is not None:
+            session.ready = None
             ready.errback(failure)
 
-    endpoint.connect(guard).addErrback(tcpFailed)
+    endpoint.connect(session).addErrback(tcpFailed)
     return ready
