@@ -9,12 +9,13 @@ from collections.abc import Iterable
 
 import attrs
 from cryptography import x509
-from zope.interface import Attribute, Interface, implementer
+from twisted.cred.credentials import ICredentials
+from zope.interface import Attribute, implementer
 
 from securenet.pki.facts import CertificateFacts
 
 
-class ICertificateCredentials(Interface):
+class ICertificateCredentials(ICredentials):
     """
     A client certificate that the TLS layer verified (the SASL C{EXTERNAL}
     case): the peer proved possession of its key during the handshake.
@@ -40,7 +41,7 @@ class CertificateCredentials:
         return CertificateFacts.of(self.chain[0])
 
 
-class IAPIKeyCredentials(Interface):
+class IAPIKeyCredentials(ICredentials):
     """An API key as presented: C{<key id>.<secret>} (SASL mechanism C{APIKEY})."""
 
     key = Attribute("The full key string as the client sent it (str).")
@@ -52,7 +53,7 @@ class APIKeyCredentials:
     key: str = attrs.field(repr=False)
 
 
-class ITokenCredentials(Interface):
+class ITokenCredentials(ICredentials):
     """A bearer token (a JWT) as presented (SASL mechanism C{OAUTHBEARER})."""
 
     token = Attribute("The token string (str).")
@@ -64,7 +65,7 @@ class TokenCredentials:
     token: str = attrs.field(repr=False)
 
 
-class ITOTPCredentials(Interface):
+class ITOTPCredentials(ICredentials):
     """A TOTP code for a user who already passed a first factor."""
 
     username = Attribute("The user, as established by the first factor (str).")

@@ -106,7 +106,11 @@ class ICredentialStore(Interface):
         """Create C{user}; fails with L{UserExists}."""
 
     def update_user(user: User) -> defer.Deferred[None]:
-        """Replace the record of C{user.name}; fails with L{NoSuchUser}."""
+        """
+        Replace the record of C{user.name}; fails with L{NoSuchUser}.  While
+        the TOTP secret is unchanged, C{totp_last_step} never moves backwards
+        (a stale record must not make a used code valid again).
+        """
 
     def delete_user(name: str) -> defer.Deferred[None]:
         """Delete a user and their API keys; fails with L{NoSuchUser}."""
@@ -175,8 +179,16 @@ class MemoryStore:
         return defer.succeed(None)
 
     def update_user(self, user: User) -> defer.Deferred[None]:
-        if user.name not in self.users:
+        old = self.users.get(user.name)
+        if old is None:
             return defer.fail(NoSuchUser(f"no user {user.name!r}"))
+        if (
+            old.totp_secret == user.totp_secret
+            and old.totp_last_step is not None
+            and (user.totp_last_step is None or user.totp_last_step < old.totp_last_step)
+        ):
+            # A record read before a TOTP login must not make its code usable again.
+            user = attrs.evolve(user, totp_last_step=old.totp_last_step)
         self.users[user.name] = user
         return defer.succeed(None)
 

@@ -1,0 +1,513 @@
+"""
+Tests for C{securenet users ...}: each subcommand's output and effect on the
+database, and for each bad input the exact one-line error, exit code 1, and
+the database left as it was.
+
+They run L{securenet.cli.main} in-process with
+C{SECURENET_TEST_FAST_HASH=1} (cheap hashing); one runs the installed
+console script, as a user would.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pyotp
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+import securenet.cli.users
+from securenet.cli import main
+from securenet.cli.users import FAST_HASH_VARIABLE, qr_text
+from securenet.cred.passwords import PasswordHasher, derive_scram_keys
+from securenet.cred.sqlite import SQLiteStore
+from securenet.cred.store import APIKey, User
+from tests import support
+
+
+@attrs.frozen
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run(*argv: str | Path, stdin: io.StringIO | None = None) -> Result:
+    """Run C{securenet ARGV...} in-process with C{stdin}, capturing its output."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdin, sys.stdout, sys.stderr
+    sys.stdin = stdin if stdin is not None else io.StringIO("")
+    sys.stdout, sys.stderr = out, err
+    try:
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.stdin, sys.stdout, sys.stderr = saved
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def value(d: defer.Deferred[Any]) -> Any:
+    out: list[Any] = []
+    d.addBoth(out.append)
+    return out[0]
+
+
+#: Any hasher verifies any argon2 hash; this one is cheap to build.
+HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, insecurely_weak=True)
+
+
+class UsersTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        saved = os.environ.get(FAST_HASH_VARIABLE)
+        os.environ[FAST_HASH_VARIABLE] = "1"
+        self.addCleanup(self._restoreEnvironment, saved)
+        self.dir = Path(self.mktemp())
+        self.dir.mkdir()
+        self.db = self.dir / "creds.db"
+        self.prompts: list[str] = []
+        self.answers: list[str] = []
+        self.patch(securenet.cli.users, "getpass", self._getpass)
+
+    def _restoreEnvironment(self, saved: str | None) -> None:
+        if saved is None:
+            os.environ.pop(FAST_HASH_VARIABLE, None)
+        else:
+            os.environ[FAST_HASH_VARIABLE] = saved
+
+    def _getpass(self, prompt: str = "Password: ") -> str:
+        self.prompts.append(prompt)
+        return self.answers.pop(0)
+
+    def password_file(self, content: str | bytes, name: str = "pw") -> Path:
+        path = self.dir / name
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        return path
+
+    def users(self, *argv: str | Path, stdin: io.StringIO | None = None) -> Result:
+        return run("users", *argv, "--db", self.db, stdin=stdin)
+
+    def add(self, name: str, password: str = "s3cret", *roles: str) -> None:
+        role_args = [a for r in roles for a in ("--role", r)]
+        self.assertOK(self.users("add", name, *role_args, "--password-file", self.password_file(password, f"pw-{name}")))
+
+    def state(self) -> tuple[list[User], list[APIKey]] | None:
+        """Everything in the database (None if there is none): compared to prove nothing changed."""
+        if not self.db.exists():
+            return None
+        with SQLiteStore.open(self.db) as store:
+            return value(store.list_users()), value(store.list_api_keys())
+
+    def user(self, name: str) -> User:
+        with SQLiteStore.open(self.db) as store:
+            user = value(store.get_user(name))
+        assert isinstance(user, User), user
+        return user
+
+    def assertOK(self, result: Result) -> Result:
+        self.assertEqual((result.code, result.err), (0, ""), result)
+        return result
+
+    def assertFails(self, result: Result, message: str) -> None:
+        """Exit 1, nothing on stdout, and exactly C{securenet: error: MESSAGE} on stderr."""
+        self.assertEqual(result, Result(1, "", f"securenet: error: {message}\n"))
+
+    def assertRefused(self, argv: tuple[str | Path, ...], message: str, stdin: io.StringIO | None = None) -> None:
+        """The command fails with C{message} and the database is as it was."""
+        before = self.state()
+        self.assertFails(self.users(*argv, stdin=stdin), message)
+        self.assertEqual(self.state(), before)
+
+    def assertPassword(self, name: str, password: str) -> None:
+        """C{name}'s argon2 hash and SCRAM keys are both of C{password}."""
+        user = self.user(name)
+        assert user.password_hash is not None and user.scram is not None
+        self.assertTrue(HASHER.verify(user.password_hash, password))
+        self.assertEqual(user.scram, derive_scram_keys(password, salt=user.scram.salt, iterations=4096))
+
+
+class AddTests(UsersTestCase):
+    """C{securenet users add}."""
+
+    def test_add(self) -> None:
+        result = self.users("add", "alice", "--role", "admin", "--role", "ops", "--password-file", self.password_file("s3cret"))
+        self.assertEqual(result, Result(0, "added user alice (roles: admin, ops)\n", ""))
+        user = self.user("alice")
+        self.assertEqual((user.roles, user.disabled, user.totp_secret), (("admin", "ops"), False, None))
+        self.assertPassword("alice", "s3cret")
+        assert user.password_hash is not None
+        self.assertIn("$argon2id$v=19$m=8,t=1,p=1$", user.password_hash)
+        self.assertEqual(os.stat(self.db).st_mode & 0o777, 0o600)
+
+    def test_noRoles(self) -> None:
+        result = self.users("add", "bob", "--password-file", self.password_file("pw"))
+        self.assertEqual(result.out, "added user bob (roles: (none))\n")
+
+    def test_trailingNewlineStripped(self) -> None:
+        """One trailing newline (LF or CRLF) is not part of the password."""
+        self.add("alice", "s3cret\n")
+        self.assertPassword("alice", "s3cret")
+        self.add("bob", "pass word\r\n")
+        self.assertPassword("bob", "pass word")
+
+    def test_onlyOneNewlineStripped(self) -> None:
+        self.assertRefused(
+            ("add", "alice", "--password-file", self.password_file("s3cret\n\n")),
+            "password refused: it contains a control character",
+        )
+
+    def test_unicodePassword(self) -> None:
+        """Stored in its SASLprep form: the equivalent spelling logs in too."""
+        self.add("alice", "I\u00adX")
+        self.assertPassword("alice", "\u2168")
+
+    def test_existing(self) -> None:
+        self.add("alice", "first")
+        self.assertRefused(
+            ("add", "alice", "--password-file", self.password_file("second")),
+            f"user 'alice' already exists in {self.db}",
+        )
+        self.assertPassword("alice", "first")
+
+    def test_existingNotPrompted(self) -> None:
+        """At a terminal, an existing name is refused before the password is asked for."""
+        self.add("alice")
+        self.assertRefused(("add", "alice"), f"user 'alice' already exists in {self.db}", stdin=FakeTTY())
+        self.assertEqual(self.prompts, [])
+
+    def test_emptyPasswordFile(self) -> None:
+        for content in ("", "\n", "\r\n"):
+            path = self.password_file(content)
+            self.assertRefused(("add", "alice", "--password-file", path), f"{path}: password file is empty")
+        self.assertIsNone(self.state())
+
+    def test_missingPasswordFile(self) -> None:
+        path = self.dir / "nope"
+        self.assertRefused(("add", "alice", "--password-file", path), f"{path}: password file does not exist")
+        self.assertIsNone(self.state())
+
+    def test_passwordFileNotUTF8(self) -> None:
+        path = self.password_file(b"\xffpw")
+        self.assertRefused(("add", "alice", "--password-file", path), f"{path}: password file is not UTF-8 text")
+
+    def test_passwordFileDirectory(self) -> None:
+        self.assertRefused(("add", "alice", "--password-file", self.dir), f"{self.dir}: password file is a directory")
+
+    def test_badName(self) -> None:
+        pw = self.password_file("pw")
+        self.assertRefused(("add", "al ice", "--password-file", pw), "user name 'al ice' contains whitespace or a control character")
+        self.assertRefused(("add", "", "--password-file", pw), "user name must not be empty")
+        self.assertRefused(
+            ("add", "a" * 65, "--password-file", pw), f"user name {'a' * 65!r} is 65 characters; at most 64 are allowed"
+        )
+        self.assertIsNone(self.state())
+
+    def test_badRole(self) -> None:
+        self.add("bob")
+        self.assertRefused(
+            ("add", "alice", "--role", "a,b", "--password-file", self.password_file("pw")),
+            "role name 'a,b' contains whitespace, a control character or a comma",
+        )
+
+    def test_terminal(self) -> None:
+        """At a terminal: asked twice."""
+        self.answers = ["s3cret", "s3cret"]
+        self.assertOK(self.users("add", "alice", stdin=FakeTTY()))
+        self.assertEqual(self.prompts, ["new password for alice: ", "repeat it: "])
+        self.assertPassword("alice", "s3cret")
+
+    def test_terminalMismatch(self) -> None:
+        self.add("bob")
+        self.answers = ["s3cret", "s3cert"]
+        self.assertRefused(("add", "alice"), "the two passwords differ; nothing changed", stdin=FakeTTY())
+
+    def test_terminalEmpty(self) -> None:
+        self.add("bob")
+        self.answers = [""]
+        self.assertRefused(("add", "alice"), "password must not be empty", stdin=FakeTTY())
+        self.assertEqual(self.prompts, ["new password for alice: "])
+
+    def test_terminalNewDatabase(self) -> None:
+        """A refused password leaves no database behind."""
+        self.answers = ["a", "b"]
+        self.assertRefused(("add", "alice"), "the two passwords differ; nothing changed", stdin=FakeTTY())
+        self.assertFalse(self.db.exists())
+
+    def test_stdin(self) -> None:
+        """Not a terminal: the first line of standard input."""
+        self.assertOK(self.users("add", "alice", stdin=io.StringIO("s3cret\nignored\n")))
+        self.assertPassword("alice", "s3cret")
+        self.assertEqual(self.prompts, [])
+
+    def test_stdinEmpty(self) -> None:
+        self.assertRefused(
+            ("add", "alice"),
+            "no password: give --password-file FILE, type it at a terminal, or send it on standard input",
+            stdin=io.StringIO(""),
+        )
+        self.assertRefused(("add", "alice"), "password must not be empty", stdin=io.StringIO("\n"))
+
+    def test_noPasswordArgument(self) -> None:
+        """Secrets are never command-line arguments."""
+        for option in ("--password", "--pass", "--p"):
+            result = self.users("add", "alice", option, "s3cret")
+            self.assertEqual((result.code, result.out), (2, ""), option)
+            self.assertIn("unrecognized arguments", result.err)
+            self.assertIsNone(self.state())
+
+    def test_defaultDatabase(self) -> None:
+        """Without --db: var/securenet.db, directories created."""
+        password_file = self.password_file("pw").absolute()
+        cwd = os.getcwd()
+        os.chdir(self.dir)
+        self.addCleanup(os.chdir, cwd)
+        self.assertOK(run("users", "add", "alice", "--password-file", password_file))
+        self.assertEqual(os.stat("var/securenet.db").st_mode & 0o777, 0o600)
+        self.assertIn("alice", run("users", "list").out)
+
+    def test_insecureDatabase(self) -> None:
+        self.add("bob")
+        self.db.chmod(0o644)
+        before = self.db.read_bytes()
+        self.assertFails(
+            self.users("add", "alice", "--password-file", self.password_file("pw")),
+            f"{self.db}: credential database has mode 0644; it must not be accessible by group or others "
+            f"(chmod 600 {self.db})",
+        )
+        self.assertEqual(self.db.read_bytes(), before)
+        self.assertEqual(self.users("list").err.splitlines()[0][:40], f"securenet: error: {self.db}"[:40])
+        self.db.chmod(0o600)
+        self.assertEqual([u.name for u in self.state()[0]], ["bob"])  # type: ignore[index]
+
+    def test_corruptDatabase(self) -> None:
+        self.db.write_bytes(b"this is not a database" * 100)
+        self.db.chmod(0o600)
+        before = self.db.read_bytes()
+        self.assertFails(
+            self.users("add", "alice", "--password-file", self.password_file("pw")),
+            f"{self.db}: not an SQLite database (corrupt or wrong file)",
+        )
+        self.assertEqual(self.db.read_bytes(), before)
+
+
+class PasswdTests(UsersTestCase):
+    """C{securenet users passwd}."""
+
+    def test_passwd(self) -> None:
+        """New hash and SCRAM keys; everything else kept."""
+        self.add("alice", "old", "admin")
+        with SQLiteStore.open(self.db) as store:
+            value(store.update_user(attrs.evolve(self.user("alice"), totp_secret="JBSWY3DPEHPK3PXP", totp_last_step=7)))
+        before = self.user("alice")
+        result = self.users("passwd", "alice", "--password-file", self.password_file("new"))
+        self.assertEqual(result, Result(0, "changed the password of alice\n", ""))
+        self.assertPassword("alice", "new")
+        after = self.user("alice")
+        assert after.password_hash is not None
+        self.assertFalse(HASHER.verify(after.password_hash, "old"))
+        self.assertEqual(attrs.evolve(after, password_hash=before.password_hash, scram=before.scram), before)
+
+    def test_unknownUser(self) -> None:
+        self.add("alice")
+        self.assertRefused(("passwd", "bob", "--password-file", self.password_file("pw")), f"no user 'bob' in {self.db}")
+
+    def test_refusedPassword(self) -> None:
+        self.add("alice", "old")
+        path = self.password_file("")
+        self.assertRefused(("passwd", "alice", "--password-file", path), f"{path}: password file is empty")
+        self.answers = ["a", "b"]
+        self.assertRefused(("passwd", "alice"), "the two passwords differ; nothing changed", stdin=FakeTTY())
+        self.assertPassword("alice", "old")
+
+    def test_noDatabase(self) -> None:
+        self.assertRefused(
+            ("passwd", "alice", "--password-file", self.password_file("pw")),
+            f"{self.db}: no credential database here (create it with 'securenet users add NAME --db {self.db}')",
+        )
+        self.assertFalse(self.db.exists())
+
+
+class DeleteTests(UsersTestCase):
+    """C{securenet users del}."""
+
+    def test_delete(self) -> None:
+        self.add("alice")
+        self.add("bob")
+        self.assertEqual(self.users("del", "alice"), Result(0, "deleted user alice\n", ""))
+        state = self.state()
+        assert state is not None
+        self.assertEqual([u.name for u in state[0]], ["bob"])
+
+    def test_deleteWithKeys(self) -> None:
+        self.add("alice")
+        self.add("bob")
+        with SQLiteStore.open(self.db) as store:
+            for key_id, user in [("k1", "alice"), ("k2", "alice"), ("k3", "bob")]:
+                value(store.add_api_key(APIKey(key_id, user, b"h" * 32)))
+        self.assertEqual(self.users("del", "alice"), Result(0, "deleted user alice and 2 API keys\n", ""))
+        state = self.state()
+        assert state is not None
+        self.assertEqual([k.key_id for k in state[1]], ["k3"])
+
+    def test_unknownUser(self) -> None:
+        self.add("alice")
+        self.assertRefused(("del", "bob"), f"no user 'bob' in {self.db}")
+
+
+class ListTests(UsersTestCase):
+    """C{securenet users list}."""
+
+    def test_list(self) -> None:
+        """Name, roles, disabled, TOTP enrolled; never a hash or secret."""
+        self.add("bob")
+        self.add("alice", "pw", "admin", "ops")
+        self.add("Zo\u00eb", "pw", "ops")
+        self.assertOK(self.users("disable", "bob"))
+        self.assertOK(self.users("totp-enroll", "alice"))
+        result = self.assertOK(self.users("list"))
+        self.assertEqual(
+            result.out,
+            "NAME   ROLES      DISABLED  TOTP\n"
+            "Zo\u00eb    ops        no        no\n"
+            "alice  admin,ops  no        yes\n"
+            "bob    -          yes       no\n",
+        )
+
+    def test_empty(self) -> None:
+        with SQLiteStore.open(self.db):
+            pass
+        self.assertEqual(self.users("list"), Result(0, f"no users in {self.db}\n", ""))
+
+    def test_noDatabase(self) -> None:
+        self.assertRefused(
+            ("list",),
+            f"{self.db}: no credential database here (create it with 'securenet users add NAME --db {self.db}')",
+        )
+        self.assertFalse(self.db.exists())
+
+
+class RolesTests(UsersTestCase):
+    """C{securenet users roles}."""
+
+    def test_setAndClear(self) -> None:
+        self.add("alice", "pw", "admin")
+        self.assertEqual(self.users("roles", "alice", "ops", "audit", "ops"), Result(0, "roles of alice: ops, audit\n", ""))
+        self.assertEqual(self.user("alice").roles, ("ops", "audit"))
+        self.assertEqual(self.users("roles", "alice"), Result(0, "roles of alice: (none)\n", ""))
+        self.assertEqual(self.user("alice").roles, ())
+        self.assertPassword("alice", "pw")
+
+    def test_badRole(self) -> None:
+        self.add("alice", "pw", "admin")
+        self.assertRefused(("roles", "alice", "ok", "not ok"), "role name 'not ok' contains whitespace, a control character or a comma")
+
+    def test_unknownUser(self) -> None:
+        self.add("alice")
+        self.assertRefused(("roles", "bob", "admin"), f"no user 'bob' in {self.db}")
+
+
+class DisableTests(UsersTestCase):
+    """C{securenet users disable} / C{enable}."""
+
+    def test_disableEnable(self) -> None:
+        self.add("alice")
+        self.assertEqual(self.users("disable", "alice"), Result(0, "disabled user alice\n", ""))
+        self.assertTrue(self.user("alice").disabled)
+        self.assertEqual(self.users("disable", "alice"), Result(0, "user alice was already disabled\n", ""))
+        self.assertEqual(self.users("enable", "alice"), Result(0, "enabled user alice\n", ""))
+        self.assertFalse(self.user("alice").disabled)
+        self.assertEqual(self.users("enable", "alice"), Result(0, "user alice was already enabled\n", ""))
+
+    def test_unknownUser(self) -> None:
+        self.add("alice")
+        self.assertRefused(("disable", "bob"), f"no user 'bob' in {self.db}")
+        self.assertRefused(("enable", "bob"), f"no user 'bob' in {self.db}")
+
+    def test_nfcName(self) -> None:
+        """Names given in another normal form find the user."""
+        self.add("Zo\u00eb")
+        self.assertOK(self.users("disable", "Zoe\u0308"))
+        self.assertTrue(self.user("Zo\u00eb").disabled)
+
+
+class TotpEnrollTests(UsersTestCase):
+    """C{securenet users totp-enroll}."""
+
+    def test_enroll(self) -> None:
+        self.add("alice")
+        result = self.assertOK(self.users("totp-enroll", "alice"))
+        lines = result.out.splitlines(keepends=True)
+        self.assertEqual(
+            lines[0], "enrolled alice for TOTP; scan the QR code with an authenticator app, or give it this URI:\n"
+        )
+        uri = lines[1].rstrip("\n")
+        secret = self.user("alice").totp_secret
+        assert secret is not None
+        self.assertEqual(len(secret), 32)
+        self.assertEqual(uri, pyotp.TOTP(secret).provisioning_uri(name="alice", issuer_name="securenet"))
+        parsed = pyotp.parse_uri(uri)
+        assert isinstance(parsed, pyotp.TOTP)
+        self.assertEqual((parsed.secret, parsed.issuer, parsed.name), (secret, "securenet", "alice"))
+        self.assertEqual("".join(lines[2:]), qr_text(uri))
+        self.assertIn("\u2588", qr_text(uri))
+        self.assertIsNone(self.user("alice").totp_last_step)
+
+    def test_alreadyEnrolled(self) -> None:
+        self.add("alice")
+        self.assertOK(self.users("totp-enroll", "alice"))
+        self.assertRefused(
+            ("totp-enroll", "alice"),
+            "user 'alice' is already enrolled for TOTP; use --force to replace the secret "
+            "(their current authenticator stops working)",
+        )
+
+    def test_force(self) -> None:
+        """A new secret, and the last used step forgotten."""
+        self.add("alice")
+        self.assertOK(self.users("totp-enroll", "alice"))
+        first = self.user("alice")
+        with SQLiteStore.open(self.db) as store:
+            self.assertTrue(value(store.mark_totp_step("alice", 99)))
+        self.assertOK(self.users("totp-enroll", "alice", "--force"))
+        second = self.user("alice")
+        self.assertNotEqual(second.totp_secret, first.totp_secret)
+        self.assertIsNone(second.totp_last_step)
+        self.assertEqual(attrs.evolve(second, totp_secret=first.totp_secret), first)
+
+    def test_unknownUser(self) -> None:
+        self.add("alice")
+        self.assertRefused(("totp-enroll", "bob"), f"no user 'bob' in {self.db}")
+
+
+class ConsoleScriptTests(SynchronousTestCase):
+    """The installed C{securenet} script, password piped on standard input."""
+
+    def test_addAndList(self) -> None:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        db = directory / "creds.db"
+        env = support.child_env(**{FAST_HASH_VARIABLE: "1"})
+        securenet = support.script("securenet")
+        added = support.run([securenet, "users", "add", "alice", "--role", "admin", "--db", str(db)], input=b"s3cret\n", env=env)
+        self.assertEqual((added.returncode, added.stdout, added.stderr), (0, b"added user alice (roles: admin)\n", b""))
+        listed = support.run([securenet, "users", "list", "--db", str(db)], env=env)
+        self.assertEqual(
+            (listed.returncode, listed.stdout, listed.stderr),
+            (0, b"NAME   ROLES  DISABLED  TOTP\nalice  admin  no        no\n", b""),
+        )
+        again = support.run([securenet, "users", "add", "alice", "--db", str(db)], input=b"x\n", env=env)
+        self.assertEqual(
+            (again.returncode, again.stdout, again.stderr),
+            (1, b"", f"securenet: error: user 'alice' already exists in {db}\n".encode()),
+        )
