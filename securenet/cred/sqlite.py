@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import secrets
 import sqlite3
 import stat
 import threading
@@ -106,6 +107,14 @@ MIGRATIONS: Sequence[Sequence[str]] = (
             key TEXT PRIMARY KEY NOT NULL,
             count INTEGER NOT NULL,
             last REAL NOT NULL
+        )
+        """,
+    ),
+    (
+        """
+        CREATE TABLE secrets (
+            name TEXT PRIMARY KEY NOT NULL,
+            value BLOB NOT NULL
         )
         """,
     ),
@@ -489,6 +498,15 @@ class SQLiteStore:
         return self._runner(f, *args)
 
     # -- users -------------------------------------------------------------------
+
+    def secret(self, name: str) -> defer.Deferred[bytes]:
+        return self._run(self._secret, name)
+
+    def _secret(self, name: str) -> bytes:
+        with self._transaction() as c:
+            c.execute("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)", (name, secrets.token_bytes(32)))
+            row = c.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()
+        return bytes(row[0])
 
     def get_user(self, name: str) -> defer.Deferred[User | None]:
         return self._run(self._get_user, name)

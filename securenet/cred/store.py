@@ -12,6 +12,7 @@ reactor thread.  L{MemoryStore} is the in-memory implementation tests use.
 from __future__ import annotations
 
 import datetime
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -99,6 +100,13 @@ class ICredentialStore(Interface):
     case-sensitive exact strings.
     """
 
+    def secret(name: str) -> defer.Deferred[bytes]:
+        """
+        A random 32-byte secret kept in the store under C{name}, made on first
+        use and the same ever after (e.g. the key of SCRAM's fake salts, which
+        must survive restarts like real salts do).
+        """
+
     def get_user(name: str) -> defer.Deferred[User | None]:
         """The user called C{name}, or None."""
 
@@ -168,6 +176,10 @@ class MemoryStore:
         self.api_keys: dict[str, APIKey] = {}
         self.revoked_tokens: dict[str, datetime.datetime] = {}
         self.failures: dict[str, tuple[int, float]] = {}
+        self.secrets: dict[str, bytes] = {}
+
+    def secret(self, name: str) -> defer.Deferred[bytes]:
+        return defer.succeed(self.secrets.setdefault(name, secrets.token_bytes(32)))
 
     def get_user(self, name: str) -> defer.Deferred[User | None]:
         return defer.succeed(self.users.get(name))

@@ -13,11 +13,14 @@ Defaults (L{ThrottlePolicy}): the first 3 consecutive failures are free;
 after that each failure doubles the wait before the next attempt (1 s, 2 s,
 4 s, ... capped at 60 s); 20 consecutive failures lock an account out, and
 100 lock an address out, for 15 minutes (NIST SP 800-63B allows at most 100
-before lockout).  A success resets both counters.
+before lockout).  Attempts are counted when admitted (L{Throttle.admit}); a
+success forgives the account's count; an address's count decays after a
+quiet lockout period.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import attrs
@@ -42,8 +45,12 @@ class ThrottlePolicy:
     def __attrs_post_init__(self) -> None:
         if min(self.free_failures, self.account_lockout, self.address_lockout) < 1:
             raise ValueError("throttle thresholds must be at least 1")
-        if min(self.base_delay, self.max_delay, self.lockout_seconds) <= 0:
-            raise ValueError("throttle delays must be positive")
+        delays = (self.base_delay, self.max_delay, self.lockout_seconds)
+        # NaN compares false with everything: it would silently disable throttling.
+        if not all(math.isfinite(d) and d > 0 for d in delays):
+            raise ValueError("throttle delays must be positive and finite")
+        if self.max_delay < self.base_delay:
+            raise ValueError(f"max_delay ({self.max_delay:g} s) is shorter than base_delay ({self.base_delay:g} s)")
 
     def wait(self, key: str, failures: int, since_last: float) -> float:
         """Seconds still to wait before C{key} may try again (0 if it may now)."""
@@ -71,6 +78,7 @@ class Throttle:
         self.store = store
         self.clock = clock
         self.policy = policy
+        self._lock = defer.DeferredLock()
 
     @defer.inlineCallbacks
     def check(self, keys: Sequence[str]):  # type: ignore[no-untyped-def]
@@ -108,6 +116,32 @@ class Throttle:
                 )
 
     @defer.inlineCallbacks
+    def admit(self, keys: Sequence[str]):  # type: ignore[no-untyped-def]
+        """
+        Decide whether an attempt may be checked now, and if so count it as a
+        failure I{before} it is checked (L{succeeded} forgives it).  Fires
+        with the seconds to wait, or None when admitted.
+
+        Counting up front, under a lock, is what makes the rate hold against
+        parallel connections: every attempt admitted moves the counters, so
+        the next one sees it even while the first is still being checked.
+        """
+        yield self._lock.acquire()
+        try:
+            wait = yield self.check(keys)
+            if wait is None:
+                yield self.failed(keys)
+        finally:
+            self._lock.release()
+        return wait
+
+    @defer.inlineCallbacks
     def succeeded(self, keys: Sequence[str]):  # type: ignore[no-untyped-def]
+        """
+        A success forgives the account's failures.  An address's failures are
+        not forgiven (they decay after a quiet lockout period): one valid
+        account must not let an attacker wipe the count of guesses at others.
+        """
         for key in keys:
-            yield self.store.reset_failures(key)
+            if not key.startswith("addr:"):
+                yield self.store.reset_failures(key)

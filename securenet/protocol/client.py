@@ -11,7 +11,8 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -20,7 +21,14 @@ from securenet.cred.channel import channel_bindings
 from securenet.cred.client import AnonymousClientMechanism, ExternalClientMechanism
 from securenet.cred.sasl import ChannelBindings, IClientMechanism, MechanismError
 from securenet.errors import SecurenetError
-from securenet.protocol.exchange import MAX_LINE, PROTOCOL_VERSION, b64decode, b64encode, decode_identity
+from securenet.protocol.exchange import (
+    DEFAULT_DEADLINE,
+    MAX_LINE,
+    PROTOCOL_VERSION,
+    b64decode,
+    b64encode,
+    decode_identity,
+)
 from securenet.protocol.session import ISession
 from securenet.tls.endpoints import SecureClientEndpoint, client_endpoint
 from securenet.tls.errors import TLSError
@@ -52,6 +60,11 @@ class ProtocolViolation(AuthenticationFailed):
 
 
 MechanismChooser = Callable[[Sequence[str], ChannelBindings, bool], IClientMechanism]
+
+#: How long a client waits for the exchange to finish after the handshake:
+#: longer than a server's default deadline, so that a securenet server's own
+#: C{NO TIMEOUT} arrives first; a TLS peer that never greets is given up on.
+CLIENT_DEADLINE = 2 * DEFAULT_DEADLINE
 
 
 def default_mechanism(offered: Sequence[str], bindings: ChannelBindings, has_certificate: bool) -> IClientMechanism:
@@ -111,11 +124,31 @@ class ClientSession(TLSGuard):
     authenticated_as: str | None = None
     _error: AuthenticationFailed | None = None
 
+    _deadline: IDelayedCall | None = None
+
     def handshakeSucceeded(self) -> None:
         self._buffer = b""
         self._state = "GREETING"
         self._mechanism: IClientMechanism | None = None
         self._error: AuthenticationFailed | None = None
+        self._deadline = self.factory.reactor.callLater(CLIENT_DEADLINE, self._exchangeTimedOut)
+
+    def _exchangeTimedOut(self) -> None:
+        self._deadline = None
+        if self._state == "GREETING":
+            error: AuthenticationFailed = ProtocolViolation(
+                "TIMEOUT", f"no securenet greeting within {CLIENT_DEADLINE:g} s: is it a securenet service?"
+            )
+        else:
+            error = AuthenticationFailed("TIMEOUT", f"the server did not finish authentication within {CLIENT_DEADLINE:g} s")
+        self._error = error
+        # A peer that stalls may not read either: do not wait to flush.
+        self.transport.abortConnection()
+
+    def _cancelDeadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
 
     def dataReceived(self, data: bytes) -> None:
         if self._appConnected:
@@ -156,8 +189,11 @@ class ClientSession(TLSGuard):
             offered = parts[3:]
             bindings = channel_bindings(self.transport.getHandle(), "client")
             has_certificate = bool(self.transport.getHandle().get_certificate())
-            self._mechanism = self.factory.credentials.choose(offered, bindings, has_certificate)
-            initial = self._mechanism.initial()
+            try:
+                self._mechanism = self.factory.credentials.choose(offered, bindings, has_certificate)
+                initial = self._mechanism.initial()
+            except (ValueError, MechanismError) as e:
+                raise AuthenticationFailed("CLIENT", f"cannot authenticate: {e}") from None
             command = f"AUTH {self._mechanism.name}"
             if initial is not None:
                 command += " " + b64encode(initial)
@@ -179,6 +215,7 @@ class ClientSession(TLSGuard):
             self._mechanism.verify_success(b64decode(extra) if extra else None)
             self.authenticated_as = decode_identity(name)
             leftover, self._buffer = self._buffer, b""
+            self._cancelDeadline()
             app = self.connectApplication()
             if app is not None and leftover and self._appConnected:
                 app.dataReceived(leftover)
@@ -190,7 +227,12 @@ class ClientSession(TLSGuard):
 
     def _fail(self, error: AuthenticationFailed) -> None:
         self._error = error
+        self._cancelDeadline()
         self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self._cancelDeadline()
+        super().connectionLost(reason)
 
     def failureFor(self, reason: Failure) -> Failure:
         """

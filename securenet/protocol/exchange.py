@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ PREFERENCE = (
 )
 
 _IDENTITY_SAFE = "-._~:@/+=,"
+_TOTP_CODE = re.compile("[0-9]{6,8}")
 
 
 def encode_identity(avatar_id: str) -> str:
@@ -181,7 +183,7 @@ class ServerExchange:
 
     def start(self) -> None:
         self.deadline = self.reactor.callLater(self.settings.deadline, self._timedOut)
-        self.send(f"SECURENET {PROTOCOL_VERSION} AUTH " + " ".join(self.mechanisms))
+        self.send(" ".join(["SECURENET", PROTOCOL_VERSION, "AUTH", *self.mechanisms]))
 
     def send(self, line: str) -> None:
         self.session.transport.write(line.encode("ascii") + b"\r\n")
@@ -217,7 +219,8 @@ class ServerExchange:
         while not self.busy and not self.done:
             index = self.buffer.find(b"\n")
             if index < 0:
-                if len(self.buffer) > self.settings.max_line:
+                # max_line bytes without a LF can only end as a longer line.
+                if len(self.buffer) >= self.settings.max_line:
                     self._lineTooLong()
                 return
             if index + 1 > self.settings.max_line:
@@ -274,6 +277,8 @@ class ServerExchange:
             verb, _, code = line.partition(" ")
             if verb != "TOTP":
                 raise _Refused("BAD-STATE", "expected TOTP <code>", f"unexpected command {verb[:20]!r} instead of TOTP")
+            if not _TOTP_CODE.fullmatch(code):
+                raise _Refused("MALFORMED", "expected TOTP and 6 to 8 digits", "malformed TOTP code")
             return self._secondFactor(code)
         raise _Refused("BAD-STATE", "no command is valid now", f"line in state {self.state}")
 
@@ -313,8 +318,8 @@ class ServerExchange:
         if isinstance(attempted, bytes):
             attempted = attempted.decode("utf-8", "replace")
         keys = throttle_keys(attempted, self.address)
-        if self.throttle is not None:
-            wait = yield self.throttle.check(keys)
+        if self.throttle is not None and self.mechanismName != "ANONYMOUS":
+            wait = yield self.throttle.admit(keys)
             if wait is not None:
                 raise _Refused(
                     "THROTTLED",
@@ -334,8 +339,6 @@ class ServerExchange:
                 "AUTH-FAILED", "authentication failed", f"no --auth checker accepts {self.mechanismName} credentials", attempted
             ) from None
         except UnauthorizedLogin as e:
-            if self.throttle is not None:
-                yield self.throttle.failed(keys)
             reason = getattr(e, "reason", None) or str(e) or "credentials refused"
             raise _Refused("AUTH-FAILED", "authentication failed", reason, attempted) from None
         except Exception:
@@ -353,7 +356,8 @@ class ServerExchange:
                 self.state = "TOTP"
                 self.send("NEXT TOTP")
                 return
-        if self.throttle is not None:
+        if self.throttle is not None and self.mechanismName != "ANONYMOUS":
+            # ANONYMOUS proves nothing: it must not wipe the address's failures.
             yield self.throttle.succeeded(keys)
         self._succeed(identity)
 
@@ -373,7 +377,7 @@ class ServerExchange:
         keys = throttle_keys(first.avatar_id, self.address)
         self.state = "CHECKING"
         if self.throttle is not None:
-            wait = yield self.throttle.check(keys)
+            wait = yield self.throttle.admit(keys)
             if wait is not None:
                 self.state = "TOTP"
                 raise _Refused("THROTTLED", f"too many recent failures; try again in {int(wait) + 1} s", "throttled (TOTP)", first.avatar_id)
@@ -386,8 +390,6 @@ class ServerExchange:
         try:
             _, identity, _ = yield self.portal.login(TOTPCredentials(first.avatar_id, code), context, IIdentity)
         except UnauthorizedLogin as e:
-            if self.throttle is not None:
-                yield self.throttle.failed(keys)
             self.state = "TOTP"
             reason = getattr(e, "reason", None) or str(e) or "TOTP refused"
             raise _Refused("AUTH-FAILED", "authentication failed", f"TOTP: {reason}", first.avatar_id) from None
