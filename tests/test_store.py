@@ -110,6 +110,15 @@ class StoreContract(_Base):
     def test_getUnknownUser(self) -> None:
         self.assertIsNone(self.ok(self.store.get_user("nobody")))
 
+    # -- secrets -------------------------------------------------------------------
+
+    def test_secret(self) -> None:
+        """A named secret is 32 random bytes, made once and then always the same; names differ."""
+        first = self.ok(self.store.secret("scram-fake-salt"))
+        self.assertEqual(len(first), 32)
+        self.assertEqual(self.ok(self.store.secret("scram-fake-salt")), first)
+        self.assertNotEqual(self.ok(self.store.secret("other")), first)
+
     def test_addAndGetUser(self) -> None:
         """Every field comes back as it went in."""
         self.ok(self.store.add_user(full_user()))
@@ -343,6 +352,13 @@ class SQLiteFileTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(again.get_failures("user:alice")), (1, 5.0))
         self.assertTrue(self.successResultOf(again.is_token_revoked("t1")))
 
+    def test_secretPersists(self) -> None:
+        """A named secret survives closing and reopening the database."""
+        store = SQLiteStore.open(self.path)
+        secret = self.successResultOf(store.secret("scram-fake-salt"))
+        store.close()
+        self.assertEqual(self.successResultOf(self.open().secret("scram-fake-salt")), secret)
+
     def test_schemaVersionRecorded(self) -> None:
         store = self.open()
         self.assertEqual(store.schema_version, SCHEMA_VERSION)
@@ -350,7 +366,7 @@ class SQLiteFileTests(SynchronousTestCase):
             self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
             self.assertEqual(c.execute("PRAGMA application_id").fetchone()[0], APPLICATION_ID)
             tables = {row[0] for row in c.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-        self.assertEqual(tables, {"users", "api_keys", "revoked_tokens", "failures"})
+        self.assertEqual(tables, {"users", "api_keys", "revoked_tokens", "failures", "secrets"})
 
     def test_migrations(self) -> None:
         """A database of an older schema is brought up to date in order, keeping its data."""
