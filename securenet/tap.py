@@ -28,6 +28,8 @@ from twisted.python import reflect, usage
 from securenet.apps import BUILTIN_APPS
 from securenet.cred.checkers import CertificateChecker
 from securenet.cred.identity import IdentityRealm
+from securenet.cred.store import ICredentialStore
+from securenet.cred.throttle import Throttle
 from securenet.errors import SecurenetError
 from securenet.pki.pins import spki_pin
 from securenet.protocol.session import SessionFactory
@@ -162,7 +164,10 @@ def _makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     factory = load_app(options["app"])
-    portal = Portal(IdentityRealm(), options["credCheckers"])
+    checkers = options["credCheckers"]
+    store = credential_store(checkers)
+    portal = Portal(IdentityRealm(store), checkers)
+    throttle = Throttle(store, reactor) if store is not None else None
     service = MultiService()
     for description in options["listen"]:
         try:
@@ -173,8 +178,23 @@ def _makeService(options: Options) -> IService:
                 hint = " (no --listen given and the development PKI in ./certs is missing: run `make run`, or `securenet pki init --dir certs` and issue the certificates)"
             raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
         _logListening(endpoint, description, options)
-        StreamServerEndpointService(endpoint, SessionFactory(factory, portal, reactor)).setServiceParent(service)
+        session = SessionFactory(factory, portal, reactor, throttle=throttle)
+        StreamServerEndpointService(endpoint, session).setServiceParent(service)
     return service
+
+
+def credential_store(checkers: list[object]) -> ICredentialStore | None:
+    """
+    The credential store behind the configured checkers, if any: the realm
+    reads roles and attributes from it, and the throttle keeps its counters
+    there.  (The first one found; checkers over several stores share the
+    first's throttle.)
+    """
+    for checker in checkers:
+        store = getattr(checker, "store", None)
+        if store is not None and ICredentialStore.providedBy(store):
+            return store  # type: ignore[no-any-return]
+    return None
 
 
 def _logListening(endpoint: SecureServerEndpoint, description: str, options: Options) -> None:

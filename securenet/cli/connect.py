@@ -8,7 +8,9 @@ authentication failure, exit 1 with one line that names the reason.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import error as neterror
@@ -16,6 +18,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+from securenet.cred.apikeys import APIKeyClientMechanism
+from securenet.cred.client import AnonymousClientMechanism, ExternalClientMechanism, PlainClientMechanism
+from securenet.cred.sasl import ChannelBindings, IClientMechanism
+from securenet.cred.scram import ScramClientMechanism
+from securenet.cred.tokens import OAuthBearerClientMechanism
 from securenet.errors import SecurenetError
 from securenet.tls.endpoints import CLIENT_KEYS
 
@@ -87,25 +94,128 @@ def describe_failure(failure: Failure) -> str:
     return f"{type(value).__name__}: {value}"
 
 
-async def _run(reactor: Any, endpoint: str, quiet: bool, linger: float) -> int:
+MECHANISMS = ("EXTERNAL", "ANONYMOUS", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS", "OAUTHBEARER", "APIKEY")
+
+
+class CredentialError(SecurenetError):
+    """A credential could not be read (file missing, empty, no terminal to prompt on)."""
+
+
+def read_secret(path: str | None, prompt: str, what: str) -> str:
+    """
+    A secret from a file (first line, trailing newline stripped) or, without
+    a file, from a prompt on the terminal.  Never from the command line.
+    """
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise CredentialError(f"{path}: cannot read the {what} ({e.strerror})") from None
+        if not value:
+            raise CredentialError(f"{path}: the {what} file is empty")
+        return value
+    if not _has_tty():
+        raise CredentialError(f"no {what}: give it in a file (there is no terminal to prompt on)")
+    value = getpass.getpass(prompt)
+    if not value:
+        raise CredentialError(f"no {what} given")
+    return value
+
+
+def _has_tty() -> bool:
+    """Whether a terminal is there to prompt on (stdin may be the data being sent)."""
+    try:
+        with open("/dev/tty"):
+            return True
+    except OSError:
+        return False
+
+
+def mechanism_chooser(args: argparse.Namespace) -> Callable[[Sequence[str], ChannelBindings, bool], IClientMechanism] | None:
+    """
+    What C{securenet connect} authenticates with, from its options: an
+    explicit C{--mechanism}, or the strongest the credentials given allow.
+    Secrets are read before connecting, so a prompt never races the server.
+    """
+    name = args.mechanism
+    if name is not None and name not in MECHANISMS:
+        raise CredentialError(f"--mechanism {name}: use one of {', '.join(MECHANISMS)}")
+    if name is None:
+        if args.token_file:
+            name = "OAUTHBEARER"
+        elif args.api_key_file:
+            name = "APIKEY"
+        elif args.user:
+            name = "SCRAM"  # -PLUS when the server offers it, else plain SCRAM
+        else:
+            return None  # EXTERNAL with a certificate, else ANONYMOUS
+    if name in ("PLAIN", "SCRAM", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"):
+        if not args.user:
+            raise CredentialError(f"{name} needs --user")
+        password = read_secret(args.password_file, f"password for {args.user}: ", "password")
+    elif name == "OAUTHBEARER":
+        token = read_secret(args.token_file, "bearer token: ", "token")
+    elif name == "APIKEY":
+        api_key = read_secret(args.api_key_file, "API key: ", "API key")
+
+    def choose(offered: Sequence[str], bindings: ChannelBindings, has_certificate: bool) -> IClientMechanism:
+        if name == "EXTERNAL":
+            return ExternalClientMechanism()
+        if name == "ANONYMOUS":
+            return AnonymousClientMechanism()
+        if name == "PLAIN":
+            return PlainClientMechanism(args.user, password)
+        if name == "OAUTHBEARER":
+            return OAuthBearerClientMechanism(token, user=args.user)
+        if name == "APIKEY":
+            return APIKeyClientMechanism(api_key)
+        plus = name == "SCRAM-SHA-256-PLUS" or (name == "SCRAM" and "SCRAM-SHA-256-PLUS" in offered)
+        cb_name = "tls-exporter" if bindings.tls_exporter is not None else "tls-server-end-point"
+        return ScramClientMechanism(
+            args.user,
+            password,
+            plus=plus,
+            bindings=bindings,
+            cb_name=cb_name,
+            server_offers_plus="SCRAM-SHA-256-PLUS" in offered,
+        )
+
+    return choose
+
+
+def totp_source(args: argparse.Namespace) -> Callable[[], str]:
+    def code() -> str:
+        if args.totp:
+            return str(args.totp)
+        return read_secret(None, "TOTP code: ", "TOTP code")
+
+    return code
+
+
+async def _run(reactor: Any, args: argparse.Namespace) -> int:
     from twisted.internet import stdio
 
     from securenet.protocol.client import connect
 
+    endpoint, quiet, linger = args.endpoint, args.quiet, args.linger
+    chooser = mechanism_chooser(args)
     bridge = StdioBridge(reactor, linger)
     try:
-        await connect(reactor, endpoint, Factory.forProtocol(lambda: bridge))
+        await connect(reactor, endpoint, Factory.forProtocol(lambda: bridge), mechanism=chooser, totp=totp_source(args))
     except SecurenetError:
         raise
     except Exception:
         print(f"securenet: error: {describe_failure(Failure())}", file=sys.stderr)
         return 1
     if not quiet:
-        handshake = bridge.transport.handshake  # type: ignore[union-attr]
+        session = bridge.transport
+        handshake = session.handshake  # type: ignore[union-attr]
         cert = handshake.peer_certificate
         print(
             f"securenet: connected to {handshake.peer} ({handshake.tls_version}, {handshake.cipher}); "
-            f"server {cert.subject if cert else '?'} {cert.pin if cert else ''}",
+            f"server {cert.subject if cert else '?'} {cert.pin if cert else ''}; "
+            f"authenticated as {session.authenticated_as}",  # type: ignore[union-attr]
             file=sys.stderr,
         )
     bridge.stdio = stdio.StandardIO(StdinForwarder(bridge), reactor=reactor)
@@ -124,7 +234,7 @@ def run_connect(args: argparse.Namespace) -> int:
     result: list[Any] = []
 
     def start() -> None:
-        d = ensureDeferred(_run(reactor, args.endpoint, args.quiet, args.linger))
+        d = ensureDeferred(_run(reactor, args))
         d.addBoth(result.append)
         d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
 
@@ -154,4 +264,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="SECONDS",
         help="after the end of stdin, keep reading until the server is quiet this long (default 1)",
     )
+    auth = parser.add_argument_group(
+        "authentication",
+        "Without these, EXTERNAL (the client certificate of the endpoint) or ANONYMOUS. "
+        "Secrets are read from files or prompted for on the terminal, never taken as arguments.",
+    )
+    auth.add_argument("--mechanism", metavar="NAME", help=f"one of {', '.join(MECHANISMS)} (default: chosen from the credentials given)")
+    auth.add_argument("--user", metavar="NAME", help="user name for PLAIN and SCRAM (SCRAM-SHA-256-PLUS when offered)")
+    auth.add_argument("--password-file", metavar="FILE", help="file whose first line is the password (default: prompt)")
+    auth.add_argument("--token-file", metavar="FILE", help="file with a bearer token (OAUTHBEARER)")
+    auth.add_argument("--api-key-file", metavar="FILE", help="file with an API key (APIKEY)")
+    auth.add_argument("--totp", metavar="CODE", help="the current TOTP code, if the server asks for one (default: prompt)")
     parser.set_defaults(func=run_connect)

@@ -43,6 +43,8 @@ class Identity:
     attributes: Mapping[str, Any] = attrs.field(factory=dict)
     roles: tuple[str, ...] = ()
     second_factor: str | None = None
+    #: Scopes the credential itself was limited to (an API key's or token's), or ().
+    scopes: tuple[str, ...] = ()
 
     @property
     def anonymous(self) -> bool:

@@ -345,6 +345,11 @@ class ServerExchange:
             # A bug in a checker or the realm is a refusal, never an open door.
             log.failure("checker error while authenticating {peer}", peer=self.peer)
             raise _Refused("AUTH-FAILED", "authentication failed", "internal error in the checker", attempted) from None
+        verified = getattr(complete.credentials, "verified", None)
+        scopes = getattr(verified, "scopes", None)
+        if scopes:
+            # Tokens and API keys may be limited to scopes: the identity says so.
+            identity = attrs.evolve(identity, scopes=tuple(scopes))
         if authzid and authzid != identity.avatar_id:
             raise _Refused("AUTH-FAILED", "authentication failed", f"authorization id {authzid!r} is not {identity.avatar_id!r}", attempted)
         self.pending_success = complete.success_data

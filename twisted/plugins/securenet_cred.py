@@ -1,4 +1,17 @@
-# `--auth certificate[:map=...]` for every strcred-aware twistd plugin.
-from securenet.cred.strcred import certificateCheckerFactory
+# `--auth` checkers for every strcred-aware twistd plugin: certificate,
+# sqlite (the credential database), jwt, apikey, totp.
+from securenet.cred.strcred import (
+    apiKeyCheckerFactory,
+    certificateCheckerFactory,
+    jwtCheckerFactory,
+    sqliteCheckerFactory,
+    totpCheckerFactory,
+)
 
-__all__ = ["certificateCheckerFactory"]
+__all__ = [
+    "apiKeyCheckerFactory",
+    "certificateCheckerFactory",
+    "jwtCheckerFactory",
+    "sqliteCheckerFactory",
+    "totpCheckerFactory",
+]
