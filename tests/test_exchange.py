@@ -1030,7 +1030,7 @@ class ThrottleTests(ExchangeTestCase):
         next attempt is NO THROTTLED with the time to wait (open, no checker
         call, for any account from the address); after the wait an attempt
         is checked again; a success forgives the account, not the address
-        (attempts are counted when admitted, so the success counts there).
+        (the success takes back only its own admitted attempt there).
         """
         self.connectThrottled()
         self.send("AUTH TEST", response("alice", "wrong"))
@@ -1057,7 +1057,7 @@ class ThrottleTests(ExchangeTestCase):
         self.send("AUTH TEST", response("alice", "wonderland"))
         self.assertEqual(self.transcript()[0][11:], [CHALLENGE_LINE, ok("alice")])
         self.assertEqual(self.passwords.calls, [b"alice", b"alice", b"alice"])
-        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (3, 11.0)})
+        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (2, 11.0)})
 
     def test_delayDoubles(self) -> None:
         """
@@ -1083,7 +1083,7 @@ class ThrottleTests(ExchangeTestCase):
         lines = self.transcript()[0]
         self.assertEqual(lines, [GREETING, CHALLENGE_LINE, "NO THROTTLED too many recent failures; try again in 11 s", CHALLENGE_LINE, ok("bob")])
         self.assertEqual(self.passwords.calls, [b"bob"])
-        self.assertEqual(self.store.failures, {"user:alice": (2, 0.0), CLIENT_ADDRESS_KEY: (1, 0.0)})
+        self.assertEqual(self.store.failures, {"user:alice": (2, 0.0)})
 
     def test_perAddress(self) -> None:
         """An address's failures throttle every attempt from it, EXTERNAL included, without calling the checker."""
@@ -1099,8 +1099,8 @@ class ThrottleTests(ExchangeTestCase):
         self.send("AUTH EXTERNAL =")
         self.assertEqual(self.transcript()[0][4:], ["OK alice"])
         self.assertEqual(certificates.calls, 1)
-        # Admitted attempts count; EXTERNAL names no account to forgive.
-        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (3, 10.0)})
+        # The successful attempt is taken back; the earlier failures stay.
+        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (2, 10.0)})
 
     def test_lockout(self) -> None:
         """At account_lockout failures the account is locked out for lockout_seconds; auth.lockout logged once."""
@@ -1136,7 +1136,8 @@ class ThrottleTests(ExchangeTestCase):
         self.clock.advance(10)
         self.send(f"TOTP {TOTP_CODE}")
         self.assertEqual(self.transcript()[0][-1], ok("alice"))
-        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (3, 10.0)})
+        # Both admitted successes (password, code) are taken back; the wrong code stays.
+        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (1, 10.0)})
 
     def test_anonymousResetsNothing(self) -> None:
         """
@@ -1154,7 +1155,7 @@ class ThrottleTests(ExchangeTestCase):
         self.connectThrottled(CertificateChecker(), client="alice")
         self.send("AUTH EXTERNAL =")
         self.assertEqual(self.transcript()[0][1:], ["OK alice"])
-        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (2, 0.0)})
+        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (1, 0.0)})
 
     def test_throttledCountsAsAttempt(self) -> None:
         """NO THROTTLED counts against the per-connection limit like any failure."""

@@ -110,6 +110,16 @@ class StoreContract(_Base):
     def test_getUnknownUser(self) -> None:
         self.assertIsNone(self.ok(self.store.get_user("nobody")))
 
+    def test_forgiveFailure(self) -> None:
+        """forgive_failure takes one failure back, keeping the time; at zero the key is gone."""
+        self.ok(self.store.record_failure("addr:x", 1.0))
+        self.ok(self.store.record_failure("addr:x", 2.0))
+        self.assertEqual(self.ok(self.store.forgive_failure("addr:x")), 1)
+        self.assertEqual(self.ok(self.store.get_failures("addr:x")), (1, 2.0))
+        self.assertEqual(self.ok(self.store.forgive_failure("addr:x")), 0)
+        self.assertEqual(self.ok(self.store.get_failures("addr:x")), (0, 0.0))
+        self.assertEqual(self.ok(self.store.forgive_failure("addr:never")), 0)
+
     # -- secrets -------------------------------------------------------------------
 
     def test_secret(self) -> None:

@@ -174,16 +174,21 @@ class ThrottleTests(SynchronousTestCase):
 
     def test_succeededForgivesTheAccountOnly(self) -> None:
         """
-        A success forgets the failures of its account keys, and only those: an
-        address's count is not wiped by one valid login (it decays instead).
+        A success forgets the failures of its account keys, and only those; an
+        address gets back only the attempts admitted for this login (its
+        other failures decay instead: one valid login must not wipe them).
         """
-        for _ in range(3):
+        for _ in range(4):
             self.fail([ADDRESS, ALICE, "user:bob"])
         self.successResultOf(self.throttle.succeeded(self.keys))
-        self.assertEqual(self.store.failures, {ADDRESS: (3, 0.0), "user:bob": (3, 0.0)})
+        self.assertEqual(self.store.failures, {ADDRESS: (3, 0.0), "user:bob": (4, 0.0)})
         self.assertIsNone(self.check([ALICE]))
         self.assertEqual(self.check([ADDRESS]), 5.0)
-        self.assertEqual(self.check(["user:bob"]), 5.0)
+        self.assertEqual(self.check(["user:bob"]), 100.0)  # 4 failures: locked out
+        self.successResultOf(self.throttle.succeeded([ADDRESS], admitted=2))
+        self.assertEqual(self.store.failures[ADDRESS], (1, 0.0))
+        self.successResultOf(self.throttle.succeeded([ADDRESS], admitted=2))
+        self.assertNotIn(ADDRESS, self.store.failures)
 
     def test_admitCountsBeforeTheCheck(self) -> None:
         """

@@ -675,6 +675,16 @@ class SQLiteStore:
             )
             return int(c.execute("SELECT count FROM failures WHERE key = ?", (key,)).fetchone()[0])
 
+    def forgive_failure(self, key: str) -> defer.Deferred[int]:
+        return self._run(self._forgive_failure, key)
+
+    def _forgive_failure(self, key: str) -> int:
+        with self._transaction() as c:
+            c.execute("UPDATE failures SET count = count - 1 WHERE key = ? AND count > 0", (key,))
+            c.execute("DELETE FROM failures WHERE key = ? AND count <= 0", (key,))
+            row = c.execute("SELECT count FROM failures WHERE key = ?", (key,)).fetchone()
+        return 0 if row is None else int(row[0])
+
     def get_failures(self, key: str) -> defer.Deferred[tuple[int, float]]:
         return self._run(self._get_failures, key)
 

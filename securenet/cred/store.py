@@ -157,6 +157,13 @@ class ICredentialStore(Interface):
         C{addr:192.0.2.1}) at time C{when}; returns the consecutive count.
         """
 
+    def forgive_failure(key: str) -> defer.Deferred[int]:
+        """
+        Atomically take one failure back from C{key} (an attempt counted when
+        it was admitted turned out to succeed); returns the new count.  The
+        time of the last failure is kept.
+        """
+
     def get_failures(key: str) -> defer.Deferred[tuple[int, float]]:
         """C{(consecutive failures, time of the last)} for C{key} (C{(0, 0.0)} if none)."""
 
@@ -257,6 +264,14 @@ class MemoryStore:
         count, _ = self.failures.get(key, (0, 0.0))
         self.failures[key] = (count + 1, when)
         return defer.succeed(count + 1)
+
+    def forgive_failure(self, key: str) -> defer.Deferred[int]:
+        count, last = self.failures.get(key, (0, 0.0))
+        if count <= 1:
+            self.failures.pop(key, None)
+            return defer.succeed(0)
+        self.failures[key] = (count - 1, last)
+        return defer.succeed(count - 1)
 
     def get_failures(self, key: str) -> defer.Deferred[tuple[int, float]]:
         return defer.succeed(self.failures.get(key, (0, 0.0)))

@@ -14,8 +14,8 @@ after that each failure doubles the wait before the next attempt (1 s, 2 s,
 4 s, ... capped at 60 s); 20 consecutive failures lock an account out, and
 100 lock an address out, for 15 minutes (NIST SP 800-63B allows at most 100
 before lockout).  Attempts are counted when admitted (L{Throttle.admit}); a
-success forgives the account's count; an address's count decays after a
-quiet lockout period.
+success forgives the account's count and takes its own attempt back from the
+address's; an address's failures otherwise decay after a quiet lockout period.
 """
 
 from __future__ import annotations
@@ -136,12 +136,18 @@ class Throttle:
         return wait
 
     @defer.inlineCallbacks
-    def succeeded(self, keys: Sequence[str]):  # type: ignore[no-untyped-def]
+    def succeeded(self, keys: Sequence[str], admitted: int = 1):  # type: ignore[no-untyped-def]
         """
-        A success forgives the account's failures.  An address's failures are
-        not forgiven (they decay after a quiet lockout period): one valid
-        account must not let an attacker wipe the count of guesses at others.
+        A success forgives the account's failures, and takes back from the
+        address only the C{admitted} attempts L{admit} counted for this login
+        (two for a password followed by TOTP).  An address's
+        earlier failures are not forgiven (they decay after a quiet lockout
+        period): one valid account must not let an attacker wipe the count of
+        guesses at others.
         """
         for key in keys:
-            if not key.startswith("addr:"):
+            if key.startswith("addr:"):
+                for _ in range(admitted):
+                    yield self.store.forgive_failure(key)
+            else:
                 yield self.store.reset_failures(key)

@@ -166,7 +166,7 @@ class ClientSession(TLSGuard):
             line, self._buffer = self._buffer[:index], self._buffer[index + 1 :]
             try:
                 self._lineReceived(line.rstrip(b"\r").decode("ascii"))
-            except (AuthenticationFailed, MechanismError, UnicodeDecodeError, ValueError) as e:
+            except (SecurenetError, UnicodeDecodeError, ValueError) as e:
                 self._fail(self._asFailure(e))
 
     def _asFailure(self, error: Exception) -> AuthenticationFailed:
@@ -174,6 +174,9 @@ class ClientSession(TLSGuard):
             return error
         if isinstance(error, MechanismError):
             return ServerNotAuthenticated("SERVER-PROOF", str(error))
+        if isinstance(error, SecurenetError):
+            # Ours, not the server's: e.g. no TOTP code could be read.
+            return AuthenticationFailed("CLIENT", str(error))
         return ProtocolViolation("PROTOCOL", f"unexpected data from the server ({error})")
 
     def _send(self, line: str) -> None:

@@ -405,7 +405,8 @@ class ServerExchange:
         if identity.avatar_id != first.avatar_id:
             raise _Refused("AUTH-FAILED", "authentication failed", "TOTP checker named another identity", first.avatar_id)
         if self.throttle is not None:
-            yield self.throttle.succeeded(keys)
+            # The first factor's admitted attempt and this one.
+            yield self.throttle.succeeded(keys, admitted=2)
         self._succeed(identity)
 
     def _succeed(self, identity: Identity) -> None:
