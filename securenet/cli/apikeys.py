@@ -19,17 +19,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
-from twisted.internet import defer
-from twisted.python.failure import Failure
 
+from securenet.cli._db import result as wait
 from securenet.cli.pki import UsageError
 from securenet.cred.apikeys import create_api_key, utc
 from securenet.cred.store import APIKey, ICredentialStore, NoSuchUser, User
 from securenet.cred.tokens import check_scopes
 
-T = TypeVar("T")
 
 DEFAULT_DB = Path("var/securenet.db")
 
@@ -62,18 +59,6 @@ def close_store(store: ICredentialStore) -> None:
     close = getattr(store, "close", None)
     if close is not None:
         close()
-
-
-def wait(d: defer.Deferred[T]) -> T:
-    """The result of a Deferred that has already fired (a synchronous store), raising its failure."""
-    results: list[T] = []
-    failures: list[Failure] = []
-    d.addCallbacks(results.append, failures.append)
-    if failures:
-        failures[0].raiseException()
-    if not results:
-        raise RuntimeError("the credential store did not answer synchronously")
-    return results[0]
 
 
 def _aware(when: datetime.datetime) -> datetime.datetime:

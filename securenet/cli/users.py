@@ -37,14 +37,12 @@ import os
 import sys
 from getpass import getpass
 from pathlib import Path
-from typing import TypeVar
 
 import attrs
 import pyotp
 import qrcode
-from twisted.internet import defer
-from twisted.python.failure import Failure
 
+from securenet.cli._db import result as _result
 from securenet.cli.pki import UsageError
 from securenet.cred.passwords import (
     PasswordHasher,
@@ -58,7 +56,6 @@ from securenet.cred.passwords import (
 from securenet.cred.sqlite import DatabaseFileError, SQLiteStore
 from securenet.cred.store import NoSuchUser, User, UserExists
 
-T = TypeVar("T")
 
 #: Where the credential database is unless C{--db} says otherwise.
 DEFAULT_DB = Path("var/securenet.db")
@@ -82,18 +79,6 @@ def _hasher() -> PasswordHasher:
 
 def _scram_iterations() -> int:
     return 4096 if _fast() else 600_000
-
-
-def _result(d: defer.Deferred[T]) -> T:
-    """The result of a Deferred the synchronous store has already fired (raising its error)."""
-    results: list[T] = []
-    failures: list[Failure] = []
-    d.addCallbacks(results.append, failures.append)
-    if failures:
-        failures[0].raiseException()
-    if not results:
-        raise RuntimeError("the credential store answered asynchronously")
-    return results[0]
 
 
 def _open(args: argparse.Namespace, *, create: bool = False) -> SQLiteStore:

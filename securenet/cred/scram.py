@@ -63,7 +63,7 @@ from securenet.cred.sasl import (
     MechanismError,
     Step,
 )
-from securenet.cred.store import ICredentialStore, ScramKeys, User
+from securenet.cred.store import ICredentialStore, User
 
 SCRAM_SHA_256 = "SCRAM-SHA-256"
 SCRAM_SHA_256_PLUS = "SCRAM-SHA-256-PLUS"

@@ -72,8 +72,8 @@ from securenet.cred.sasl import (
 )
 from securenet.cred.store import ICredentialStore, User
 from securenet.errors import SecurenetError
-from securenet.pki.errors import FileCorrupt, FileMissing, PKIError
-from securenet.pki.files import check_key_permissions, load_private_key
+from securenet.pki.errors import FileCorrupt, PKIError
+from securenet.pki.files import check_key_permissions, load_private_key, read_file
 
 #: Where "now" comes from: a reactor (C{seconds()}) or a callable returning POSIX time.
 Clock = Union[IReactorTime, Callable[[], float]]
@@ -740,18 +740,6 @@ class OAuthBearerClientMechanism:
 # -- key files -----------------------------------------------------------------
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise FileMissing(path, f"{what} file does not exist") from None
-    except IsADirectoryError:
-        raise FileMissing(path, f"{what} path is a directory, not a file") from None
-    except PermissionError:
-        raise FileMissing(path, f"{what} file cannot be read (permission denied)") from None
-
-
 def _choose(algorithm: str | None) -> Algorithm | None:
     if algorithm is None:
         return None
@@ -788,7 +776,7 @@ def load_verification_key(
     """
     path = Path(path)
     alg = _choose(algorithm)
-    data = _read(path, "token key")
+    data = read_file(path, "token key")
     if alg == "HS256":
         return _hmac_from_file(path, data, kid)
     try:
@@ -817,7 +805,7 @@ def load_signing_key(
     """
     path = Path(path)
     alg = _choose(algorithm)
-    data = _read(path, "token key")
+    data = read_file(path, "token key")
     if b"-----BEGIN" not in data:
         if alg not in (None, "HS256"):
             raise FileCorrupt(path, f"not a PEM private key ({alg} needs one)")

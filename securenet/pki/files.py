@@ -31,7 +31,8 @@ PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed2551
 KEY_MODE = 0o600
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_file(path: Path, what: str) -> bytes:
+    """The bytes of C{path}, or L{FileMissing} naming it and saying why (C{what} names the file's role)."""
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -67,7 +68,7 @@ def check_key_permissions(path: Path) -> None:
 def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
     """Load an unencrypted PEM private key, checking its file mode first."""
     path = Path(path)
-    data = _read(path, "private key")
+    data = read_file(path, "private key")
     check_key_permissions(path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -83,7 +84,7 @@ def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
 def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """Load one or more PEM certificates (a leaf followed by its chain, or a CA bundle)."""
     path = Path(path)
-    data = _read(path, "certificate")
+    data = read_file(path, "certificate")
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -95,7 +96,7 @@ def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
 
 def load_crl(path: str | os.PathLike[str]) -> x509.CertificateRevocationList:
     path = Path(path)
-    data = _read(path, "CRL")
+    data = read_file(path, "CRL")
     try:
         return x509.load_pem_x509_crl(data)
     except ValueError:

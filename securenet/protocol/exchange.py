@@ -34,7 +34,6 @@ from securenet.cred.sasl import (
     ChannelBindings,
     Challenge,
     Complete,
-    IMechanismFactory,
     IMechanismProvider,
     ISecondFactor,
     IServerMechanism,

@@ -28,7 +28,6 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocol,
     IProtocolFactory,
-    IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
