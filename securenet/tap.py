@@ -57,6 +57,17 @@ CONFIG_KEYS = {
 }
 
 
+class StartupError(SystemExit):
+    """
+    Refuse to start, with one line on stderr naming what is wrong (twistd
+    would otherwise print a traceback for an exception from makeService).
+    """
+
+    def __init__(self, message: str) -> None:
+        print(f"twistd securenet: error: {message}", file=sys.stderr)
+        super().__init__(1)
+
+
 class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--config FILE]"
     longdesc = (
@@ -72,6 +83,20 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+
+    def opt_auth(self, description: str) -> None:
+        """
+        A checker: --auth TYPE[:ARGS] (see --help-auth).  A checker that
+        cannot be made (a missing or corrupt credential database, a bad key
+        file) stops twistd with one line, not the whole usage text.
+        """
+        try:
+            checker = strcred.makeChecker(description)
+        except strcred.InvalidAuthType as e:
+            raise usage.UsageError(f"--auth {description}: no such checker type {e.args[0]!r} (see --help-auth)") from None
+        except (strcred.StrcredException, SecurenetError) as e:
+            raise StartupError(str(e)) from None
+        self.addChecker(checker)
 
     def opt_listen(self, endpoint: str) -> None:
         """A securenet: server endpoint to listen on (may be repeated)."""
@@ -140,17 +165,6 @@ def load_app(spec: str) -> IProtocolFactory:
         if IProtocolFactory.providedBy(made):
             return made  # type: ignore[no-any-return]
     raise usage.UsageError(f"--app {spec}: {path} is not a protocol factory, factory class, or protocol class")
-
-
-class StartupError(SystemExit):
-    """
-    Refuse to start, with one line on stderr naming what is wrong (twistd
-    would otherwise print a traceback for an exception from makeService).
-    """
-
-    def __init__(self, message: str) -> None:
-        print(f"twistd securenet: error: {message}", file=sys.stderr)
-        super().__init__(1)
 
 
 def makeService(options: Options) -> IService:

@@ -165,3 +165,24 @@ class AuthE2ETests(SynchronousTestCase):
             b"hello by hand\n",
         )
         self.assertIn(b"OK alice\r\nhello by hand\n", out)
+
+
+class CredentialDatabaseStartupTests(SynchronousTestCase):
+    def test_corruptDatabaseRefusedAtStartup(self) -> None:
+        """A corrupt credential database stops twistd at start-up with one line naming it."""
+        from tests.support import run_twistd_expecting_failure
+
+        certs = dev_pki(Path(self.mktemp()).resolve())
+        work = Path(self.mktemp()).resolve()
+        work.mkdir(parents=True)
+        db = work / "broken.db"
+        db.write_bytes(b"this is not a database" * 100)
+        db.chmod(0o600)
+        listen = f"securenet:0:interface=127.0.0.1:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        result = run_twistd_expecting_failure(work, ["--listen", listen, "--auth", f"sqlite:{db}"])
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(
+            result.stderr.decode().strip(),
+            f"twistd securenet: error: --auth sqlite: {db}: not an SQLite database (corrupt or wrong file)",
+        )
+        self.assertNotIn(b"Traceback", result.stdout)

@@ -66,9 +66,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(checker.mapping, "spiffe")
 
     def test_badAuthArgument(self) -> None:
-        with self.assertRaises(usage.UsageError) as caught:
+        """A checker that cannot be made stops twistd with exit 1 (and one line on stderr)."""
+        with self.assertRaises(tap.StartupError) as caught:
             self.parse("--auth", "certificate:map=nope")
-        self.assertIn("unknown map='nope'", str(caught.exception))
+        self.assertEqual(caught.exception.code, 1)
+
+    def test_unknownAuthType(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--auth", "kerberos")
+        self.assertIn("--auth kerberos: no such checker type 'kerberos'", str(caught.exception))
 
     def writeConfig(self, text: str) -> Path:
         path = Path(self.mktemp())
