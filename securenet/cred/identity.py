@@ -17,6 +17,7 @@ from twisted.cred.portal import IRealm
 from twisted.internet import defer
 from zope.interface import Attribute, Interface, implementer
 
+from securenet.cred.passwords import LoginRefused
 from securenet.cred.store import ICredentialStore, User
 from securenet.pki.facts import CertificateFacts
 
@@ -83,7 +84,8 @@ class IdentityRealm:
     Turns an avatar id and the connection's context into an L{Identity}.
 
     With a C{store}, the identity carries the user's roles and attributes
-    from it (a certificate or token subject with no user record gets none).
+    from it (a certificate or token subject with no user record gets none),
+    and a disabled user is refused however they authenticated.
     """
 
     def __init__(self, store: ICredentialStore | None = None) -> None:
@@ -99,6 +101,10 @@ class IdentityRealm:
         name = _avatar_name(avatarId)
 
         def build(user: User | None) -> tuple[Any, Identity, Callable[[], None]]:
+            if user is not None and user.disabled:
+                # Whatever proved the name (a certificate, a token), a disabled
+                # user does not get in.
+                raise LoginRefused(f"user {name!r} is disabled") from None
             identity = Identity(
                 avatar_id=name,
                 mechanism=mind.mechanism,
