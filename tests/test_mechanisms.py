@@ -841,3 +841,44 @@ class MatrixTests(SynchronousTestCase):
             names = sorted(n for n in vars(cls) if n.startswith("test_"))
             self.assertEqual(names, sorted(f"test_{d.slug()}" for d in drivers), cls.__name__)
         self.assertEqual(len({d.slug() for d in DRIVERS}), len(DRIVERS))
+
+
+class DeferredClientAnswerTests(MechanismTestCase):
+    """A client mechanism that answers later (SCRAM with a runner): the client reads nothing until it has."""
+
+    label = "SCRAM-SHA-256-PLUS with a runner"
+
+    def test_scramKeysDerivedOffTheReactor(self) -> None:
+        pending: list[tuple[Deferred[bytes], Callable[..., bytes], tuple[Any, ...]]] = []
+
+        def runner(f: Callable[..., bytes], *args: Any) -> Deferred[bytes]:
+            d: Deferred[bytes] = Deferred()
+            pending.append((d, f, args))
+            return d
+
+        def choose(offered: Sequence[str], bindings: ChannelBindings, has_certificate: bool) -> IClientMechanism:
+            return ScramClientMechanism(
+                "alice", password_of("good"), plus=True, bindings=bindings, server_offers_plus=True, runner=runner
+            )
+
+        self.apps = RecordingFactory(SERVER_DATA)
+        self.client_apps = RecordingFactory()
+        conn = connect_in_memory(
+            server_policy=server_policy(),
+            client_policy=client_policy(None),
+            server_factory=SessionFactory(self.apps, self.portal, self.clock),
+            client_factory=self.client_apps,
+            clock=self.clock,
+            mechanism=choose,
+        )
+        conn.pump.flush()
+        # The challenge arrived; the answer waits on the runner; nothing more was sent.
+        [(d, f, args)] = pending
+        self.assertEqual(self.client_apps.built, [])
+        self.assertEqual(self.apps.built, [])
+        d.callback(f(*args))
+        conn.pump.flush()
+        self.assertEqual(len(self.apps.built), 1)
+        self.assertEqual(len(self.client_apps.built), 1)
+        [decision] = [e for e in self.log.of("auth.decision") if e["result"] == "ok"]
+        self.assertEqual((decision["identity"], decision["mechanism"]), ("alice", "SCRAM-SHA-256-PLUS"))

@@ -843,3 +843,37 @@ class ClientTests(ScramTestCase):
         credentials = ScramCredentials("alice", b"m", b"proofbytes", server_signature=b"sigbytes")
         self.assertNotIn("proofbytes", repr(credentials))
         self.assertNotIn("sigbytes", repr(credentials))
+
+
+class ClientRunnerTests(SynchronousTestCase):
+    """With a runner, the client derives its keys there and answers with a Deferred."""
+
+    def test_runnerUsedAndAnswerDeferred(self) -> None:
+        from twisted.internet import defer
+
+        from securenet.cred.sasl import ChannelBindings
+        from securenet.cred.scram import ScramClientMechanism
+
+        calls: list[tuple[object, ...]] = []
+        pending: list[defer.Deferred[bytes]] = []
+
+        def runner(f: object, *args: object) -> defer.Deferred[bytes]:
+            calls.append((f, *args))
+            d: defer.Deferred[bytes] = defer.Deferred()
+            pending.append(d)
+            return d
+
+        client = ScramClientMechanism("user", "pencil", plus=False, bindings=ChannelBindings(), runner=runner)
+        client.initial()
+        nonce = client._nonce  # noqa: SLF001 - the test plays the server
+        server_first = f"r={nonce}abc,s={base64.b64encode(b'salt' * 4).decode()},i=4096".encode()
+        answer = client.respond(server_first)
+        self.assertIsInstance(answer, defer.Deferred)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(calls[0][1:], ("pencil", b"salt" * 4, 4096))
+        self.assertNoResult(answer)  # type: ignore[arg-type]
+        from securenet.cred.scram import salted_password
+
+        pending[0].callback(salted_password("pencil", b"salt" * 4, 4096))
+        final = self.successResultOf(answer)  # type: ignore[arg-type]
+        self.assertTrue(final.startswith(b"c=biws,r=" + nonce.encode() + b"abc,p="))

@@ -132,8 +132,12 @@ class IClientMechanism(Interface):
     def initial() -> bytes | None:
         """The initial response to send with C{AUTH}, or None."""
 
-    def respond(challenge: bytes) -> bytes:
-        """Answer a server challenge.  Raises L{MechanismError} on a bad challenge."""
+    def respond(challenge: bytes) -> bytes | defer.Deferred[bytes]:
+        """
+        Answer a server challenge, now or later (a Deferred, for expensive
+        work done off the reactor thread).  Raises (or fails with)
+        L{MechanismError} on a bad challenge.
+        """
 
     def verify_success(data: bytes | None) -> None:
         """

@@ -48,6 +48,7 @@ from zope.interface import Attribute, Interface, implementer
 from securenet.cred.passwords import (
     MIN_SCRAM_ITERATIONS,
     LoginRefused,
+    Runner,
     SASLprepError,
     normalize_password,
     saslprep,
@@ -507,6 +508,10 @@ class ScramClientMechanism:
     opt out of binding on purpose).
 
     @param nonce: the client nonce (tests inject RFC vectors); random otherwise.
+    @param runner: where to run the PBKDF2 key derivation (e.g.
+        C{reactor_thread_pool_runner(reactor)}); then L{respond} answers with a
+        Deferred and the reactor stays responsive.  Without one it runs inline
+        (fine for a command-line client).
     """
 
     def __init__(
@@ -519,6 +524,7 @@ class ScramClientMechanism:
         cb_name: str = "tls-exporter",
         server_offers_plus: bool = False,
         nonce: str | None = None,
+        runner: Runner | None = None,
     ) -> None:
         if cb_name not in CHANNEL_BINDING_TYPES:
             raise ValueError(f"unsupported channel-binding type {cb_name!r}; use one of {', '.join(CHANNEL_BINDING_TYPES)}")
@@ -544,6 +550,7 @@ class ScramClientMechanism:
         self._password = password
         normalize_password(password)  # refuse now a password no user can have
         self._nonce = nonce if nonce is not None else _new_nonce()
+        self._runner = runner
         self._cbind_input = gs2_header.encode("ascii") + cb_data
         self._client_first_bare = f"n={escape_saslname(prepared)},r={self._nonce}"
         self._gs2_header = gs2_header
@@ -559,7 +566,7 @@ class ScramClientMechanism:
         self._state = "sent-first"
         return (self._gs2_header + self._client_first_bare).encode("utf-8")
 
-    def respond(self, challenge: bytes) -> bytes:
+    def respond(self, challenge: bytes) -> bytes | defer.Deferred[bytes]:
         if self._state == "start" and challenge == b"":
             return self.initial()
         if self._state != "sent-first":
@@ -582,8 +589,12 @@ class ScramClientMechanism:
         if iterations > MAX_ITERATIONS:
             raise MechanismError(f"SCRAM iteration count {iterations} is above the maximum {MAX_ITERATIONS}")
 
-        salted = salted_password(self._password, salt, iterations)
-        self._password = ""
+        password, self._password = self._password, ""
+        if self._runner is not None:
+            return self._runner(salted_password, password, salt, iterations).addCallback(self._final, text, nonce)
+        return self._final(salted_password(password, salt, iterations), text, nonce)
+
+    def _final(self, salted: bytes, text: str, nonce: str) -> bytes:
         client_key, server_key = _client_and_server_keys(salted)
         without_proof = f"c={_b64(self._cbind_input)},r={nonce}"
         auth_message = ",".join((self._client_first_bare, text, without_proof)).encode("utf-8")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
 from twisted.logger import Logger
@@ -123,6 +123,7 @@ class ClientSession(TLSGuard):
     identity = None
     authenticated_as: str | None = None
     _error: AuthenticationFailed | None = None
+    _answering = False
 
     _deadline: IDelayedCall | None = None
 
@@ -157,7 +158,10 @@ class ClientSession(TLSGuard):
         if self.handshake is None or self._error is not None:
             return
         self._buffer += data
-        while not self._appConnected and self._error is None:
+        self._processLines()
+
+    def _processLines(self) -> None:
+        while not self._appConnected and self._error is None and not self._answering:
             index = self._buffer.find(b"\n")
             if index < 0:
                 if len(self._buffer) > MAX_LINE:
@@ -206,7 +210,13 @@ class ClientSession(TLSGuard):
         verb, _, rest = line.partition(" ")
         assert self._mechanism is not None
         if verb == "+" and self._state == "AUTH":
-            self._send(b64encode(self._mechanism.respond(b64decode(rest))))
+            # A mechanism may answer later (SCRAM derives its keys off the
+            # reactor thread when given a runner): read nothing until it has.
+            self._answering = True
+            answer: Deferred[bytes] = maybeDeferred(self._mechanism.respond, b64decode(rest))  # type: ignore[call-overload]
+            answer.addCallback(lambda data: self._send(b64encode(data)))
+            answer.addErrback(lambda f: self._fail(self._asFailure(f.value)))
+            answer.addBoth(self._answered)
         elif verb == "NEXT" and rest == "TOTP" and self._state == "AUTH":
             source = self.factory.credentials.totp
             if source is None:
@@ -227,6 +237,11 @@ class ClientSession(TLSGuard):
             raise AuthenticationFailed(code, text)
         else:
             raise ProtocolViolation("PROTOCOL", f"unexpected line from the server in state {self._state}: {line[:60]!r}")
+
+    def _answered(self, _: object) -> None:
+        self._answering = False
+        if self.connected:
+            self._processLines()
 
     def _fail(self, error: AuthenticationFailed) -> None:
         self._error = error
