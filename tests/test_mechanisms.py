@@ -33,6 +33,7 @@ import attrs
 import pyotp
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -871,7 +872,10 @@ class DeferredClientAnswerTests(MechanismTestCase):
             clock=self.clock,
             mechanism=choose,
         )
+        results: list[object] = []
+        conn.client_ready.addBoth(results.append)
         conn.pump.flush()
+        self.assertEqual(results, [])
         # The challenge arrived; the answer waits on the runner; nothing more was sent.
         [(d, f, args)] = pending
         self.assertEqual(self.client_apps.built, [])

@@ -215,7 +215,7 @@ class ClientSession(TLSGuard):
             self._answering = True
             answer: Deferred[bytes] = maybeDeferred(self._mechanism.respond, b64decode(rest))  # type: ignore[call-overload]
             answer.addCallback(lambda data: self._send(b64encode(data)))
-            answer.addErrback(lambda f: self._fail(self._asFailure(f.value)))
+            answer.addErrback(self._answerFailed)
             answer.addBoth(self._answered)
         elif verb == "NEXT" and rest == "TOTP" and self._state == "AUTH":
             source = self.factory.credentials.totp
@@ -237,6 +237,13 @@ class ClientSession(TLSGuard):
             raise AuthenticationFailed(code, text)
         else:
             raise ProtocolViolation("PROTOCOL", f"unexpected line from the server in state {self._state}: {line[:60]!r}")
+
+    def _answerFailed(self, failure: Failure) -> None:
+        if isinstance(failure.value, (SecurenetError, ValueError)):
+            self._fail(self._asFailure(failure.value))
+            return
+        log.failure("client mechanism {name} failed", failure, name=getattr(self._mechanism, "name", "?"))
+        self._fail(AuthenticationFailed("CLIENT", f"internal error in the client mechanism ({failure.value!r})"))
 
     def _answered(self, _: object) -> None:
         self._answering = False
