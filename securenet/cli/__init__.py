@@ -17,7 +17,7 @@ from securenet.errors import SecurenetError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from securenet.cli import apikeys, connect, pki, tokens, users
+    from securenet.cli import apikeys, authz, connect, pki, tokens, users
 
     parser = argparse.ArgumentParser(
         prog="securenet",
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     users.register(sub)
     apikeys.register(sub)
     tokens.register(sub)
+    authz.register(sub)
+
     return parser
 
 

@@ -1,0 +1,48 @@
+"""
+Authorization: roles, permissions and attribute conditions from a TOML
+policy (docs/authz.md), and one decision API.
+
+    policy = Policy.load("policy.toml", clock=reactor)
+    policy.decide(identity, "kv.write", "data/x")   # -> Decision (allowed, rule, reason), logged
+    policy.can(identity, "kv.write", "data/x")      # -> bool
+    policy.require(identity, "kv.write", "data/x")  # raises AuthorizationDenied
+
+    @requires("kv.write", resource=lambda self, key: key)
+    def set(self, key): ...
+
+Deny by default; a deny rule wins over any allow.  Every decision is a
+C{securenet_event="authz.decision"} log event (denies at warn).
+"""
+
+from securenet.authz.attributes import Context, SpiffeID, parse_spiffe_id, peer_address, spiffe_id_of
+from securenet.authz.decisions import Decision, Location, MatchedRule
+from securenet.authz.errors import (
+    AuthorizationDenied,
+    AuthorizationError,
+    AuthorizationSetupError,
+    PolicyError,
+)
+from securenet.authz.handlers import can, policy_of, requires
+from securenet.authz.patterns import Permission
+from securenet.authz.policy import IPolicy, Policy
+
+__all__ = [
+    "AuthorizationDenied",
+    "AuthorizationError",
+    "AuthorizationSetupError",
+    "Context",
+    "Decision",
+    "IPolicy",
+    "Location",
+    "MatchedRule",
+    "Permission",
+    "Policy",
+    "PolicyError",
+    "SpiffeID",
+    "can",
+    "parse_spiffe_id",
+    "peer_address",
+    "policy_of",
+    "requires",
+    "spiffe_id_of",
+]
