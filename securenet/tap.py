@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python import reflect, usage
 
 from securenet.apps import BUILTIN_APPS
+from securenet.authz import Policy
 from securenet.cred.checkers import CertificateChecker
 from securenet.cred.identity import IdentityRealm
 from securenet.cred.store import ICredentialStore
@@ -54,6 +55,7 @@ CONFIG_KEYS = {
     "listen": "list of securenet: server endpoint strings",
     "app": "built-in app name or dotted path of a factory/protocol",
     "auth": "list of --auth values, e.g. [\"certificate:map=spiffe\"]",
+    "policy": "path of the authorization policy (TOML)",
 }
 
 
@@ -77,7 +79,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     )
     optParameters = [
         ["app", "a", None, f"Application: one of {', '.join(BUILTIN_APPS)} or a dotted path to a factory or protocol class (default echo)."],
-        ["config", "c", None, "TOML file with the same settings (listen, app, auth); command-line values win."],
+        ["config", "c", None, "TOML file with the same settings (listen, app, auth, policy); command-line values win."],
+        ["policy", "p", None, "TOML authorization policy (docs/authz.md); applications find it as their session's policy."],
     ]
 
     def __init__(self) -> None:
@@ -130,12 +133,15 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key, value in (("listen", listen), ("auth", auth)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise usage.UsageError(f"--config {path}: {key} must be a list of strings")
-        if "app" in data and not isinstance(data["app"], str):
-            raise usage.UsageError(f"--config {path}: app must be a string")
+        for key in ("app", "policy"):
+            if key in data and not isinstance(data[key], str):
+                raise usage.UsageError(f"--config {path}: {key} must be a string")
         if not self["listen"]:
             self["listen"] = list(listen)
         if not self["app"]:
             self["app"] = data.get("app")
+        if not self["policy"]:
+            self["policy"] = data.get("policy")
         if not self.get("credCheckers"):
             for value in auth:
                 self.opt_auth(value)
@@ -182,6 +188,7 @@ def _makeService(options: Options) -> IService:
     store = credential_store(checkers)
     portal = Portal(IdentityRealm(store), checkers)
     throttle = Throttle(store, reactor) if store is not None else None
+    policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
     service = MultiService()
     for description in options["listen"]:
         try:
@@ -192,7 +199,7 @@ def _makeService(options: Options) -> IService:
                 hint = " (no --listen given and the development PKI in ./certs is missing: run `make run`, or `securenet pki init --dir certs` and issue the certificates)"
             raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
         _logListening(endpoint, description, options)
-        session = SessionFactory(factory, portal, reactor, throttle=throttle)
+        session = SessionFactory(factory, portal, reactor, throttle=throttle, policy=policy)
         StreamServerEndpointService(endpoint, session).setServiceParent(service)
     return service
 

@@ -5,6 +5,8 @@ process; and the endpoint-string plugins through Twisted's own parsers.
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 from twisted.application.internet import StreamServerEndpointService
@@ -83,9 +85,12 @@ class OptionsTests(SynchronousTestCase):
 
     def test_config(self) -> None:
         """The config file's settings apply where the command line is silent."""
-        path = self.writeConfig('listen = ["securenet:9:x=y"]\napp = "echo"\nauth = ["certificate:map=dns"]\n')
+        path = self.writeConfig(
+            'listen = ["securenet:9:x=y"]\napp = "echo"\nauth = ["certificate:map=dns"]\npolicy = "p.toml"\n'
+        )
         options = self.parse("--config", str(path))
         self.assertEqual(options["listen"], ["securenet:9:x=y"])
+        self.assertEqual(options["policy"], "p.toml")
         self.assertEqual(options["credCheckers"][0].mapping, "dns")
 
     def test_commandLineWins(self) -> None:
@@ -101,6 +106,7 @@ class OptionsTests(SynchronousTestCase):
             "listen must be a list of strings": 'listen = "securenet:1"\n',
             "auth must be a list of strings": "auth = [1]\n",
             "app must be a string": "app = 3\n",
+            "policy must be a string": "policy = [1]\n",
         }
         for expected, text in cases.items():
             path = self.writeConfig(text)
@@ -152,6 +158,34 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertIsInstance(child.endpoint, SecureServerEndpoint)
             self.assertIsInstance(child.factory, SessionFactory)
             self.assertIsInstance(child.factory.wrappedFactory, EchoFactory)
+
+    def test_policyReachesTheSession(self) -> None:
+        """--policy FILE is loaded once and carried by every listener's session factory."""
+        policy = Path(self.mktemp())
+        policy.write_text('[roles.reader]\npermissions = ["kv.read:**"]\n')
+        listen = f"securenet:0:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
+        options = tap.Options()
+        options.parseOptions(["--listen", listen, "--auth", "anonymous", "--policy", str(policy)])
+        [child] = list(tap.makeService(options))  # type: ignore[call-overload]
+        from securenet.authz import IPolicy
+
+        self.assertTrue(IPolicy.providedBy(child.factory.policy))
+        self.assertEqual(child.factory.policy.permissions_of("reader"), ("kv.read:**",))
+
+    def test_badPolicyIsOneLine(self) -> None:
+        """A bad policy stops twistd (exit 1) with the file and line."""
+        policy = Path(self.mktemp())
+        policy.write_text('[roles.reader]\npermissions = ["kv.read:**"]\nbogus = 1\n')
+        listen = f"securenet:0:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
+        options = tap.Options()
+        options.parseOptions(["--listen", listen, "--auth", "anonymous", "--policy", str(policy)])
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(tap.StartupError) as caught:
+            tap.makeService(options)
+        self.assertEqual(caught.exception.code, 1)
+        self.assertIn(f"{policy}:3:", stderr.getvalue())
+        self.assertEqual(len(stderr.getvalue().strip().splitlines()), 1)
 
     def test_badEndpointIsOneLine(self) -> None:
         """A configuration error becomes StartupError (exit 1) with the endpoint and reason."""

@@ -31,7 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     apikeys.register(sub)
     tokens.register(sub)
     authz.register(sub)
-
     return parser
 
 

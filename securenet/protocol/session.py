@@ -29,6 +29,7 @@ class ISession(Interface):
 
     identity = Attribute("The peer's Identity (set before the application is connected).")
     handshake = Attribute("The HandshakeFacts of the connection's TLS handshake.")
+    policy = Attribute("The service's authorization policy (securenet.authz.IPolicy), or None.")
 
 
 class NotASecureSession(SecurenetError):
@@ -55,6 +56,9 @@ class SessionFactory(TLSGuardFactory):
 
     @param throttle: failure counting and lockout across connections, or
         None for none.
+    @param policy: the authorization policy (a L{securenet.authz.IPolicy})
+        that applications reach through their session
+        (C{ISession(transport).policy}); the session only carries it.
     """
 
     def __init__(
@@ -65,12 +69,14 @@ class SessionFactory(TLSGuardFactory):
         *,
         throttle: Throttle | None = None,
         settings: ExchangeSettings = ExchangeSettings(),
+        policy: object | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(appFactory, reactor, **kwargs)
         self.portal = portal
         self.throttle = throttle
         self.settings = settings
+        self.policy = policy
 
 
 @implementer(ISession)
@@ -78,6 +84,11 @@ class ServerSession(TLSGuard):
     factory: SessionFactory
     identity: Identity | None = None
     exchange: ServerExchange | None = None
+
+    @property
+    def policy(self) -> object | None:
+        # Typed loosely on purpose: authz sits above the session layer.
+        return self.factory.policy
 
     def handshakeSucceeded(self) -> None:
         assert self.handshake is not None
