@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -148,3 +150,29 @@ def converse(args: Sequence[str], data: bytes, expect: bytes, timeout: float = 2
         proc.stdin.close()
         proc.stdout.close()
     return out, code
+
+
+@attrs.frozen
+class CLIResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*argv: str | Path) -> CLIResult:
+    """Run C{securenet ARGV...} in-process (the source tree), capturing its output."""
+    import io
+
+    from securenet.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as e:  # argparse's own errors
+            code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.stdout, sys.stderr = saved
+    return CLIResult(code, out.getvalue(), err.getvalue())

@@ -7,19 +7,17 @@ one run of the real command in a child process.
 
 from __future__ import annotations
 
-import io
 import re
 import sys
 import textwrap
 from pathlib import Path
 from typing import cast
 
-import attrs
 from twisted.internet import defer
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.cli import main
+from tests.support import CLIResult, run_cli
 from securenet.cred.sqlite import SQLiteStore
 from securenet.cred.store import User
 from securenet.pki import CertificateAuthority, parse_san
@@ -67,26 +65,8 @@ POLICY = """\
     """
 
 
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run(*argv: str | Path) -> Result:
-    """Run C{securenet ARGV...} in-process, capturing its output."""
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse's own errors
-            code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.stdout, sys.stderr = saved
-    return Result(code, out.getvalue(), err.getvalue())
+Result = CLIResult
+run = run_cli
 
 
 class AuthzCLITestCase(SynchronousTestCase):

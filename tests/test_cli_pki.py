@@ -9,20 +9,18 @@ script and checks its work with openssl, as a user would.
 from __future__ import annotations
 
 import datetime
-import io
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import securenet.pki.ca
-from securenet.cli import main
+from tests.support import CLIResult, run_cli
 from securenet.pki import (
     CertificateAuthority,
     CertificateFacts,
@@ -40,26 +38,8 @@ from tests.test_pki import openssl, rsa_key
 REPO = Path(__file__).resolve().parent.parent
 
 
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def run(*argv: str | Path) -> Result:
-    """Run C{securenet ARGV...} in-process, capturing its output."""
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse's own errors
-            code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.stdout, sys.stderr = saved
-    return Result(code, out.getvalue(), err.getvalue())
+Result = CLIResult
+run = run_cli
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
