@@ -162,3 +162,185 @@ def connect_in_memory(
     client_transport = iosim.FakeTransport(client_tls, isServer=False, hostAddress=CLIENT_ADDRESS, peerAddress=SERVER_ADDRESS)
     pump = iosim.connect(server_tls, server_transport, client_tls, client_transport, greet=False, clock=clock)
     return MemoryConnection(pump, server_tls, client_tls, ready)
+
+
+# -- a portal with users, and an application connected in memory ---------------------
+
+from collections.abc import Iterable, Mapping  # noqa: E402
+
+import pyotp  # noqa: E402
+from twisted.internet.interfaces import IReactorTime  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
+
+from securenet.cred.passwords import PasswordHasher, new_user, synchronous_runner  # noqa: E402
+from securenet.cred.store import MemoryStore, User  # noqa: E402
+from securenet.cred.storechecker import StoreChecker  # noqa: E402
+from securenet.protocol.exchange import ExchangeSettings  # noqa: E402
+
+#: The SCRAM iteration count of L{memory_portal}'s users (cheap: tests only).
+TEST_SCRAM_ITERATIONS = 4096
+
+
+def weak_hasher() -> PasswordHasher:
+    """argon2id with tiny parameters: fast, and never for real passwords."""
+    return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, insecurely_weak=True)
+
+
+def memory_portal(
+    users: Mapping[str, Iterable[str]] | None = None,
+    *,
+    clock: IReactorTime,
+    passwords: Mapping[str, str] | None = None,
+    attributes: Mapping[str, Mapping[str, Any]] | None = None,
+    totp: Mapping[str, str] | None = None,
+    disabled: Iterable[str] = (),
+    certificate: bool | str = True,
+) -> Portal:
+    """
+    A portal over an in-memory credential store, as C{twistd securenet
+    --auth certificate --auth sqlite:...} builds one, with cheap hashing:
+
+        portal = memory_portal({"alice": ["reader"], "ops": ["operator"]},
+                               passwords={"ops": "pw"}, totp={"ops": SECRET}, clock=clock)
+
+    @param users: user name to roles.  A user without a password (and not
+        in C{passwords}) can still log in by certificate (EXTERNAL, with the
+        name as CN) and gets these roles.
+    @param passwords: user name to password: PLAIN and SCRAM-SHA-256(-PLUS)
+        logins.  Users named only here have no roles.
+    @param attributes: user name to stored attributes (C{identity.attributes}).
+    @param totp: user name to a base32 TOTP secret (the user must have a
+        password); L{totp_code} makes a code for it.
+    @param disabled: users whose every login is refused.
+    @param certificate: accept verified client certificates (EXTERNAL),
+        named by C{"cn"} (True) or the given mapping; False: no certificates.
+    @return: the portal; C{portal.realm.store} is its L{MemoryStore}.
+    """
+    store = MemoryStore()
+    roles = {name: tuple(r) for name, r in (users or {}).items()}
+    passwords = dict(passwords or {})
+    names = list(dict.fromkeys([*roles, *passwords, *(attributes or {}), *(totp or {})]))
+    off = set(disabled)
+    hasher = weak_hasher()
+    for name in names:
+        record: User
+        if name in passwords:
+            record = new_user(
+                name,
+                passwords[name],
+                roles=roles.get(name, ()),
+                hasher=hasher,
+                scram_iterations=TEST_SCRAM_ITERATIONS,
+                attributes=(attributes or {}).get(name),
+            )
+        elif name in (totp or {}):
+            raise ValueError(f"memory_portal: {name!r} has a TOTP secret but no password")
+        else:
+            record = User(name=name, roles=roles.get(name, ()), attributes=dict((attributes or {}).get(name, {})))
+        if name in (totp or {}):
+            record = attrs.evolve(record, totp_secret=(totp or {})[name])
+        if name in off:
+            record = attrs.evolve(record, disabled=True)
+        store.add_user(record)
+    checkers: list[Any] = [
+        StoreChecker(store, clock, runner=synchronous_runner, hasher=hasher, scram_iterations=TEST_SCRAM_ITERATIONS)
+    ]
+    if certificate:
+        checkers.append(CertificateChecker("cn" if certificate is True else str(certificate)))
+    return Portal(IdentityRealm(store), checkers)
+
+
+def totp_code(secret: str, clock: IReactorTime, offset: float = 0) -> str:
+    """The TOTP code of C{secret} at C{clock}'s time (plus C{offset} seconds)."""
+    return pyotp.TOTP(secret).at(clock.seconds() + offset)
+
+
+@attrs.define
+class AppConnection:
+    """
+    A client application connected to a server application through a
+    securenet session, in memory (L{connect_app_in_memory}).
+
+    @ivar server: the server's application protocol, or None if the client
+        did not get through (TLS or authentication failed) or the
+        application closed the connection at once.
+    @ivar client: the client's application protocol, or None likewise.
+    @ivar failure: why the client did not get through, or None.
+    @ivar connection: the TLS connection underneath (its C{pump}, both
+        guards).
+    """
+
+    connection: MemoryConnection
+    clock: Clock
+    server: Any
+    client: Any
+    failure: Failure | None
+
+    def flush(self) -> None:
+        """Deliver everything written so far, both ways."""
+        self.connection.pump.flush()
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake clock on, then deliver."""
+        self.clock.advance(seconds)
+        self.flush()
+
+
+def connect_app_in_memory(
+    server_app: IProtocolFactory,
+    client_app: IProtocolFactory,
+    *,
+    pki: EphemeralPKI,
+    policy: object | None = None,
+    portal: Portal | None = None,
+    client: str | IssuedCertificate | None = "alice",
+    mechanism: IClientMechanism | MechanismChooser | None = None,
+    totp: Callable[[], str] | None = None,
+    clock: Clock | None = None,
+    settings: ExchangeSettings = ExchangeSettings(),
+) -> AppConnection:
+    """
+    Serve C{server_app} as C{twistd securenet --policy} would (TLS with
+    optional client certificates, the authentication exchange through
+    C{portal}, C{policy} on the session) and connect C{client_app} to it,
+    in memory; everything up to the applications' first bytes is delivered.
+
+        conn = connect_app_in_memory(KVFactory(), Factory.forProtocol(amp.AMP),
+                                     pki=pki, policy=policy, portal=portal, client="alice")
+        conn.client.callRemote(Get, key="x")    # then conn.flush()
+
+    @param portal: default: certificates only (C{pki.certificate_portal()}).
+    @param client: the name of a client certificate of C{pki} (issued on
+        first use), an issued certificate, or None to present none.
+    @param mechanism: how the client authenticates (default EXTERNAL with a
+        certificate, else ANONYMOUS); C{totp} answers a TOTP request.
+    @param clock: the fake clock (default a new one).
+    """
+    clock = clock if clock is not None else Clock()
+    session = SessionFactory(
+        server_app, portal if portal is not None else pki.certificate_portal(), clock, settings=settings, policy=policy
+    )
+    conn = connect_in_memory(
+        server_policy=pki.server_policy(client_auth="optional"),
+        client_policy=pki.client_policy(client),
+        server_factory=session,
+        client_factory=client_app,
+        clock=clock,
+        mechanism=mechanism,
+        totp=totp,
+    )
+    outcome: list[Any] = []
+    conn.client_ready.addBoth(outcome.append)
+    guard = conn.server_guard  # the TLS layer lets go of it if the connection closes
+    conn.pump.flush()
+    result = outcome[0] if outcome else None
+    failure = result if isinstance(result, Failure) else None
+    if not outcome:
+        failure = Failure(RuntimeError("the client neither connected nor failed (is something waiting on the clock?)"))
+    return AppConnection(
+        connection=conn,
+        clock=clock,
+        server=guard.wrappedProtocol,
+        client=None if failure is not None else result,
+        failure=failure,
+    )

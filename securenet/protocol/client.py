@@ -121,6 +121,7 @@ class ClientSession(TLSGuard):
 
     factory: ClientSessionFactory
     identity = None
+    policy = None
     authenticated_as: str | None = None
     _error: AuthenticationFailed | None = None
     _answering = False
