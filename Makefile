@@ -55,3 +55,28 @@ test: install $(SSLYZE)
 
 clean:
 	rm -rf $(VENV) $(SSLYZE_VENV) build *.egg-info _trial_temp .pytest_cache
+
+# Benchmarks (bench/README.md): securenet against bare Twisted TLS, AMP, Foolscap,
+# asyncio, uvloop and nginx, on 127.0.0.1, ratios from runs made side by side.
+#   make bench        the full run (about 20 minutes), profiles missed targets
+#   make bench-quick  small counts, under 2 minutes (CI: keeps the code from rotting)
+BENCH_DEPS := $(VENV)/.bench-installed
+
+.PHONY: bench bench-quick bench-tools
+
+$(BENCH_DEPS): $(DEPS) setup.cfg
+	$(PY) -m pip install -q '.[bench]'
+	touch $@
+
+# nginx and wrk (peers), a C compiler and OpenSSL headers (bench/tlsload.c), from Debian.
+bench-tools:
+	@if ! { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || ! command -v wrk >/dev/null 2>&1 \
+	    || ! command -v cc >/dev/null 2>&1 || ! test -f /usr/include/openssl/ssl.h; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk gcc libssl-dev >/dev/null; \
+	fi
+
+bench: $(BENCH_DEPS) bench-tools
+	PYTHONPATH=$(CURDIR) $(PY) -m bench --full --profile
+
+bench-quick: $(BENCH_DEPS) bench-tools
+	PYTHONPATH=$(CURDIR) $(PY) -m bench --quick
