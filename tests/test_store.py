@@ -703,3 +703,30 @@ class ThreadRunnerTests(TestCase):
         self.assertTrue(self.runner.pool.joined)
         self.runner._start()
         self.assertFalse(self.runner.pool.started)
+
+
+class ThreadRunnerSizeTests(SynchronousTestCase):
+    """ThreadRunner's pool size, and the password-hashing pool of --auth sqlite."""
+
+    def test_threads(self) -> None:
+        from twisted.internet.testing import MemoryReactorClock
+
+        from securenet.cred.sqlite import ThreadRunner
+
+        runner = ThreadRunner(MemoryReactorClock(), threads=3, name="t")
+        self.addCleanup(runner.stop)
+        self.assertEqual((runner.pool.min, runner.pool.max, runner.pool.name), (1, 3, "t"))
+        with self.assertRaises(ValueError):
+            ThreadRunner(MemoryReactorClock(), threads=0)
+
+    def test_hashingPoolLeavesACoreToTheReactor(self) -> None:
+        """The hashing pool has nproc - 1 threads (at least one), not the reactor's shared ten."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from securenet.cred import strcred
+
+        for cpus, expected in ((1, 1), (2, 1), (8, 7), (None, 1)):
+            self.patch(strcred.os, "cpu_count", lambda cpus=cpus: cpus)
+            runner = strcred.hashing_runner(MemoryReactorClock())
+            self.addCleanup(runner.stop)
+            self.assertEqual((runner.pool.max, runner.pool.name), (expected, "securenet-hashing"), cpus)

@@ -35,9 +35,13 @@ def _certificates(certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, 
 class CertificateCredentials:
     chain: tuple[x509.Certificate, ...] = attrs.field(converter=_certificates)
     verified: bool
+    #: The leaf's facts, when the caller already has them (the handshake did).
+    known_facts: CertificateFacts | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def facts(self) -> CertificateFacts:
+        if self.known_facts is not None:
+            return self.known_facts
         return CertificateFacts.of(self.chain[0])
 
 

@@ -163,15 +163,17 @@ class UnsupportedSchema(DatabaseFileError):
 
 class ThreadRunner:
     """
-    A L{Runner} with one dedicated thread: SQLite calls are serialised on it
-    and never run on the reactor thread.  The thread starts when the reactor
+    A L{Runner} with its own threads (one by default: SQLite calls are
+    serialised on it), never the reactor thread nor the reactor's shared pool.  The thread starts when the reactor
     runs and stops at reactor shutdown (or at L{stop}).  Made by
     L{thread_runner}.
     """
 
-    def __init__(self, reactor: IReactorCore) -> None:
+    def __init__(self, reactor: IReactorCore, *, threads: int = 1, name: str = "securenet-sqlite") -> None:
+        if threads < 1:
+            raise ValueError(f"a thread runner needs at least one thread, not {threads}")
         self._reactor = reactor
-        self.pool = ThreadPool(minthreads=1, maxthreads=1, name="securenet-sqlite")
+        self.pool = ThreadPool(minthreads=1, maxthreads=threads, name=name)
         self._stopped = False
         self._startup: Any = reactor.callWhenRunning(self._start)
         self._shutdown: Any = reactor.addSystemEventTrigger("during", "shutdown", self._atShutdown)

@@ -291,7 +291,9 @@ class ServerExchange:
         if isinstance(factory, _Builtin):
             self.current = (factory, None)
             if name == "EXTERNAL":
-                credentials: Any = CertificateCredentials(self.facts.peer_chain, verified=True)
+                credentials: Any = CertificateCredentials(
+                    self.facts.peer_chain, verified=True, known_facts=self.facts.peer_certificate
+                )
                 authzid = (initial or b"").decode("utf-8", "replace")
                 return self._checkCredentials(Complete(credentials), authzid=authzid)
             return self._checkCredentials(Complete(Anonymous()))

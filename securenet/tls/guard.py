@@ -123,6 +123,12 @@ class TLSGuard(ProtocolWrapper):
         state = self.tlsState()
         timeout = state.handshake_timeout if state is not None else 10.0
         self._timer = self.factory.reactor.callLater(timeout, self._handshakeTimedOut, timeout)
+        # Nagle's algorithm holds back the last small TLS record of a response
+        # until the peer's delayed ACK (about 40 ms per round trip); TLS
+        # already coalesces writes into records, so turn it off.
+        tcp = getattr(self.transport, "transport", None)
+        if tcp is not None and hasattr(tcp, "setTcpNoDelay"):
+            tcp.setTcpNoDelay(True)
 
     def _handshakeTimedOut(self, timeout: float) -> None:
         self._timer = None
