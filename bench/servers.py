@@ -191,14 +191,16 @@ LOGIN_PASSWORD = "correct horse battery staple"
 
 def login_checker(reactor):  # type: ignore[no-untyped-def]
     """securenet's credential-database checker (PLAIN, SCRAM) over a MemoryStore, production parameters."""
-    from securenet.cred.passwords import PasswordHasher, new_user, reactor_thread_pool_runner
+    from securenet.cred.passwords import PasswordHasher, new_user
     from securenet.cred.store import MemoryStore
     from securenet.cred.storechecker import StoreChecker
+    from securenet.cred.strcred import hashing_runner
 
     hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile: t=3, m=64 MiB, p=4
     store = MemoryStore()
     store.add_user(new_user(LOGIN_USER, LOGIN_PASSWORD, hasher=hasher))  # SCRAM: 600,000 iterations
-    return StoreChecker(store, reactor, runner=reactor_thread_pool_runner(reactor), hasher=hasher)
+    # The same hashing pool as `--auth sqlite` (nproc - 1 threads, not the reactor's ten).
+    return StoreChecker(store, reactor, runner=hashing_runner(reactor), hasher=hasher)
 
 
 def twisted_tls_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # type: ignore[no-untyped-def]

@@ -3,11 +3,17 @@ C{twistd securenet}: options and service.
 
     twistd -n securenet --listen ENDPOINT [--listen ...] --app NAME_OR_DOTTED_PATH
                         [--auth CHECKER[:ARGS] ...] [--config FILE]
+                        [--http ENDPOINT ...] [--token-key PATH]
 
 With no C{--listen} (on the command line or in the config file) the
 development defaults apply: 127.0.0.1:8443 with the PKI that C{make run}
 creates under C{certs/}, client certificates required.  With no C{--auth},
 clients are named by their verified certificate (C{certificate:map=cn}).
+
+C{--http ENDPOINT} (repeatable) also serves the built-in HTTP API
+(L{securenet.web.api}) on a C{securenet:} endpoint, with the same portal,
+throttle and policy; with C{--http} and no C{--listen}, only the HTTP API is
+served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.service}).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from securenet.errors import SecurenetError
 from securenet.pki.pins import spki_pin
 from securenet.protocol.session import SessionFactory
 from securenet.tls.endpoints import SecureServerEndpoint, server_endpoint
+from securenet.web.tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
 
 log = Logger(namespace="securenet.tap")
 
@@ -56,6 +63,10 @@ CONFIG_KEYS = {
     "app": "built-in app name or dotted path of a factory/protocol",
     "auth": "list of --auth values, e.g. [\"certificate:map=spiffe\"]",
     "policy": "path of the authorization policy (TOML)",
+    "http": "list of securenet: server endpoint strings for the HTTP API",
+    "token_key": "path of the token signing key (securenet tokens keygen) for the HTTP API",
+    "token_ttl": "seconds an access token issued by the HTTP API is valid",
+    "refresh_ttl": "seconds a refresh token issued by the HTTP API is valid",
 }
 
 
@@ -71,21 +82,35 @@ class StartupError(SystemExit):
 
 
 class Options(usage.Options, strcred.AuthOptionMixin):
-    synopsis = "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--config FILE]"
+    synopsis = "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--config FILE] [--http ENDPOINT ...] [--token-key PATH]"
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
         "ENDPOINT is a securenet: server endpoint string (see the README). "
-        "Without --listen, serves the development PKI in ./certs on 127.0.0.1:8443."
+        "Without --listen, serves the development PKI in ./certs on 127.0.0.1:8443 "
+        "(unless --http is given: then only the HTTP API is served). "
+        "--http ENDPOINT serves the built-in HTTP API (JSON: /healthz, /me, /auth/login, /auth/refresh, "
+        "/auth/logout, /admin/users) on a securenet: endpoint, with the same --auth checkers and --policy."
     )
     optParameters = [
         ["app", "a", None, f"Application: one of {', '.join(BUILTIN_APPS)} or a dotted path to a factory or protocol class (default echo)."],
-        ["config", "c", None, "TOML file with the same settings (listen, app, auth, policy); command-line values win."],
+        ["config", "c", None, "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); command-line values win."],
         ["policy", "p", None, "TOML authorization policy (docs/authz.md); applications find it as their session's policy."],
+        [
+            "token-key",
+            None,
+            None,
+            "Private key from 'securenet tokens keygen' (or an HS256 secret file): the HTTP API issues access tokens "
+            "signed with it, and bearer tokens are verified with its key pair, in HTTP requests and stream sessions "
+            "(revocation in the credential database). Needs --auth sqlite:PATH; not combined with --auth jwt.",
+        ],
+        ["token-ttl", None, None, f"Seconds an access token from the HTTP API is valid (default {DEFAULT_ACCESS_TTL})."],
+        ["refresh-ttl", None, None, f"Seconds a refresh token from the HTTP API is valid (default {DEFAULT_REFRESH_TTL})."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["http"] = []
 
     def opt_auth(self, description: str) -> None:
         """
@@ -105,10 +130,16 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         """A securenet: server endpoint to listen on (may be repeated)."""
         self["listen"].append(endpoint)
 
+    def opt_http(self, endpoint: str) -> None:
+        """A securenet: server endpoint for the built-in HTTP API (may be repeated); clientAuth=optional accepts client certificates."""
+        self["http"].append(endpoint)
+
     def postOptions(self) -> None:
         if self["config"]:
             self._applyConfig(Path(self["config"]))
-        if not self["listen"]:
+        for key, default in (("token-ttl", DEFAULT_ACCESS_TTL), ("refresh-ttl", DEFAULT_REFRESH_TTL)):
+            self[key] = _seconds(key, self[key] if self[key] is not None else default)
+        if not self["listen"] and not self["http"]:
             self["listen"] = [dev_listen()]
             self["dev"] = True
         else:
@@ -130,12 +161,22 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(f"--config {path}: unknown key {key!r}; known keys: {', '.join(CONFIG_KEYS)}")
         listen = data.get("listen", [])
         auth = data.get("auth", [])
-        for key, value in (("listen", listen), ("auth", auth)):
+        http = data.get("http", [])
+        for key, value in (("listen", listen), ("auth", auth), ("http", http)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise usage.UsageError(f"--config {path}: {key} must be a list of strings")
-        for key in ("app", "policy"):
+        for key in ("app", "policy", "token_key"):
             if key in data and not isinstance(data[key], str):
                 raise usage.UsageError(f"--config {path}: {key} must be a string")
+        for key in ("token_ttl", "refresh_ttl"):
+            if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
+                raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
+        if not self["http"]:
+            self["http"] = list(http)
+        for key in ("token_key", "token_ttl", "refresh_ttl"):
+            option = key.replace("_", "-")
+            if self[option] is None and key in data:
+                self[option] = data[key]
         if not self["listen"]:
             self["listen"] = list(listen)
         if not self["app"]:
@@ -201,7 +242,55 @@ def _makeService(options: Options) -> IService:
         _logListening(endpoint, description, options)
         session = SessionFactory(factory, portal, reactor, throttle=throttle, policy=policy)
         StreamServerEndpointService(endpoint, session).setServiceParent(service)
+    _addWebService(service, options, reactor, portal, store, throttle, policy)
     return service
+
+
+def _seconds(option: str, value: object) -> int:
+    try:
+        seconds = int(str(value))
+    except ValueError:
+        raise usage.UsageError(f"--{option} {value}: not a whole number of seconds") from None
+    if seconds < 1:
+        raise usage.UsageError(f"--{option} {value}: must be at least 1 second")
+    return seconds
+
+
+def _addWebService(
+    service: MultiService,
+    options: Options,
+    reactor: object,
+    portal: Portal,
+    store: ICredentialStore | None,
+    throttle: Throttle | None,
+    policy: Policy | None,
+) -> None:
+    """C{--token-key} (bearer tokens for every listener) and C{--http} (the built-in API)."""
+    if not options["http"] and not options["token-key"]:
+        return
+    from securenet.web.service import WebSettings, token_service, web_service
+    from securenet.web.tokens import DEFAULT_SESSION_TTL, TokenLifetimes
+
+    refresh_ttl = options["refresh-ttl"]
+    lifetimes = TokenLifetimes(
+        access_ttl=options["token-ttl"], refresh_ttl=refresh_ttl, session_ttl=max(refresh_ttl, DEFAULT_SESSION_TTL)
+    )
+    tokens = None
+    if options["token-key"]:
+        tokens = token_service(reactor, options["token-key"], portal=portal, store=store, lifetimes=lifetimes)
+    if options["http"]:
+        settings = WebSettings(endpoints=tuple(options["http"]))
+        web = web_service(
+            reactor,
+            settings,
+            portal=portal,
+            store=store,
+            throttle=throttle,
+            policy=policy,
+            checkers=options["credCheckers"],
+            tokens=tokens,
+        )
+        web.setServiceParent(service)
 
 
 def credential_store(checkers: list[object]) -> ICredentialStore | None:

@@ -1,0 +1,107 @@
+"""
+securenet for C{twisted.web}: the Twisted-native equivalent of a JWT
+extension plus an ACL decorator, on the same credential store, checkers,
+policies and audit events as securenet's stream protocols.
+
+    from securenet.web import SecureSite, WebAuthenticator, WebGuard, request_identity
+
+    guard = WebGuard(WebAuthenticator(portal, reactor, throttle=throttle), policy)
+    root.putChild(b"reports", guard.protect(Reports(), action="report.run"))
+
+    @guard.requires("kv.read")
+    async def get_value(request):
+        return {"hello": request_identity(request).avatar_id}
+
+    site = SecureSite(root, reactor=reactor)          # body limits, security headers, JSON errors
+
+* L{WebAuthenticator}: C{Authorization: Bearer} (JWT), C{Basic} (TLS only,
+  throttled), C{ApiKey}/C{X-API-Key}, or the TLS client certificate,
+  through the cred portal; a refusal is a JSON 401 with
+  C{WWW-Authenticate} that never says whether the user exists.
+* L{WebGuard}: resource wrapper (L{WebGuard.protect}) and handler
+  decorator (L{WebGuard.requires}); a policy denial is a JSON 403 naming
+  the missing permission.
+* L{TokenService}, L{TokenEndpoints}: login (with TOTP), refresh-token
+  rotation with reuse detection, logout; L{IRefreshTokenStore} with
+  memory and SQLite implementations.
+* L{SecureSite}: request body limit (413), security headers on every
+  response (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict
+  JSON bodies.
+* L{BuiltinAPI}: what C{twistd securenet --http} serves.
+"""
+
+from securenet.web.api import BuiltinAPI
+from securenet.web.auth import (
+    Authentication,
+    WebAuthenticator,
+    request_authentication,
+    request_identity,
+    tls_facts,
+)
+from securenet.web.client import HTTPSPolicy
+from securenet.web.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+    WebConfigurationError,
+    WebError,
+)
+from securenet.web.guard import JSONEndpoint, JSONRouter, ProtectedResource, WebGuard
+from securenet.web.jsonbody import JSONBodyError, JSONLimits, parse_json, read_json, read_json_object
+from securenet.web.refresh import IRefreshTokenStore, MemoryRefreshStore, RefreshToken, SQLiteRefreshStore
+from securenet.web.responses import JSONResponse, apply_security_headers, render_error, render_json
+from securenet.web.site import SecureRequest, SecureSite
+from securenet.web.tokens import RefreshRefused, TokenEndpoints, TokenLifetimes, TokenPair, TokenService
+
+__all__ = [
+    "Authentication",
+    "BadRequest",
+    "BuiltinAPI",
+    "Conflict",
+    "Forbidden",
+    "HTTPSPolicy",
+    "IRefreshTokenStore",
+    "JSONBodyError",
+    "JSONEndpoint",
+    "JSONLimits",
+    "JSONResponse",
+    "JSONRouter",
+    "MemoryRefreshStore",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProtectedResource",
+    "RefreshRefused",
+    "RefreshToken",
+    "SQLiteRefreshStore",
+    "SecureRequest",
+    "SecureSite",
+    "ServiceUnavailable",
+    "TokenEndpoints",
+    "TokenLifetimes",
+    "TokenPair",
+    "TokenService",
+    "TooManyRequests",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "WebAuthenticator",
+    "WebConfigurationError",
+    "WebError",
+    "WebGuard",
+    "apply_security_headers",
+    "parse_json",
+    "read_json",
+    "read_json_object",
+    "render_error",
+    "render_json",
+    "request_authentication",
+    "request_identity",
+    "tls_facts",
+]
