@@ -645,3 +645,20 @@ class RevocationTests(PKITestCase):
         exc = self.assertRaises(ValueError, write_crl, self.dir, days=0)
         self.assertEqual(str(exc), "--days must be at least 1, not 0")
         self.assertFalse((self.dir / "crl.pem").exists())
+
+
+class CertificateFactsCacheTests(SynchronousTestCase):
+    def test_equalCertificatesShareFacts(self) -> None:
+        """Facts are computed once per certificate: two parses of the same DER get the same object."""
+        from cryptography import x509 as _x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from securenet.pki.ca import CertificateAuthority
+        from securenet.pki.facts import CertificateFacts
+
+        ca = CertificateAuthority.create("cache test CA")
+        der = ca.issue("client", "cached").certificate.public_bytes(Encoding.DER)
+        first, second = _x509.load_der_x509_certificate(der), _x509.load_der_x509_certificate(der)
+        self.assertIsNot(first, second)
+        self.assertIs(CertificateFacts.of(first), CertificateFacts.of(second))
+        self.assertEqual(CertificateFacts.of(first).common_name, "cached")

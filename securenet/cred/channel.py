@@ -17,6 +17,7 @@ leave it out (None), and TLS 1.2 clients bind with C{tls-server-end-point}.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 from cryptography import x509
@@ -32,13 +33,15 @@ EXPORTER_LENGTH = 32
 Role = Literal["server", "client"]
 
 
+@functools.lru_cache(maxsize=64)
 def tls_server_end_point(certificate: x509.Certificate) -> bytes | None:
     """
     The C{tls-server-end-point} binding of the server's certificate
     (RFC 5929 section 4.1): its DER hashed with the hash of its signature
     algorithm, SHA-256 when that is MD5 or SHA-1.  None when the signature
     uses no single hash (Ed25519, Ed448), for which RFC 5929 leaves the
-    binding undefined.
+    binding undefined.  Cached: a server's own certificate is the same on
+    every connection.
     """
     algorithm = certificate.signature_hash_algorithm
     if algorithm is None:
