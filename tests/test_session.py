@@ -235,7 +235,8 @@ class CertificateSessionTests(SessionTestCase):
         self.assertEqual(app.identity.certificate.pin, spki_pin(cert))
         self.assertEqual(app.identity.peer, "127.0.0.1:54321")
         self.assertFalse(app.identity.anonymous)
-        self.assertEqual(app.handshake.peer_chain[0], cert)
+        # The verified chain, leaf first, as CA verification saw it.
+        self.assertEqual(app.handshake.peer_chain, (cert, pki().ca.certificate))
         [decision] = self.decisions()
         self.assertEqual(decision["peer"], "127.0.0.1:54321")
         self.assertEqual(decision["peer_subject"], "CN=alice")

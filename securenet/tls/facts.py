@@ -5,6 +5,7 @@ identity mapping, and for the application.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import attrs
@@ -37,12 +38,24 @@ class HandshakeFacts:
     peer_chain: tuple[x509.Certificate, ...] = attrs.field(repr=False, default=())
 
     @classmethod
-    def of(cls, connection: SSL.Connection, role: Role, peer: str) -> HandshakeFacts:
+    def of(
+        cls,
+        connection: SSL.Connection,
+        role: Role,
+        peer: str,
+        verified_chain: Sequence[x509.Certificate] = (),
+    ) -> HandshakeFacts:
+        """
+        @param verified_chain: the peer's chain as verification already saw
+            it (leaf first), to avoid converting it from OpenSSL again; when
+            empty (no verification ran, e.g. a resumed session) it is read
+            from the connection.
+        """
         sni = connection.get_servername()
         alpn = connection.get_alpn_proto_negotiated()
-        leaf = connection.get_peer_certificate(as_cryptography=True)
-        chain: tuple[x509.Certificate, ...] = ()
-        if leaf is not None:
+        chain: tuple[x509.Certificate, ...] = tuple(verified_chain)
+        leaf = chain[0] if chain else connection.get_peer_certificate(as_cryptography=True)
+        if leaf is not None and not chain:
             verified = connection.get_verified_chain(as_cryptography=True)
             chain = tuple(verified) if verified else (leaf,)
         return cls(

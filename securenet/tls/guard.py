@@ -150,7 +150,11 @@ class TLSGuard(ProtocolWrapper):
         role = state.role if state is not None else "server"
         if state is not None:
             state.handshake_done()
-        self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription())
+        seen: list[Any] = []
+        if state is not None and role == "server" and state.error is None and 0 in state.chain:
+            # The client's chain as CA verification saw it (depth 0 = leaf).
+            seen = [state.chain[depth] for depth in sorted(state.chain)]
+        self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription(), seen)
         log.info(
             "TLS handshake with {peer} succeeded: {tls_version} {cipher}, peer {peer_subject}",
             securenet_event="tls.handshake",
