@@ -923,6 +923,39 @@ class ProtocolTests(TLSTestCase):
         self.assertIsNot(creator.context(), context)
         self.assertFalse(third.server_handshake().resumed)
 
+    def test_clientSessionCache(self) -> None:
+        """
+        A client policy remembers the session of a verified connection that
+        closed cleanly and resumes it on the next connection to the same
+        host:port; a connection that failed makes it forget.
+        """
+        clock = Clock()
+        creator = ServerTLSCreator(pki().server_policy(client_auth="optional"), clock)
+        client_policy = pki().client_policy(client="alice")
+
+        def connect() -> Pair:
+            client_apps = RecordingFactory(CLIENT_DATA)
+            pair = join(creator, client_policy.creator("localhost", 8443), RecordingGuardFactory(client_apps, clock), clock)
+            self.assertEqual(pair.server_apps.received, CLIENT_DATA)
+            return pair
+
+        first = connect()
+        self.assertFalse(first.server_handshake().resumed)
+        self.assertIsNone(client_policy.sessions.get("localhost", 8443))
+        first.client_tls.loseConnection()
+        first.pump.flush()
+        self.assertIsNotNone(client_policy.sessions.get("localhost", 8443))
+        self.assertIsNone(client_policy.sessions.get("localhost", 8444))
+
+        second = connect()
+        self.assertTrue(second.server_handshake().resumed)
+        self.assertEqual(second.server_handshake().peer_certificate.subject, "CN=alice")
+
+        # An abrupt end (not a clean close) forgets the session.
+        second.client_tls.transport.abortConnection()
+        second.pump.flush()
+        self.assertIsNone(client_policy.sessions.get("localhost", 8443))
+
     def test_noResumptionWithoutTickets(self) -> None:
         """session_tickets=False (sessionTickets=no) turns resumption off entirely."""
         clock = Clock()

@@ -253,6 +253,9 @@ class TLSGuard(ProtocolWrapper):
         self.connected = False
         self._cancelTimer()
         failure = self.failureFor(reason)
+        state = self.tlsState()
+        if state is not None and state.role == "client" and self.handshake is not None:
+            state.connection_closed(self.transport.getHandle(), clean=failure.check(ConnectionDone) is not None)
         if self.handshake is None:
             log.warn(
                 "TLS handshake with {peer} failed: {reason}",

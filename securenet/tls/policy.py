@@ -151,11 +151,25 @@ class ConnectionState:
     leaf_checked: bool = False
     chain: dict[int, x509.Certificate] = attrs.field(factory=dict)
     on_handshake: list[Callable[[], None]] = attrs.field(factory=list)
+    session_cache: Any = None
 
     def refuse(self, error: CertificateError) -> bool:
         if self.error is None:
             self.error = error
         return False
+
+    def connection_closed(self, connection: SSL.Connection, clean: bool) -> None:
+        """
+        A client connection ended: keep its session for resumption if it was
+        verified and closed cleanly, forget any session for the server if not.
+        """
+        if self.session_cache is None or self.hostname is None or self.port is None:
+            return
+        session = connection.get_session() if clean and self.error is None else None
+        if session is not None:
+            self.session_cache.put(self.hostname, self.port, session)
+        else:
+            self.session_cache.forget(self.hostname, self.port)
 
     def handshake_done(self) -> None:
         """
@@ -483,6 +497,16 @@ class ClientTLSPolicy:
     def creator(self, hostname: str, port: int) -> ClientTLSCreator:
         return ClientTLSCreator(self, hostname, port)
 
+    @cached_property
+    def sessions(self) -> SessionCache:
+        """
+        TLS sessions to resume, per C{host:port}: a session is kept only
+        after a connection that passed this policy's checks closed cleanly,
+        so resuming it (which skips certificate verification) stays within
+        what this policy already verified for that server.
+        """
+        return SessionCache()
+
     def _verify_server(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
         try:
             state = _state(conn)
@@ -600,8 +624,32 @@ class ClientTLSCreator:
         )
         if not _is_ip(self.hostname):
             conn.set_tlsext_host_name(self.hostname.encode("idna"))
+        session = self.policy.sessions.get(self.hostname, self.port)
+        if session is not None:
+            conn.set_session(session)
+        _STATES[conn].session_cache = self.policy.sessions
         conn.set_connect_state()
         return conn
+
+
+class SessionCache:
+    """A bounded map of C{host:port} to the last resumable TLS session."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._sessions: dict[tuple[str, int], SSL.Session] = {}
+
+    def get(self, host: str, port: int) -> SSL.Session | None:
+        return self._sessions.get((host, port))
+
+    def put(self, host: str, port: int, session: SSL.Session) -> None:
+        self._sessions.pop((host, port), None)
+        self._sessions[(host, port)] = session
+        while len(self._sessions) > self.size:
+            del self._sessions[next(iter(self._sessions))]
+
+    def forget(self, host: str, port: int) -> None:
+        self._sessions.pop((host, port), None)
 
 
 __all__ = [
