@@ -47,14 +47,12 @@ from zope.interface import implementer
 from securenet.cred.credentials import IAPIKeyCredentials
 from securenet.cred.sasl import (
     ChannelBindings,
-    Challenge,
-    Complete,
     IClientMechanism,
     IMechanismFactory,
     IMechanismProvider,
     IServerMechanism,
     MechanismError,
-    Step,
+    SingleMessageMechanism,
 )
 from securenet.cred.store import APIKey, ICredentialStore, NoSuchUser, User
 from securenet.cred.tokens import Clock, check_scopes, now
@@ -245,27 +243,14 @@ class APIKeyChecker:
         return self.store.get_api_key(key_id).addCallback(found)
 
 
-@implementer(IServerMechanism)
-class _APIKeyServer:
-    """APIKEY: the key is the initial response, or the answer to an empty challenge."""
-
-    def __init__(self) -> None:
-        self._state = "start"
-
-    def step(self, response: bytes | None) -> defer.Deferred[Step]:
-        if self._state == "start" and response is None:
-            self._state = "waiting"
-            return defer.succeed(Challenge(b""))
-        if self._state == "done" or response is None:
-            return defer.fail(MechanismError("APIKEY: unexpected step"))
-        self._state = "done"
-        if not response or len(response) > MAX_KEY_LENGTH:
-            return defer.fail(MechanismError("APIKEY: the key is empty or too long"))
-        try:
-            key = response.decode("ascii")
-        except UnicodeDecodeError:
-            return defer.fail(MechanismError("APIKEY: the key is not ASCII"))
-        return defer.succeed(Complete(PresentedAPIKey(key)))
+def _api_key_message(response: bytes) -> PresentedAPIKey:
+    """The APIKEY message: the key itself, ASCII, not empty, not too long."""
+    if not response or len(response) > MAX_KEY_LENGTH:
+        raise MechanismError("APIKEY: the key is empty or too long")
+    try:
+        return PresentedAPIKey(response.decode("ascii"))
+    except UnicodeDecodeError:
+        raise MechanismError("APIKEY: the key is not ASCII") from None
 
 
 @implementer(IMechanismFactory)
@@ -276,7 +261,7 @@ class APIKeyMechanismFactory:
     second_factor_allowed = False
 
     def __call__(self, bindings: ChannelBindings, peer: str) -> IServerMechanism:
-        return _APIKeyServer()
+        return SingleMessageMechanism(self.name, _api_key_message)
 
 
 @implementer(IClientMechanism)

@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 from securenet.errors import SecurenetError
 
@@ -145,3 +145,30 @@ class IClientMechanism(Interface):
         signature); raises L{MechanismError} if the server is not who it
         claims, in which case the client must not use the connection.
         """
+
+
+@implementer(IServerMechanism)
+class SingleMessageMechanism:
+    """
+    A server mechanism whose whole credential is one client message (APIKEY,
+    OAUTHBEARER): the initial response, or the answer to an empty challenge
+    when the client sent none.  C{parse} turns the message into credentials,
+    raising L{MechanismError} for a malformed one.
+    """
+
+    def __init__(self, name: str, parse: Callable[[bytes], Any]) -> None:
+        self.name = name
+        self.parse = parse
+        self._state = "start"
+
+    def step(self, response: bytes | None) -> defer.Deferred[Step]:
+        if self._state == "start" and response is None:
+            self._state = "waiting"
+            return defer.succeed(Challenge(b""))
+        if self._state == "done" or response is None:
+            return defer.fail(MechanismError(f"{self.name}: unexpected step"))
+        self._state = "done"
+        try:
+            return defer.succeed(Complete(self.parse(response)))
+        except MechanismError:
+            return defer.fail()

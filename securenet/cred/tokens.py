@@ -61,14 +61,12 @@ from zope.interface import implementer
 from securenet.cred.credentials import ITokenCredentials
 from securenet.cred.sasl import (
     ChannelBindings,
-    Challenge,
-    Complete,
     IClientMechanism,
     IMechanismFactory,
     IMechanismProvider,
     IServerMechanism,
     MechanismError,
-    Step,
+    SingleMessageMechanism,
 )
 from securenet.cred.store import ICredentialStore, User
 from securenet.errors import SecurenetError
@@ -660,32 +658,6 @@ def parse_oauthbearer(message: bytes) -> PresentedToken:
     return PresentedToken(match.group(1), authzid=authzid)
 
 
-@implementer(IServerMechanism)
-class _OAuthBearerServer:
-    """
-    One OAUTHBEARER run: the client's message in the initial response (or,
-    if it sent none, after an empty challenge).  The checker decides; a
-    refused token ends the attempt with C{NO AUTH-FAILED} rather than
-    RFC 7628's error challenge, which tells the client the same thing.
-    """
-
-    def __init__(self) -> None:
-        self._state = "start"
-
-    def step(self, response: bytes | None) -> defer.Deferred[Step]:
-        if self._state == "start" and response is None:
-            self._state = "waiting"
-            return defer.succeed(Challenge(b""))
-        if self._state == "done" or response is None:
-            return defer.fail(MechanismError("OAUTHBEARER: unexpected step"))
-        self._state = "done"
-        try:
-            credentials = parse_oauthbearer(response)
-        except MechanismError:
-            return defer.fail()
-        return defer.succeed(Complete(credentials))
-
-
 @implementer(IMechanismFactory)
 class OAuthBearerMechanismFactory:
     """OAUTHBEARER: a token is a complete credential, so no TOTP follows it."""
@@ -694,7 +666,9 @@ class OAuthBearerMechanismFactory:
     second_factor_allowed = False
 
     def __call__(self, bindings: ChannelBindings, peer: str) -> IServerMechanism:
-        return _OAuthBearerServer()
+        # A refused token ends the attempt with NO AUTH-FAILED rather than
+        # RFC 7628's error challenge, which tells the client the same thing.
+        return SingleMessageMechanism(self.name, parse_oauthbearer)
 
 
 @implementer(IClientMechanism)
