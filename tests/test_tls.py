@@ -872,7 +872,10 @@ class ProtocolTests(TLSTestCase):
             set_groups(SSL.Context(SSL.TLS_METHOD), ("no-such-group",))
 
     def test_contextOptions(self) -> None:
-        """Compression and renegotiation are off on server and client contexts; no tickets when disabled."""
+        """
+        Compression and renegotiation are off on server and client contexts,
+        idle connections release their buffers; no tickets when disabled.
+        """
         contexts = {
             "server": pki().server_policy().make_context(),
             "client": pki().client_policy().context,
@@ -881,6 +884,7 @@ class ProtocolTests(TLSTestCase):
             options = ctx.set_options(0)  # returns the current options
             self.assertTrue(options & SSL.OP_NO_COMPRESSION, side)
             self.assertTrue(options & SSL.OP_NO_RENEGOTIATION, side)
+            self.assertTrue(ctx.set_mode(0) & SSL.MODE_RELEASE_BUFFERS, side)  # returns the current mode
         self.assertFalse(pki().server_policy().make_context().set_options(0) & SSL.OP_NO_TICKET)
         self.assertTrue(pki().server_policy(session_tickets=False).make_context().set_options(0) & SSL.OP_NO_TICKET)
 

@@ -354,6 +354,10 @@ def _apply_profile(ctx: SSL.Context, profile: TLSProfile) -> None:
         | SSL.OP_NO_RENEGOTIATION
         | SSL.OP_SINGLE_ECDH_USE
     )
+    # Free a connection's 16 KiB+ read and write buffers while it is idle
+    # (Twisted's CertificateOptions does the same): without it every idle
+    # connection held about 35 KiB more than a bare Twisted one.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     ctx.set_cipher_list(profile.tls12_ciphers.encode("ascii"))
     set_groups(ctx, profile.groups)
 
