@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
+from OpenSSL.crypto import X509
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IOpenSSLClientConnectionCreator, IProtocol
@@ -37,6 +38,7 @@ from securenet.pki.ca import IssuedCertificate, generate_private_key
 from securenet.pki.pins import spki_pin
 from securenet.testing import CLIENT_ADDRESS, SERVER_ADDRESS, EphemeralPKI, MemoryConnection, connect_in_memory
 from securenet.tls._binding import set_groups
+from securenet.tls.certificates import as_cryptography
 from securenet.tls.errors import (
     CertificateExpired,
     CertificateNotYetValid,
@@ -691,6 +693,26 @@ class ClientCertificateTests(TLSTestCase):
         assert guard.handshake is not None and guard.handshake.peer_certificate is not None
         self.assertEqual(guard.handshake.peer_certificate.subject, "CN=alice")
         self.assertEqual(guard.handshake.peer_chain[0], pki().client("alice").certificate)
+
+    def test_certificatesConvertedOnce(self) -> None:
+        """
+        A certificate pyOpenSSL hands us is parsed once and then shared:
+        two connections from one client hold the very same leaf object
+        (not one copy per connection), equal to the certificate issued;
+        another certificate is another object.
+        """
+        leaves = []
+        for _ in range(2):
+            run = handshake(pki().server_policy(client_auth="required"), pki().client_policy(client="alice"))
+            self.assertConnected(run)
+            [guard] = run.server_guards.guards
+            assert guard.handshake is not None
+            leaves.append(guard.handshake.peer_chain[0])
+        self.assertIs(leaves[0], leaves[1])
+        self.assertEqual(leaves[0], pki().client("alice").certificate)
+        converted = as_cryptography(X509.from_cryptography(pki().client("alice").certificate))
+        self.assertIs(converted, leaves[0])
+        self.assertIsNot(as_cryptography(X509.from_cryptography(pki().ca.certificate)), converted)
 
     def test_requiredButMissing(self) -> None:
         """

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from securenet.cred.sasl import ChannelBindings
+from securenet.tls.certificates import own_certificate, peer_certificate
 
 #: The label RFC 9266 section 2 registers for C{tls-exporter}.
 EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
@@ -67,9 +68,6 @@ def channel_bindings(connection: SSL.Connection, role: Role) -> ChannelBindings:
     exporter = None
     if connection.get_protocol_version_name() == "TLSv1.3":
         exporter = connection.export_keying_material(EXPORTER_LABEL, EXPORTER_LENGTH)
-    if role == "server":
-        certificate = connection.get_certificate(as_cryptography=True)
-    else:
-        certificate = connection.get_peer_certificate(as_cryptography=True)
+    certificate = own_certificate(connection) if role == "server" else peer_certificate(connection)
     end_point = tls_server_end_point(certificate) if certificate is not None else None
     return ChannelBindings(tls_exporter=exporter, tls_server_end_point=end_point)

@@ -14,6 +14,7 @@ from OpenSSL import SSL
 
 from securenet.pki.facts import CertificateFacts
 from securenet.tls._binding import session_reused
+from securenet.tls import certificates
 
 Role = Literal["server", "client"]
 
@@ -54,10 +55,9 @@ class HandshakeFacts:
         sni = connection.get_servername()
         alpn = connection.get_alpn_proto_negotiated()
         chain: tuple[x509.Certificate, ...] = tuple(verified_chain)
-        leaf = chain[0] if chain else connection.get_peer_certificate(as_cryptography=True)
+        leaf = chain[0] if chain else certificates.peer_certificate(connection)
         if leaf is not None and not chain:
-            verified = connection.get_verified_chain(as_cryptography=True)
-            chain = tuple(verified) if verified else (leaf,)
+            chain = certificates.verified_chain(connection) or (leaf,)
         return cls(
             role=role,
             peer=peer,

@@ -153,7 +153,7 @@ class TLSGuard(ProtocolWrapper):
         seen: list[Any] = []
         if state is not None and role == "server" and state.error is None and 0 in state.chain:
             # The client's chain as CA verification saw it (depth 0 = leaf).
-            seen = [state.chain[depth] for depth in sorted(state.chain)]
+            seen = state.seen_chain()
         self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription(), seen)
         log.info(
             "TLS handshake with {peer} succeeded: {tls_version} {cipher}, peer {peer_subject}",
@@ -240,7 +240,7 @@ class TLSGuard(ProtocolWrapper):
             fields["cipher"] = connection.get_cipher_name()
             fields["group"] = connection.get_group_name()
         state = self.tlsState()
-        leaf = state.chain.get(0) if state is not None else None
+        leaf = state.certificate(0) if state is not None else None
         if leaf is not None:
             facts = CertificateFacts.of(leaf)
             fields["peer_subject"] = facts.subject

@@ -43,6 +43,7 @@ from securenet.pki.facts import CertificateFacts
 from securenet.pki.files import PrivateKey, load_certificates, load_crl, load_key_pair
 from securenet.pki.pins import InvalidPin, format_pin, parse_pin, pin_matches, spki_digest, spki_pin
 from securenet.tls._binding import set_groups
+from securenet.tls.certificates import as_cryptography
 from securenet.tls.errors import (
     CertificateError,
     CertificateExpired,
@@ -139,7 +140,8 @@ class ConnectionState:
     """
     Per-connection verification state (see L{state_of}).  C{error} is the
     first refusal; L{TLSGuard} reads it.  C{chain} holds the certificates
-    verification saw, by depth, including one it refused.
+    verification saw, by depth, including one it refused, as pyOpenSSL gave
+    them (converted on demand by L{certificate}).
     """
 
     role: Literal["server", "client"]
@@ -149,9 +151,18 @@ class ConnectionState:
     port: int | None = None
     error: CertificateError | None = None
     leaf_checked: bool = False
-    chain: dict[int, x509.Certificate] = attrs.field(factory=dict)
+    chain: dict[int, X509] = attrs.field(factory=dict)
     on_handshake: list[Callable[[], None]] = attrs.field(factory=list)
     session_cache: Any = None
+
+    def certificate(self, depth: int) -> x509.Certificate | None:
+        """The certificate verification saw at C{depth}, if it saw one."""
+        certificate = self.chain.get(depth)
+        return as_cryptography(certificate) if certificate is not None else None
+
+    def seen_chain(self) -> list[x509.Certificate]:
+        """Every certificate verification saw, leaf first."""
+        return [as_cryptography(self.chain[depth]) for depth in sorted(self.chain)]
 
     def refuse(self, error: CertificateError) -> bool:
         if self.error is None:
@@ -336,12 +347,11 @@ class ServerTLSPolicy:
     def _verify_client(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
         try:
             state = _state(conn)
-            crypto_cert = cert.to_cryptography()
             # Recorded even when refused: the failed tls.handshake event names it.
-            state.chain[depth] = crypto_cert
+            state.chain[depth] = cert
             if ok:
                 return True
-            return state.refuse(verification_error(errno, crypto_cert, depth, self.crl_source))
+            return state.refuse(verification_error(errno, as_cryptography(cert), depth, self.crl_source))
         except Exception:
             return _internal_error(conn, "client certificate verification")
 
@@ -514,14 +524,13 @@ class ClientTLSPolicy:
     def _verify_server(self, conn: SSL.Connection, cert: Any, errno: int, depth: int, ok: int) -> bool:
         try:
             state = _state(conn)
-            crypto_cert = cert.to_cryptography()
             # Recorded even when refused: the failed tls.handshake event names it.
-            state.chain[depth] = crypto_cert
+            state.chain[depth] = cert
             if not ok and not (self.pin_only and errno in _CHAIN_ERRORS):
-                return state.refuse(verification_error(errno, crypto_cert, depth))
+                return state.refuse(verification_error(errno, as_cryptography(cert), depth))
             if depth != 0 or state.leaf_checked:
                 return True
-            error = self._check_leaf(state, crypto_cert)
+            error = self._check_leaf(state, as_cryptography(cert))
             if error is not None:
                 return state.refuse(error)
             state.leaf_checked = True
@@ -537,7 +546,7 @@ class ClientTLSPolicy:
             if error is not None:
                 return error
         if self.pins:
-            candidates = [leaf] if self.pin_only else [state.chain[d] for d in sorted(state.chain)]
+            candidates = [leaf] if self.pin_only else state.seen_chain()
             if not any(pin_matches(spki_digest(c), self.pins) for c in candidates):
                 return PinMismatch(
                     "pin mismatch",
