@@ -6,7 +6,10 @@
  * by this program, the same way for every peer.  It speaks a minimal
  * HTTP/1.1 (GET /<size>, responses framed by Content-Length) or AMP (an Echo
  * box), optionally after securenet's authentication exchange (AUTH EXTERNAL,
- * docs/protocol.md), over mutual TLS.
+ * docs/protocol.md), over mutual TLS.  Like securenet's own client it
+ * pipelines AUTH EXTERNAL (sent right after the handshake, before the
+ * greeting is read; docs/protocol.md, "Pipelining EXTERNAL") unless
+ * --no-pipeline, which waits for the greeting first.
  *
  * Modes:
  *   conn  each slot loops: TCP connect, TLS handshake (full, or resumed with
@@ -53,9 +56,9 @@ enum { CS_FREE, CS_CONNECTING, CS_HANDSHAKE, CS_GREETING, CS_AUTHOK, CS_RUN, CS_
 
 static struct {
     const char *host, *ca, *cert, *key, *path;
-    int port, mode, proto, conns, depth, threads, resume, auth, amp_size, verify;
+    int port, mode, proto, conns, depth, threads, resume, auth, amp_size, verify, pipeline;
     double duration, warmup, interval_ms, hold_seconds;
-} o = {"127.0.0.1", NULL, NULL, NULL, "/64", 0, M_KEEP, P_HTTP, 1, 1, 1, 0, 0, 64, 0, 2.0, 0.5, 0, 30};
+} o = {"127.0.0.1", NULL, NULL, NULL, "/64", 0, M_KEEP, P_HTTP, 1, 1, 1, 0, 0, 64, 0, 1, 2.0, 0.5, 0, 30};
 
 static SSL_CTX *ctx;
 static struct sockaddr_in addr;
@@ -313,6 +316,7 @@ static int exchange_line(struct conn *c) {
             return -1;
         }
         c->state = CS_AUTHOK;
+        if (o.pipeline) return 0; /* AUTH already sent with the handshake's last flight */
         c->wbuf = "AUTH EXTERNAL =\r\n";
         c->wlen = strlen(c->wbuf);
         return flush_write(c);
@@ -438,6 +442,14 @@ static void next_step(struct conn *c) {
         if (o.auth) {
             c->state = CS_GREETING;
             c->linelen = 0;
+            if (o.pipeline) {
+                c->wbuf = "AUTH EXTERNAL =\r\n";
+                c->wlen = strlen(c->wbuf);
+                if (flush_write(c) < 0) {
+                    close_conn(c, 0);
+                    return;
+                }
+            }
         } else
             app_ready(c);
         if (c->fd >= 0 && c->state >= CS_GREETING) on_readable(c);
@@ -554,7 +566,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: tlsload --port P --ca CA [--cert C --key K] [--mode conn|keep|hold] [--proto http|amp]\n"
             "  [--path /64] [--amp-size N] [--conns N] [--depth N] [--threads N] [--duration S] [--warmup S]\n"
-            "  [--resume] [--auth-external] [--verify] [--interval-ms MS] [--hold-seconds S]\n");
+            "  [--resume] [--auth-external [--no-pipeline]] [--verify] [--interval-ms MS] [--hold-seconds S]\n");
     exit(2);
 }
 
@@ -582,6 +594,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--hold-seconds")) o.hold_seconds = atof(ARG());
         else if (!strcmp(a, "--resume")) o.resume = 1;
         else if (!strcmp(a, "--auth-external")) o.auth = 1;
+        else if (!strcmp(a, "--no-pipeline")) o.pipeline = 0;
         else if (!strcmp(a, "--verify")) o.verify = 1;
         else usage();
     }

@@ -416,9 +416,17 @@ class GreetingTests(ExchangeTestCase):
             self.connect(self.portal(*checkers), client=client)
             self.assertEqual(self.lines(), [greeting], client)
             if "EXTERNAL" not in greeting:
+                unknown = "NO UNKNOWN-MECHANISM mechanism not offered; use one of TEST"
+                # The first line may be a pipelined guess: answered, not counted, not logged ...
                 self.send("AUTH EXTERNAL =")
-                self.assertEqual(self.lines()[1], "NO UNKNOWN-MECHANISM mechanism not offered; use one of TEST")
+                self.assertEqual(self.lines()[1:], [unknown])
+                self.assertEqual((self.exchange.attempts, self.decisions()), (0, []))
+                # ... only the first: a second one is an attempt like any other.
+                self.send("AUTH EXTERNAL =")
+                self.assertEqual(self.lines()[2:], [unknown])
+                self.assertEqual(self.exchange.attempts, 1)
                 self.assertOneDenial("mechanism 'EXTERNAL' not offered")
+                self.assertOpen()
                 self.assertNoApp()
 
     def test_anonymousNeedsAnonymousChecker(self) -> None:
@@ -1005,6 +1013,111 @@ class ClientTests(ExchangeTestCase):
         guard = self.client_guard
         assert isinstance(guard, ClientSession)
         self.assertIsNone(guard.authenticated_as)
+
+    # Pipelining EXTERNAL (docs/protocol.md)
+
+    def silentServer(self, client_auth: str = "optional") -> RecordingFactory:
+        """Connect our client (certificate alice) to a TLS server that never greets; return its app."""
+        server_apps = RecordingFactory()
+        self.connect(
+            raw=False,
+            client="alice",
+            client_auth=client_auth,
+            server_factory=NotSecurenetFactory(server_apps, self.portal(), self.clock),
+            mechanism=self.pipelineMechanism,
+        )
+        return server_apps
+
+    pipelineMechanism: Any = None
+
+    def recordExchanges(self) -> list[ServerExchange]:
+        """Every server exchange started from now on (they are gone from the session once done)."""
+        exchanges: list[ServerExchange] = []
+        start = ServerExchange.start
+
+        def recording(exchange: ServerExchange) -> None:
+            exchanges.append(exchange)
+            start(exchange)
+
+        self.patch(ServerExchange, "start", recording)
+        return exchanges
+
+    def test_pipelinedExternal(self) -> None:
+        """
+        With a certificate the server asked for and no other mechanism
+        chosen, our client sends AUTH EXTERNAL without waiting for the
+        greeting; the server takes it as the first line: OK, one decision.
+        """
+        self.assertEqual(self.silentServer().received, b"AUTH EXTERNAL =\r\n")
+        self.setUp()
+        exchanges = self.recordExchanges()
+        conn = self.connect(self.portal(CertificateChecker(), self.passwords), raw=False, client="alice")
+        self.successResultOf(conn.client_ready)
+        guard = self.client_guard
+        assert isinstance(guard, ClientSession)
+        self.assertEqual(guard.authenticated_as, "alice")
+        [exchange] = exchanges
+        self.assertEqual((exchange.lines, exchange.attempts), (1, 0))
+        [decision] = self.decisions()
+        self.assertEqual((decision["result"], decision["mechanism"]), ("ok", "EXTERNAL"))
+        self.assertEqual(self.appIdentity().avatar_id, "alice")
+
+    def test_pipelinedExternalMechanism(self) -> None:
+        """An explicit EXTERNAL mechanism is pipelined too, with its authorization id."""
+        self.pipelineMechanism = ExternalClientMechanism("alice")
+        self.assertEqual(self.silentServer().received, f"AUTH EXTERNAL {b64('alice')}\r\n".encode())
+
+    def test_noPipeliningOtherwise(self) -> None:
+        """
+        No pipelining when the server did not ask for a certificate, or
+        another mechanism (or a chooser) was given: the client waits.
+        """
+        self.assertEqual(self.silentServer(client_auth="none").received, b"")
+        for mechanism in (ToyClientMechanism(), lambda offered, bindings, cert: ToyClientMechanism()):
+            self.setUp()
+            self.pipelineMechanism = mechanism
+            self.assertEqual(self.silentServer().received, b"", mechanism)
+
+    def test_pipelinedExternalNotOffered(self) -> None:
+        """
+        EXTERNAL not offered: the server answers NO UNKNOWN-MECHANISM, which
+        counts for nothing and is not logged; the client chooses again from
+        the greeting (here ANONYMOUS) and succeeds.
+        """
+        exchanges = self.recordExchanges()
+        conn = self.connect(self.portal(self.passwords, AllowAnonymousAccess()), raw=False, client="alice")
+        self.successResultOf(conn.client_ready)
+        [exchange] = exchanges
+        self.assertEqual((exchange.lines, exchange.attempts), (2, 0))
+        [decision] = self.decisions()
+        self.assertEqual((decision["result"], decision["mechanism"], decision["identity"]), ("ok", "ANONYMOUS", "anonymous"))
+
+    def test_pipelinedExternalNothingElse(self) -> None:
+        """EXTERNAL not offered and nothing we can use: NO-MECHANISM, nothing sent, neither app."""
+        exchanges = self.recordExchanges()
+        conn = self.connect(raw=False, client="alice")
+        error = self.failureResultOf(conn.client_ready, AuthenticationFailed).value
+        self.assertEqual(error.code, "NO-MECHANISM")
+        [exchange] = exchanges
+        self.assertEqual((exchange.lines, exchange.attempts, self.decisions()), (1, 0, []))
+        self.assertEqual(self.client_apps.built, [])
+        self.assertNoApp()
+
+    def test_pipelinedExternalNotOfferedButAccepted(self) -> None:
+        """
+        A server that greets without EXTERNAL and then accepts the pipelined
+        EXTERNAL anyway is not a securenet server: ProtocolViolation, no
+        client app, no application byte sent.
+        """
+        server_apps = RecordingFactory(b"SECURENET 1 AUTH TEST\r\nOK alice\r\n")
+        conn = self.connect(
+            raw=False, client="alice", server_factory=NotSecurenetFactory(server_apps, self.portal(), self.clock)
+        )
+        error = self.failureResultOf(conn.client_ready, ProtocolViolation).value
+        self.assertIn("pipelined AUTH EXTERNAL", error.text)
+        self.assertEqual(self.client_apps.built, [])
+        self.assertEqual(server_apps.received, b"AUTH EXTERNAL =\r\n")
+        self.assertTrue(conn.client_tls.transport.disconnected)
 
 
 # -- throttling through the exchange -----------------------------------------------------

@@ -127,6 +127,8 @@ class ClientSession(TLSGuard):
     _answering = False
 
     _deadline: IDelayedCall | None = None
+    _pipelined: IClientMechanism | None = None
+    _offered: Sequence[str] = ()
 
     def handshakeSucceeded(self) -> None:
         self._buffer = b""
@@ -134,6 +136,40 @@ class ClientSession(TLSGuard):
         self._mechanism: IClientMechanism | None = None
         self._error: AuthenticationFailed | None = None
         self._deadline = self.factory.reactor.callLater(CLIENT_DEADLINE, self._exchangeTimedOut)
+        self._pipelined = self._pipelinable()
+        if self._pipelined is not None:
+            # docs/protocol.md, "Pipelining EXTERNAL": saves a round trip.
+            try:
+                self._sendAuth(self._pipelined)
+            except AuthenticationFailed as e:
+                self._fail(e)
+
+    def _pipelinable(self) -> IClientMechanism | None:
+        """
+        The EXTERNAL mechanism to send before the greeting arrives, or None:
+        only when EXTERNAL is what we would choose (no mechanism given, or
+        EXTERNAL itself) and the server asked for the certificate we sent
+        (its certificate request named the CAs it accepts).
+        """
+        handle = self.transport.getHandle()
+        if not handle.get_certificate() or not handle.get_client_ca_list(as_cryptography=True):
+            return None
+        mechanism = self.factory.credentials.mechanism
+        if mechanism is None:
+            return ExternalClientMechanism()
+        if IClientMechanism.providedBy(mechanism) and mechanism.name == "EXTERNAL":  # type: ignore[union-attr]
+            return mechanism  # type: ignore[return-value]
+        return None
+
+    def _sendAuth(self, mechanism: IClientMechanism) -> None:
+        try:
+            initial = mechanism.initial()
+        except (ValueError, MechanismError) as e:
+            raise AuthenticationFailed("CLIENT", f"cannot authenticate: {e}") from None
+        command = f"AUTH {mechanism.name}"
+        if initial is not None:
+            command += " " + b64encode(initial)
+        self._send(command)
 
     def _exchangeTimedOut(self) -> None:
         self._deadline = None
@@ -194,21 +230,22 @@ class ClientSession(TLSGuard):
                 raise ProtocolViolation("PROTOCOL", "the server did not greet with SECURENET ... AUTH: is it a securenet service?")
             if parts[1] != PROTOCOL_VERSION:
                 raise ProtocolViolation("PROTOCOL", f"the server speaks version {parts[1]}, we speak {PROTOCOL_VERSION}")
-            offered = parts[3:]
-            bindings = channel_bindings(self.transport.getHandle(), "client")
-            has_certificate = bool(self.transport.getHandle().get_certificate())
-            try:
-                self._mechanism = self.factory.credentials.choose(offered, bindings, has_certificate)
-                initial = self._mechanism.initial()
-            except (ValueError, MechanismError) as e:
-                raise AuthenticationFailed("CLIENT", f"cannot authenticate: {e}") from None
-            command = f"AUTH {self._mechanism.name}"
-            if initial is not None:
-                command += " " + b64encode(initial)
-            self._state = "AUTH"
-            self._send(command)
+            self._offered = parts[3:]
+            if self._pipelined is not None:
+                pipelined, self._pipelined = self._pipelined, None
+                self._mechanism = pipelined
+                # Not offered: the server answers NO UNKNOWN-MECHANISM (not
+                # counted against us), and we choose again from its offer.
+                self._state = "AUTH" if pipelined.name in self._offered else "PIPELINE-REFUSED"
+                return
+            self._choose()
             return
         verb, _, rest = line.partition(" ")
+        if self._state == "PIPELINE-REFUSED":
+            if verb != "NO" or not rest.startswith("UNKNOWN-MECHANISM"):
+                raise ProtocolViolation("PROTOCOL", f"unexpected answer to a pipelined AUTH EXTERNAL: {line[:60]!r}")
+            self._choose()
+            return
         assert self._mechanism is not None
         if verb == "+" and self._state == "AUTH":
             # A mechanism may answer later (SCRAM derives its keys off the
@@ -238,6 +275,17 @@ class ClientSession(TLSGuard):
             raise AuthenticationFailed(code, text)
         else:
             raise ProtocolViolation("PROTOCOL", f"unexpected line from the server in state {self._state}: {line[:60]!r}")
+
+    def _choose(self) -> None:
+        """Choose a mechanism from the server's offer and start it."""
+        bindings = channel_bindings(self.transport.getHandle(), "client")
+        has_certificate = bool(self.transport.getHandle().get_certificate())
+        try:
+            self._mechanism = self.factory.credentials.choose(self._offered, bindings, has_certificate)
+        except (ValueError, MechanismError) as e:
+            raise AuthenticationFailed("CLIENT", f"cannot authenticate: {e}") from None
+        self._state = "AUTH"
+        self._sendAuth(self._mechanism)
 
     def _answerFailed(self, failure: Failure) -> None:
         if isinstance(failure.value, (SecurenetError, ValueError)):

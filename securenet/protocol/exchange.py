@@ -102,7 +102,11 @@ class ExchangeSettings:
 
 
 class _Refused(Exception):
-    """An attempt ends with C{NO code text}; C{reason} is for the audit log."""
+    """
+    An attempt ends with C{NO code text}; C{reason} is for the audit log.
+    With C{counts} False the line was no attempt (a wrong pipelined guess,
+    see docs/protocol.md): answered, but neither counted nor logged.
+    """
 
     def __init__(self, code: str, text: str, reason: str, attempted: str | None = None, counts: bool = True) -> None:
         super().__init__(reason)
@@ -169,6 +173,8 @@ class ServerExchange:
         self.address = getattr(session.addr, "host", self.peer)
         self.mechanisms = offered_mechanisms(portal, self.facts, bindings)
         self.attempts = 0
+        #: Lines received so far.
+        self.lines = 0
         self.state = "READY"
         self.buffer = b""
         self.busy = False
@@ -238,6 +244,7 @@ class ServerExchange:
     # -- the state machine -----------------------------------------------------
 
     def _lineReceived(self, raw: bytes) -> None:
+        self.lines += 1
         try:
             line = raw.decode("ascii")
         except UnicodeDecodeError:
@@ -262,7 +269,15 @@ class ServerExchange:
             name, _, initial_text = rest.partition(" ")
             factory = self.mechanisms.get(name)
             if factory is None:
-                raise _Refused("UNKNOWN-MECHANISM", f"mechanism not offered; use one of {' '.join(self.mechanisms)}", f"mechanism {name[:40]!r} not offered")
+                # A client may send AUTH EXTERNAL before it has read the
+                # greeting (docs/protocol.md, "Pipelining EXTERNAL"): that
+                # first guess, if wrong, is not held against it.
+                raise _Refused(
+                    "UNKNOWN-MECHANISM",
+                    f"mechanism not offered; use one of {' '.join(self.mechanisms)}",
+                    f"mechanism {name[:40]!r} not offered",
+                    counts=not (name == "EXTERNAL" and self.lines == 1),
+                )
             initial = self._decode(initial_text) if initial_text else None
             return self._begin(name, factory, initial)
         if self.state == "MECHANISM":
@@ -435,7 +450,8 @@ class ServerExchange:
     def _refuse(self, refused: _Refused) -> None:
         if self.done:
             return
-        self._log("denied", self.mechanismName if self.current else None, None, refused.reason, refused.attempted)
+        if refused.counts:
+            self._log("denied", self.mechanismName if self.current else None, None, refused.reason, refused.attempted)
         if self.state != "TOTP":
             self.state = "READY"
             self.current = None
