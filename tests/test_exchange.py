@@ -29,6 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from securenet.cred.channel import channel_bindings
 from securenet.cred.checkers import CertificateChecker
 from securenet.cred.client import ExternalClientMechanism
 from securenet.cred.credentials import ITOTPCredentials
@@ -61,6 +62,7 @@ from securenet.protocol.exchange import (
     encode_identity,
     offered_mechanisms,
 )
+from securenet.protocol import session as session_module
 from securenet.protocol.session import ServerSession, SessionFactory, identity_of
 from securenet.testing import EphemeralPKI, MemoryConnection, connect_in_memory
 from securenet.tls.facts import HandshakeFacts
@@ -457,6 +459,31 @@ class GreetingTests(ExchangeTestCase):
         self.assertEqual(len(bindings.tls_exporter or b""), 32)
         self.assertIsNotNone(bindings.tls_server_end_point)
         self.assertEqual(peer, "127.0.0.1:54321")
+
+    def test_channelBindingsComputedOnlyWhenNeeded(self) -> None:
+        """
+        The server computes a connection's channel bindings only if some
+        mechanism binds to the channel, and then once (for the offer and the
+        mechanism both).
+        """
+        calls: list[str] = []
+
+        def spy(connection: Any, role: str) -> ChannelBindings:
+            calls.append(role)
+            return channel_bindings(connection, role)
+
+        self.patch(session_module, "channel_bindings", spy)
+        self.connect(self.portal(CertificateChecker(), self.passwords), client="alice")
+        self.send("AUTH EXTERNAL =")
+        self.assertEqual(self.transcript()[0][1:], ["OK alice"])
+        self.assertEqual(calls, [])
+        self.setUp()
+        plus = ToyMechanismFactory("X-PLUS")
+        self.connect(self.portal(PasswordChecker(plus)))
+        self.send("AUTH X-PLUS")
+        [(_, bindings, _)] = plus.runs
+        self.assertEqual(len(bindings.tls_exporter or b""), 32)
+        self.assertEqual(calls, ["server"])
 
     def test_offeredMechanismsDirectly(self) -> None:
         """EXTERNAL needs a peer chain and ICertificateCredentials; ANONYMOUS needs IAnonymous; one entry per name."""

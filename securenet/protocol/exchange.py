@@ -125,8 +125,15 @@ class _Builtin:
     second_factor_allowed: bool = False
 
 
-def offered_mechanisms(portal: Portal, facts: HandshakeFacts, bindings: ChannelBindings) -> dict[str, Any]:
-    """The mechanisms this connection can use, by name, in preference order."""
+BindingsSource = ChannelBindings | Callable[[], ChannelBindings]
+
+
+def offered_mechanisms(portal: Portal, facts: HandshakeFacts, bindings: BindingsSource) -> dict[str, Any]:
+    """
+    The mechanisms this connection can use, by name, in preference order.
+    C{bindings} may be a function computing them: it is called only if
+    some mechanism binds to the channel.
+    """
     found: dict[str, Any] = {}
     checkers = list({id(c): c for c in portal.checkers.values()}.values())
     if ICertificateCredentials in portal.checkers and facts.peer_chain:
@@ -135,8 +142,11 @@ def offered_mechanisms(portal: Portal, facts: HandshakeFacts, bindings: ChannelB
         if IMechanismProvider.providedBy(checker):
             for factory in checker.mechanisms():
                 name = factory.name
-                if name.endswith("-PLUS") and bindings.tls_exporter is None and bindings.tls_server_end_point is None:
-                    continue
+                if name.endswith("-PLUS"):
+                    if not isinstance(bindings, ChannelBindings):
+                        bindings = bindings()
+                    if bindings.tls_exporter is None and bindings.tls_server_end_point is None:
+                        continue
                 found.setdefault(name, factory)
     if IAnonymous in portal.checkers:
         found["ANONYMOUS"] = _Builtin("ANONYMOUS")
@@ -157,21 +167,21 @@ class ServerExchange:
         portal: Portal,
         reactor: IReactorTime,
         *,
-        bindings: ChannelBindings,
+        bindings: BindingsSource,
         throttle: Throttle | None,
         settings: ExchangeSettings,
     ) -> None:
         self.session = session
         self.portal = portal
         self.reactor = reactor
-        self.bindings = bindings
+        self._bindings = bindings
         self.throttle = throttle
         self.settings = settings
         assert session.handshake is not None
         self.facts: HandshakeFacts = session.handshake
         self.peer = session.peerDescription()
         self.address = getattr(session.addr, "host", self.peer)
-        self.mechanisms = offered_mechanisms(portal, self.facts, bindings)
+        self.mechanisms = offered_mechanisms(portal, self.facts, self._bindingsOnce)
         self.attempts = 0
         #: Lines received so far.
         self.lines = 0
@@ -183,6 +193,16 @@ class ServerExchange:
         self.pending_identity: Identity | None = None
         self.pending_success: Callable[[], bytes | None] | None = None
         self.deadline: IDelayedCall | None = None
+
+    def _bindingsOnce(self) -> ChannelBindings:
+        if not isinstance(self._bindings, ChannelBindings):
+            self._bindings = self._bindings()
+        return self._bindings
+
+    @property
+    def bindings(self) -> ChannelBindings:
+        """The connection's channel bindings (computed when first needed)."""
+        return self._bindingsOnce()
 
     # -- plumbing ---------------------------------------------------------------
 

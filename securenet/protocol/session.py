@@ -9,6 +9,7 @@ it finds the L{Identity} on its transport (L{identity_of}).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted.cred.portal import Portal
@@ -96,7 +97,8 @@ class ServerSession(TLSGuard):
             self,
             self.factory.portal,
             self.factory.reactor,
-            bindings=channel_bindings(self.transport.getHandle(), "server"),
+            # Computed only if a mechanism binds to the channel (SCRAM -PLUS).
+            bindings=partial(channel_bindings, self.transport.getHandle(), "server"),
             throttle=self.factory.throttle,
             settings=self.factory.settings,
         )
