@@ -952,6 +952,63 @@ class SecondFactorTests(ExchangeTestCase):
         self.assertEqual(self.totp.calls, [])
 
 
+class HandshakeEventTests(ExchangeTestCase):
+    """
+    On a session the decisions report the handshake: one event per
+    connection, and every connection is reported.
+    """
+
+    def serverEvents(self) -> list[tuple[str, str]]:
+        return [
+            (e["securenet_event"], e["result"])
+            for e in self.log.events
+            if e["securenet_event"] in ("tls.handshake", "auth.decision") and e.get("role", "server") == "server"
+        ]
+
+    def test_successIsOneEvent(self) -> None:
+        """An authenticated connection: one auth.decision, with the handshake's fields; no tls.handshake."""
+        self.connect(self.portal(CertificateChecker()), client="alice")
+        self.send("AUTH EXTERNAL =")
+        self.conn.server_guard.transport.loseConnection()
+        self.conn.pump.flush()
+        self.assertEqual(self.serverEvents(), [("auth.decision", "ok")])
+        [decision] = self.decisions()
+        self.assertEqual((decision["tls_version"], decision["peer_subject"]), ("TLSv1.3", "CN=alice"))
+        self.assertIsNotNone(decision["cipher"])
+
+    def test_denialsCarryTheHandshake(self) -> None:
+        """Denied attempts, then the client leaves: the denials report the handshake."""
+        self.connect()
+        self.send("AUTH TEST", response("alice", "wrong"))
+        self.rawClient().transport.loseConnection()
+        self.conn.pump.flush()
+        self.assertEqual(self.serverEvents(), [("auth.decision", "denied")])
+        self.assertEqual(self.decisions()[0]["tls_version"], "TLSv1.3")
+
+    def test_timeoutCarriesTheHandshake(self) -> None:
+        """The deadline passes: the TIMEOUT denial reports the handshake."""
+        self.connect()
+        self.clock.advance(ExchangeSettings().deadline)
+        self.conn.pump.flush()
+        self.assertClosed()
+        self.assertEqual(self.serverEvents(), [("auth.decision", "denied")])
+
+    def test_leftBeforeAnyDecision(self) -> None:
+        """
+        A client that completes the handshake and leaves without a word:
+        the handshake is reported alone, when the connection ends.
+        """
+        self.connect(client="alice")
+        self.assertEqual(self.serverEvents(), [])
+        self.rawClient().transport.loseConnection()
+        self.conn.pump.flush()
+        self.assertClosed()
+        self.assertEqual(self.serverEvents(), [("tls.handshake", "ok")])
+        [event] = self.log.of("tls.handshake", role="server")
+        self.assertEqual((event["tls_version"], event["peer_subject"]), ("TLSv1.3", "CN=alice"))
+        self.assertNoApp()
+
+
 # -- our client ----------------------------------------------------------------------------
 
 

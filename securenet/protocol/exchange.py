@@ -183,8 +183,9 @@ class ServerExchange:
         self.address = getattr(session.addr, "host", self.peer)
         self.mechanisms = offered_mechanisms(portal, self.facts, self._bindingsOnce)
         self.attempts = 0
-        #: Lines received so far.
+        #: Lines received so far, and auth.decision events emitted.
         self.lines = 0
+        self.decisions = 0
         self.state = "READY"
         self.buffer = b""
         self.busy = False
@@ -496,9 +497,10 @@ class ServerExchange:
         attempted: str | None,
         second_factor: str | None = None,
     ) -> None:
+        self.decisions += 1
         emit = log.info if result == "ok" else log.warn
         emit(
-            "authentication {result} for {peer} by {mechanism}: {identity}{reason_text}",
+            "authentication {result} for {peer} by {mechanism}: {identity}{reason_text} over {tls_version} {cipher}",
             securenet_event="auth.decision",
             result=result,
             mechanism=mechanism,

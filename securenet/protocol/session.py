@@ -91,6 +91,14 @@ class ServerSession(TLSGuard):
         # Typed loosely on purpose: authz sits above the session layer.
         return self.factory.policy
 
+    def reportHandshake(self) -> None:
+        """
+        Not yet: every C{auth.decision} event of the exchange carries all the
+        fields of C{tls.handshake}, so one event per connection says both.
+        The handshake is reported alone only if the connection ends before
+        any decision (see L{connectionLost}).
+        """
+
     def handshakeSucceeded(self) -> None:
         assert self.handshake is not None
         self.exchange = ServerExchange(
@@ -121,6 +129,8 @@ class ServerSession(TLSGuard):
     def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
         if self.exchange is not None:
             self.exchange.stop()
+            if self.exchange.decisions == 0:
+                TLSGuard.reportHandshake(self)
             self.exchange = None
         super().connectionLost(reason)
 

@@ -155,15 +155,20 @@ class TLSGuard(ProtocolWrapper):
             # The client's chain as CA verification saw it (depth 0 = leaf).
             seen = state.seen_chain()
         self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription(), seen)
+        self.reportHandshake()
+        self.handshakeSucceeded()
+
+    def reportHandshake(self) -> None:
+        """Emit the C{tls.handshake} event of the successful handshake."""
+        assert self.handshake is not None
         log.info(
             "TLS handshake with {peer} succeeded: {tls_version} {cipher}, peer {peer_subject}",
             securenet_event="tls.handshake",
-            role=role,
+            role=self.handshake.role,
             result="ok",
             reason=None,
             **self.handshake.log_fields(),
         )
-        self.handshakeSucceeded()
 
     def handshakeSucceeded(self) -> None:
         """The peer is trusted: connect the application.  Subclasses authenticate first."""
