@@ -28,7 +28,6 @@ from twisted.cred import strcred
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 from twisted.python import reflect, usage
 
 from securenet.apps import BUILTIN_APPS
@@ -42,8 +41,12 @@ from securenet.pki.pins import spki_pin
 from securenet.protocol.session import SessionFactory
 from securenet.tls.endpoints import SecureServerEndpoint, server_endpoint
 from securenet.web.tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
+from securenet.logs import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
+from securenet.logs import LEVELS as LOG_LEVELS
+from securenet.logs import SecurenetLogger
+from securenet.logs import set_level as set_log_level
 
-log = Logger(namespace="securenet.tap")
+log = SecurenetLogger(namespace="securenet.tap")
 
 DEV_CERTS = Path("certs")
 DEV_PORT = 8443
@@ -67,6 +70,7 @@ CONFIG_KEYS = {
     "token_key": "path of the token signing key (securenet tokens keygen) for the HTTP API",
     "token_ttl": "seconds an access token issued by the HTTP API is valid",
     "refresh_ttl": "seconds a refresh token issued by the HTTP API is valid",
+    "log_level": "debug, info or warn: the least severe securenet events logged",
 }
 
 
@@ -105,6 +109,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         ],
         ["token-ttl", None, None, f"Seconds an access token from the HTTP API is valid (default {DEFAULT_ACCESS_TTL})."],
         ["refresh-ttl", None, None, f"Seconds a refresh token from the HTTP API is valid (default {DEFAULT_REFRESH_TTL})."],
+        [
+            "log-level",
+            None,
+            None,
+            f"The least severe securenet events logged: {', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL}; debug adds "
+            "every allowed authorization and every successful HTTP authentication).",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -137,6 +148,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     def postOptions(self) -> None:
         if self["config"]:
             self._applyConfig(Path(self["config"]))
+        if self["log-level"] is None:
+            self["log-level"] = DEFAULT_LOG_LEVEL
+        if self["log-level"] not in LOG_LEVELS:
+            raise usage.UsageError(f"--log-level {self['log-level']}: must be one of {', '.join(LOG_LEVELS)}")
         for key, default in (("token-ttl", DEFAULT_ACCESS_TTL), ("refresh-ttl", DEFAULT_REFRESH_TTL)):
             self[key] = _seconds(key, self[key] if self[key] is not None else default)
         if not self["listen"] and not self["http"]:
@@ -165,7 +180,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key, value in (("listen", listen), ("auth", auth), ("http", http)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise usage.UsageError(f"--config {path}: {key} must be a list of strings")
-        for key in ("app", "policy", "token_key"):
+        for key in ("app", "policy", "token_key", "log_level"):
             if key in data and not isinstance(data[key], str):
                 raise usage.UsageError(f"--config {path}: {key} must be a string")
         for key in ("token_ttl", "refresh_ttl"):
@@ -173,7 +188,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
             self["http"] = list(http)
-        for key in ("token_key", "token_ttl", "refresh_ttl"):
+        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level"):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
                 self[option] = data[key]
@@ -224,6 +239,7 @@ def makeService(options: Options) -> IService:
 def _makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    set_log_level(options["log-level"])
     factory = load_app(options["app"])
     checkers = options["credCheckers"]
     store = credential_store(checkers)

@@ -43,6 +43,7 @@ from securenet.authz.source import locate
 from securenet.cred.identity import Identity
 from securenet.errors import SecurenetError
 from securenet.pki.facts import CertificateFacts
+from tests.test_tls import debug_events
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -1130,8 +1131,28 @@ class AuditTests(SynchronousTestCase):
         [event] = events
         self.assertEqual((event["log_level"], event["rule"], event["rule_location"], event["reason"]), (LogLevel.warn, None, None, "no rule matched: denied by default"))
 
+    def test_reusable(self) -> None:
+        """A decision is reusable unless a condition read the time (whatever its answer)."""
+        clock = lambda: 0.0  # noqa: E731 - 1970-01-01 00:00 UTC, a Thursday
+        timed = parse(
+            '[[rules]]\neffect = "allow"\npermissions = ["kv.read"]\n'
+            'when = { "context.weekday" = "thu" }\n'
+            '[[rules]]\neffect = "allow"\npermissions = ["kv.list"]\n',
+            clock=clock,
+        )
+        read = timed.decide(identity("a"), "kv.read", audit=False)
+        self.assertEqual((read.allowed, read.reusable), (True, False))
+        listed = timed.decide(identity("a"), "kv.list", audit=False)
+        self.assertEqual((listed.allowed, listed.reusable), (True, True))
+        self.assertTrue(parse(RBAC).decide(identity("w", "writer"), "kv.read", audit=False).reusable)
+        self.assertTrue(parse(RBAC).decide(identity("w"), "not an action", audit=False).reusable)
+
     def test_allow_is_debug(self) -> None:
+        """Allows are debug events: not emitted at securenet's default level (info), emitted at debug."""
         events = Events(self)
+        parse(RBAC).require(identity("w", "writer"), "kv.write", "data/x")
+        self.assertEqual(list(events), [])
+        debug_events(self)
         parse(RBAC).require(identity("w", "writer"), "kv.write", "data/x")
         [event] = events
         self.assertEqual((event["log_level"], event["result"], event["rule"]), (LogLevel.debug, "allow", "role writer"))

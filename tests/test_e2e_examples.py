@@ -157,7 +157,7 @@ class ExampleE2E(SynchronousTestCase):
         shutil.copyfile(db, self.db)
         self.db.chmod(0o600)
 
-    def serve(self, factory: str, client_auth: str = "optional") -> Twistd:
+    def serve(self, factory: str, client_auth: str = "optional", *extra: str) -> Twistd:
         """twistd -n securenet, as examples/README.md runs it (absolute paths)."""
         certs = self.certs
         listen = (
@@ -172,6 +172,7 @@ class ExampleE2E(SynchronousTestCase):
                 "--auth", f"sqlite:db={self.db},{SCRAM}",
                 "--app", f"examples.{self.example}.server.{factory}",
                 "--policy", str(REPO / "examples" / self.example / "policy.toml"),
+                *extra,
             ],
         )
         self.addCleanup(server.stop)
@@ -229,6 +230,8 @@ class ChatE2ETests(ExampleE2E):
         log = server.waitForLog("authorization deny for bob")
         self.assertIn("authorization deny for bob: chat.rooms.list (no rule matched: denied by default)", log)
         self.assertIn("mod kicked alice", log)
+        # Allowed decisions are debug events: not logged at the default level.
+        self.assertNotIn("authorization allow", log)
 
 
 class KVE2ETests(ExampleE2E):
@@ -236,7 +239,7 @@ class KVE2ETests(ExampleE2E):
 
     def test_kv(self) -> None:
         """The AMP key-value service and its client: certificates and a password; denials exit 3."""
-        server = self.serve("KVFactory")
+        server = self.serve("KVFactory", "optional", "--log-level", "debug")
         alice, bob = self.endpoint(server, "alice"), self.endpoint(server, "bob")
 
         result = self.client("--endpoint", alice, "set", "users/alice/todo", "milk")
@@ -261,6 +264,8 @@ class KVE2ETests(ExampleE2E):
 
         log = server.waitForLog("authorization deny for bob")
         self.assertIn("authorization deny for alice: kv.write users/bob/todo", log)
+        # --log-level debug: allowed decisions are logged too.
+        self.assertIn("[securenet.authz#debug] authorization allow for alice: kv.write users/alice/todo", log)
         self.assertIn("by SCRAM-SHA-256-PLUS: root", log)
 
 

@@ -280,6 +280,66 @@ class SecureAMPTestCase(SynchronousTestCase):
         return self.log.of("authz.decision", **match)
 
 
+class DecisionReuseTests(SecureAMPTestCase):
+    """
+    A connection keeps the allowing decisions that did not depend on the
+    time, so a command called again is not decided again; every call is
+    still logged; refusals and time-dependent decisions are always decided.
+    """
+
+    def spy(self, conn: AppConnection, chosen: Policy) -> list[tuple[str, str | None]]:
+        asked: list[tuple[str, str | None]] = []
+        decide = chosen.decide
+
+        class Spy:
+            log_allows = chosen.log_allows
+
+            def decide(self, identity: Identity, action: str, resource: str | None = None, context: Any = None) -> Any:
+                asked.append((action, resource))
+                return decide(identity, action, resource, context)
+
+        conn.server.policy = Spy()
+        return asked
+
+    def test_allowKeptAndStillLogged(self) -> None:
+        conn = self.connect("alice")
+        asked = self.spy(conn, policy())
+        for _ in range(3):
+            self.assertEqual(self.call(conn, Write, key="users/alice/x", value="1"), {"written": "users/alice/x"})
+        self.assertEqual(asked, [("kv.write", "users/alice/x")])
+        self.assertEqual(len(self.decisions(result="allow", action="kv.write")), 3)
+        self.assertEqual(conn.server.calls, [("write", "users/alice/x")] * 3)
+        # Another resource is another decision.
+        self.call(conn, Write, key="users/alice/y", value="1")
+        self.assertEqual(asked, [("kv.write", "users/alice/x"), ("kv.write", "users/alice/y")])
+
+    def test_refusalsDecidedEveryTime(self) -> None:
+        conn = self.connect("bob")
+        asked = self.spy(conn, policy())
+        for _ in range(2):
+            self.refused(conn, Write, key="users/bob/x", value="1")
+        self.assertEqual(asked, [("kv.write", "users/bob/x")] * 2)
+        self.assertEqual(len(self.decisions(result="deny")), 2)
+        self.assertEqual(conn.server.calls, [])
+
+    def test_timeDependentNotKept(self) -> None:
+        """A rule on the time of day: decided on every call, and the clock moving changes the answer."""
+        office = Policy.parse(
+            '[[rules]]\neffect = "allow"\npermissions = ["kv.write:**"]\n'
+            'when = { "context.time" = { between = ["00:00", "12:00"] } }\n',
+            source="office.toml",
+            clock=self.clock,
+        )
+        conn = self.connect("alice", with_policy=office)
+        asked = self.spy(conn, office)
+        self.call(conn, Write, key="k", value="1")
+        self.call(conn, Write, key="k", value="1")
+        self.assertEqual(len(asked), 2)
+        self.clock.advance(13 * 3600)
+        self.refused(conn, Write, key="k", value="1")
+        self.assertEqual(conn.server.calls, [("write", "k")] * 2)
+
+
 class SecureAMPTests(SecureAMPTestCase):
     def test_identityAndPolicy(self) -> None:
         """The server protocol has the peer's identity (with its stored roles) and the session's policy."""

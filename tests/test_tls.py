@@ -34,6 +34,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from securenet import logs as securenet_logs
 from securenet.pki.ca import IssuedCertificate, generate_private_key
 from securenet.pki.pins import spki_pin
 from securenet.testing import CLIENT_ADDRESS, SERVER_ADDRESS, EphemeralPKI, MemoryConnection, connect_in_memory
@@ -218,10 +219,21 @@ class RecordingGuardFactory(TLSGuardFactory):
         return guard
 
 
+def debug_events(testcase: SynchronousTestCase) -> None:
+    """Let securenet emit its debug events until the test ends."""
+    previous = securenet_logs.level()
+    securenet_logs.set_level("debug")
+    testcase.addCleanup(securenet_logs.set_level, previous)
+
+
 class EventCapture:
-    """Collects every securenet audit event logged while a test runs."""
+    """
+    Collects every securenet audit event logged while a test runs, debug
+    events included (securenet's level is lowered to debug meanwhile).
+    """
 
     def __init__(self, testcase: SynchronousTestCase) -> None:
+        debug_events(testcase)
         self.events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(self._observe)
         testcase.addCleanup(globalLogPublisher.removeObserver, self._observe)

@@ -29,23 +29,24 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable, Mapping
+from types import CoroutineType
 from typing import Any, ClassVar, cast
 
-from twisted.internet.defer import Deferred, fail, maybeDeferred
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred, fail
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from securenet.authz.attributes import Context
-from securenet.authz.decisions import Decision
+from securenet.authz.decisions import Decision, audit
 from securenet.authz.errors import AuthorizationDenied, AuthorizationError, AuthorizationSetupError
 from securenet.authz.patterns import is_action
 from securenet.authz.policy import IPolicy
 from securenet.cred.identity import Identity
+from securenet.logs import SecurenetLogger
 from securenet.protocol.session import ISession, identity_of
 
-log = Logger(namespace="securenet.apps")
+log = SecurenetLogger(namespace="securenet.apps")
 
 #: The AMP error code of a command the policy refused.
 UNAUTHORIZED = b"UNAUTHORIZED"
@@ -53,6 +54,9 @@ UNAUTHORIZED = b"UNAUTHORIZED"
 #: What the peer is told when the server cannot authorize at all (no policy):
 #: the details are in the server's log, not on the wire.
 NOT_CONFIGURED = "authorization is not configured on the server"
+
+#: How many allowing decisions one connection keeps (see SecureProtocolMixin).
+MAX_KEPT_DECISIONS = 1024
 
 _MISSING = re.compile(r"missing permission (\S+)$")
 
@@ -97,7 +101,8 @@ class SecureProtocolMixin:
         --policy}, i.e. C{ISession(self.transport).policy}), else
         C{self.factory.policy}; or one assigned to C{self.policy}.  None
         when there is none (every check then raises
-        L{AuthorizationSetupError}: a missing policy never allows).
+        L{AuthorizationSetupError}: a missing policy never allows).  Once
+        found it is kept for the connection (checked on every call).
       - C{can(action, resource)} / C{require(action, resource)}: the
         policy's decision for the peer, logged as an C{authz.decision}
         event.
@@ -105,6 +110,7 @@ class SecureProtocolMixin:
 
     _securenet_identity: Identity | None = None
     _securenet_policy: IPolicy | None = None
+    _securenet_decisions: dict[tuple[str, str | None], Decision] | None = None
 
     def connectionMade(self) -> None:
         # Fail at once, not at the first command, on a connection that
@@ -126,7 +132,8 @@ class SecureProtocolMixin:
         factory = getattr(self, "factory", None)
         for candidate in (getattr(session, "policy", None), getattr(factory, "policy", None)):
             if candidate is not None and IPolicy.providedBy(candidate):
-                return cast(IPolicy, candidate)
+                self._securenet_policy = cast(IPolicy, candidate)
+                return self._securenet_policy
         return None
 
     @policy.setter
@@ -144,14 +151,40 @@ class SecureProtocolMixin:
 
     def can(self, action: str, resource: str | None = None, context: Context | None = None) -> bool:
         """Whether the policy allows the peer C{action} on C{resource} (the decision is logged)."""
-        return self._policyFor("can").can(self.identity, action, resource, context)
+        return self._decide("can", action, resource, context).allowed
 
     def require(self, action: str, resource: str | None = None, context: Context | None = None) -> Decision:
         """
         The allowing decision (logged); raises L{AuthorizationDenied}, whose
         message may be sent to the peer, when the policy denies.
         """
-        return self._policyFor("require").require(self.identity, action, resource, context)
+        decision = self._decide("require", action, resource, context)
+        if not decision.allowed:
+            raise decision.denied()
+        return decision
+
+    def _decide(self, what: str, action: str, resource: str | None, context: Context | None) -> Decision:
+        """
+        The policy's decision.  A connection keeps the allowing decisions
+        that did not depend on the time (L{Decision.reusable}: the identity
+        and the policy do not change while it lasts), so a command called
+        again is not decided again; each use is still logged as a decision.
+        Refusals are always decided afresh.
+        """
+        policy = self._policyFor(what)
+        kept = self._securenet_decisions
+        if context is None and kept is not None:
+            decision = kept.get((action, resource))
+            if decision is not None:
+                audit(decision, getattr(policy, "log_allows", "debug"))
+                return decision
+        decision = policy.decide(self.identity, action, resource, context)
+        if context is None and decision.allowed and getattr(decision, "reusable", False):
+            if kept is None:
+                kept = self._securenet_decisions = {}
+            if len(kept) < MAX_KEPT_DECISIONS:
+                kept[(action, resource)] = decision
+        return decision
 
 
 class SecureLineReceiver(SecureProtocolMixin, LineReceiver):
@@ -304,13 +337,19 @@ class SecureAMP(SecureProtocolMixin, amp.AMP):
     # command and its arguments.  tests/test_secure_protocols.py fails if a
     # Twisted release stops calling it.
     def _wrapWithSerialization(self, aCallable: Callable[..., Any], command: type[amp.Command]) -> Any:
-        def authorized(**arguments: Any) -> Deferred[Any]:
+        def authorized(**arguments: Any) -> Any:
+            # AMP runs this through maybeDeferred: a plain answer needs no
+            # Deferred of ours (this runs on every call).
             try:
                 self.authorizeCommand(command, arguments)
+                answer = aCallable(**arguments)
             except Exception:
                 return fail(self._refusal(Failure(), command))
-            answer: Deferred[Any] = maybeDeferred(aCallable, **arguments)
-            return answer.addErrback(self._refusal, command)
+            if isinstance(answer, CoroutineType):
+                answer = Deferred.fromCoroutine(answer)
+            if isinstance(answer, Deferred):
+                return answer.addErrback(self._refusal, command)
+            return answer
 
         return super()._wrapWithSerialization(authorized, command)  # type: ignore[misc]
 

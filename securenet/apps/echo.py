@@ -8,11 +8,11 @@ after the peer authenticated, and logs who connected.
 from __future__ import annotations
 
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 
 from securenet.protocol.session import identity_of
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.apps.echo")
+log = SecurenetLogger(namespace="securenet.apps.echo")
 
 
 class Echo(Protocol):

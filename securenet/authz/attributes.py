@@ -166,15 +166,26 @@ class Facts:
         action: str,
         resource: str | None,
         context: Context,
-        now: datetime.datetime,
+        now: datetime.datetime | Callable[[], datetime.datetime],
     ) -> None:
         self.identity = identity
         self.action = action
         self.resource = resource
         self.context = context
-        self.now = _utc(now)
+        # A function: the clock is read only if a condition asks for the time.
+        self._now = now
+        #: Whether a condition asked for the time.
+        self.time_read = False
         self._spiffe: SpiffeID | None | Literal[False] = False
         self._subject: dict[str, tuple[str, ...]] | None = None
+
+    @property
+    def now(self) -> datetime.datetime:
+        self.time_read = True
+        if not isinstance(self._now, datetime.datetime):
+            self._now = self._now()
+        self._now = _utc(self._now)
+        return self._now
 
     @property
     def spiffe(self) -> SpiffeID | None:

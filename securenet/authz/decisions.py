@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
-from twisted.logger import Logger
+from twisted.logger import LogLevel
 
+from securenet import logs
 from securenet.authz.errors import AuthorizationDenied
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.authz")
+log = SecurenetLogger(namespace="securenet.authz")
 
 Effect = Literal["allow", "deny"]
 
@@ -79,6 +81,9 @@ class Decision:
     @ivar reason: why, in words (for logs and operators; it names rules).
     @ivar mechanism: how the identity authenticated.
     @ivar peer: the peer's address.
+    @ivar reusable: the decision did not depend on the time: the same
+        identity asking the same thing in the same context gets the same
+        answer (a connection may keep it; see L{SecureProtocolMixin}).
     """
 
     allowed: bool
@@ -90,6 +95,7 @@ class Decision:
     reason: str
     mechanism: str = ""
     peer: str = ""
+    reusable: bool = attrs.field(default=False, eq=False, repr=False)
 
     @property
     def result(self) -> Effect:
@@ -127,6 +133,8 @@ def audit(decision: Decision, allow_level: AllowLogLevel = "debug") -> None:
     Log C{decision} as a C{securenet_event="authz.decision"} event: a deny
     at warn, an allow at C{allow_level}.
     """
+    if decision.allowed and not logs.enabled(LogLevel.info if allow_level == "info" else LogLevel.debug):
+        return  # below securenet's log level: build nothing (an allow per RPC call adds up)
     emit = log.warn if not decision.allowed else (log.info if allow_level == "info" else log.debug)
     rule = decision.rule
     emit(

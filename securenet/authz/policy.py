@@ -95,6 +95,11 @@ class Rule:
     unless: Condition | None
     location: Location
     description: str = ""
+    # (permission text, location) -> what deciding by that permission says;
+    # rules are immutable, so each is built once (decisions are per RPC call).
+    _answers: dict[tuple[str, Location], tuple[MatchedRule, str]] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False
+    )
 
     def for_roles(self, roles: frozenset[str]) -> bool:
         return self.roles is None or not self.roles.isdisjoint(roles)
@@ -119,13 +124,26 @@ class Rule:
         return " ".join(words)
 
     def matched(self, permission: Permission, location: Location) -> MatchedRule:
-        return MatchedRule(self.kind, self.name, self.number, self.effect, permission.text, location, self.conditions_text())
+        return self.answer(permission, location)[0]
+
+    def answer(self, permission: Permission, location: Location) -> tuple[MatchedRule, str]:
+        """The rule that decides by C{permission}, and the decision's reason."""
+        key = (permission.text, location)
+        found = self._answers.get(key)
+        if found is None:
+            matched = MatchedRule(self.kind, self.name, self.number, self.effect, permission.text, location, self.conditions_text())
+            found = self._answers[key] = (matched, _because("denied" if self.effect == "deny" else "allowed", matched))
+        return found
 
     @property
     def label(self) -> str:
         if self.kind == "role":
             return f"role {self.name}"
         return f'rule {self.number} "{self.name}"' if self.name else f"rule {self.number}"
+
+
+#: The context of a request that brings none (Context is immutable).
+_NO_CONTEXT = Context()
 
 
 def _seconds(clock: Clock) -> float:
@@ -203,7 +221,7 @@ class Policy:
         audit: bool = True,
     ) -> Decision:
         try:
-            decision = self._decide(identity, action, resource, context or Context())
+            decision = self._decide(identity, action, resource, context or _NO_CONTEXT)
         except Exception:
             log.failure(
                 "error while deciding {action} on {resource} for {identity}",
@@ -238,6 +256,7 @@ class Policy:
     def _decide(self, identity: Identity, action: str, resource: str | None, context: Context) -> Decision:
         if resource == "":
             resource = None
+        facts: Facts | None = None
 
         def answer(allowed: bool, rule: MatchedRule | None, reason: str) -> Decision:
             return Decision(
@@ -250,6 +269,8 @@ class Policy:
                 reason,
                 identity.mechanism,
                 identity.peer,
+                # Nothing else varies between two identical requests.
+                reusable=facts is None or not facts.time_read,
             )
 
         if not is_action(action):
@@ -261,10 +282,7 @@ class Policy:
         if resource is not None and dot_segment(resource):
             return answer(False, None, f"resource {resource!r} has a '.' or '..' segment: denied")
 
-        if context.now is not None:
-            now = context.now
-        else:
-            now = datetime.datetime.fromtimestamp(_seconds(self.clock), datetime.UTC)
+        now: datetime.datetime | Callable[[], datetime.datetime] = context.now if context.now is not None else self._now
         facts = Facts(identity, action, resource, context, now)
         roles = self.effective_roles(identity.roles)
 
@@ -273,8 +291,7 @@ class Policy:
                 continue
             covering = rule.covering(action, resource, facts)
             if covering is not None and rule.conditions_hold(facts):
-                matched = rule.matched(*covering)
-                return answer(False, matched, _because("denied", matched))
+                return answer(False, *rule.answer(*covering))
 
         near: list[str] = []
         for rule in self.rules:
@@ -284,8 +301,7 @@ class Policy:
             if covering is None:
                 continue
             if rule.conditions_hold(facts):
-                matched = rule.matched(*covering)
-                return answer(True, matched, _because("allowed", matched))
+                return answer(True, *rule.answer(*covering))
             near.append(f"{rule.label} covers {requested_permission(action, resource)} but {rule.conditions_text()} does not hold")
         reason = "no rule matched: denied by default"
         unknown = sorted(set(identity.roles) - set(self.roles))
@@ -294,6 +310,9 @@ class Policy:
         if near:
             reason += " (" + "; ".join(near) + ")"
         return answer(False, None, reason)
+
+    def _now(self) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(_seconds(self.clock), datetime.UTC)
 
     # -- description -------------------------------------------------------------
 

@@ -26,11 +26,11 @@ from collections.abc import Sequence
 import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from securenet.cred.store import ICredentialStore
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.auth")
+log = SecurenetLogger(namespace="securenet.auth")
 
 
 @attrs.frozen

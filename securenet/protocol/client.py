@@ -13,7 +13,6 @@ import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -33,8 +32,9 @@ from securenet.protocol.session import ISession
 from securenet.tls.endpoints import SecureClientEndpoint, client_endpoint
 from securenet.tls.errors import TLSError
 from securenet.tls.guard import TLSGuard, TLSGuardFactory
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.auth")
+log = SecurenetLogger(namespace="securenet.auth")
 
 
 @attrs.define(auto_exc=True, str=False)

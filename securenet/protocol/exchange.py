@@ -25,7 +25,6 @@ from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from securenet.cred.credentials import CertificateCredentials, ICertificateCredentials, TOTPCredentials
@@ -41,11 +40,12 @@ from securenet.cred.sasl import (
 )
 from securenet.cred.throttle import Throttle, throttle_keys
 from securenet.tls.facts import HandshakeFacts
+from securenet.logs import SecurenetLogger
 
 if TYPE_CHECKING:
     from securenet.protocol.session import ServerSession
 
-log = Logger(namespace="securenet.auth")
+log = SecurenetLogger(namespace="securenet.auth")
 
 PROTOCOL_VERSION = "1"
 MAX_LINE = 8192

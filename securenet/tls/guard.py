@@ -25,7 +25,6 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
@@ -39,8 +38,9 @@ from securenet.tls.errors import (
 )
 from securenet.tls.facts import HandshakeFacts
 from securenet.tls.policy import ConnectionState, state_of
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.tls")
+log = SecurenetLogger(namespace="securenet.tls")
 
 
 def describe_address(address: IAddress | None) -> str:

@@ -36,7 +36,6 @@ from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IReactorTime,
 )
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from securenet.pki.facts import CertificateFacts
@@ -59,8 +58,9 @@ from securenet.tls.errors import (
 )
 from securenet.tls.profiles import INTERMEDIATE, TLSProfile
 from securenet.tls.tofu import TofuStore
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.tls")
+log = SecurenetLogger(namespace="securenet.tls")
 
 ClientAuth = Literal["none", "optional", "required"]
 CLIENT_AUTH_MODES: tuple[ClientAuth, ...] = ("none", "optional", "required")

@@ -24,7 +24,6 @@ import urllib.parse
 from typing import Any
 
 import attrs
-from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
@@ -43,8 +42,9 @@ from securenet.web.guard import JSONEndpoint, JSONRouter, WebGuard
 from securenet.web.jsonbody import JSONLimits, read_json_object
 from securenet.web.responses import JSONResponse
 from securenet.web.tokens import TokenEndpoints, TokenService
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.web")
+log = SecurenetLogger(namespace="securenet.web")
 
 ADMIN_LIMITS = JSONLimits(max_bytes=16 * 1024, max_depth=4)
 

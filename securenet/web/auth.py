@@ -42,7 +42,6 @@ from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from securenet.cred.apikeys import MAX_KEY_LENGTH, PresentedAPIKey, VerifiedAPIKey
@@ -63,8 +62,9 @@ from securenet.tls.facts import HandshakeFacts
 from securenet.tls.guard import describe_address
 from securenet.web.errors import TooManyRequests, Unauthorized, WebError
 from securenet.web.responses import is_secure
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.auth")
+log = SecurenetLogger(namespace="securenet.auth")
 
 #: How a request authenticated (its HTTP scheme) -> the SASL mechanism name
 #: its identity carries.

@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from securenet.web.errors import InternalError, WebError
 from securenet.web.jsonbody import dump_json
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.web")
+log = SecurenetLogger(namespace="securenet.web")
 
 #: Headers on every response.
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (

@@ -17,7 +17,6 @@ from twisted.application.service import MultiService
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from securenet.authz import IPolicy
@@ -39,8 +38,9 @@ from securenet.web.guard import WebGuard
 from securenet.web.refresh import IRefreshTokenStore, MemoryRefreshStore, SQLiteRefreshStore
 from securenet.web.site import SecureSite
 from securenet.web.tokens import TokenLifetimes, TokenService
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.tap")
+log = SecurenetLogger(namespace="securenet.tap")
 
 
 @attrs.frozen

@@ -26,7 +26,6 @@ import io
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
@@ -34,8 +33,9 @@ from twisted.web.resource import IResource
 from securenet.web.errors import InternalError, PayloadTooLarge
 from securenet.web.jsonbody import MAX_BODY, dump_json
 from securenet.web.responses import HSTS, SECURITY_HEADERS, SERVER, apply_security_headers, is_secure, render_error
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.web")
+log = SecurenetLogger(namespace="securenet.web")
 
 #: Idle seconds before a connection is closed.
 DEFAULT_TIMEOUT = 60

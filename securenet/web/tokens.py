@@ -38,7 +38,6 @@ from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from securenet.cred.store import ICredentialStore
@@ -48,8 +47,9 @@ from securenet.web.errors import BadRequest, Unauthorized
 from securenet.web.guard import JSONEndpoint, JSONRouter
 from securenet.web.jsonbody import JSONLimits, read_json_object
 from securenet.web.refresh import IRefreshTokenStore, RefreshToken
+from securenet.logs import SecurenetLogger
 
-log = Logger(namespace="securenet.auth")
+log = SecurenetLogger(namespace="securenet.auth")
 
 REFRESH_PREFIX = "snrt_"
 _REFRESH = re.compile(r"snrt_([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")

@@ -1,0 +1,101 @@
+"""
+securenet's log level (securenet.logs): debug events are dropped before any
+observer sees them unless the level is lowered; warnings always pass;
+`twistd securenet --log-level` and the config key set it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from securenet import logs
+from securenet.tap import Options
+
+
+class LevelTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.addCleanup(logs.set_level, logs.level())
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.log = logs.SecurenetLogger(namespace="securenet.test")
+
+    def emitted(self) -> list[LogLevel]:
+        levels = [e["log_level"] for e in self.events if e.get("log_namespace") == "securenet.test"]
+        self.events.clear()
+        return levels
+
+    def emitAll(self) -> None:
+        self.log.debug("d")
+        self.log.info("i")
+        self.log.warn("w")
+        self.log.error("e")
+        self.log.critical("c")
+
+    def test_defaultIsInfo(self) -> None:
+        """By default debug events never reach an observer; info and above do."""
+        logs.set_level(logs.DEFAULT_LEVEL)
+        self.assertEqual(logs.level(), "info")
+        self.emitAll()
+        self.assertEqual(self.emitted(), [LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical])
+        self.assertFalse(logs.enabled(LogLevel.debug))
+        self.assertTrue(logs.enabled(LogLevel.info))
+
+    def test_debugAndWarn(self) -> None:
+        """debug lets everything through; warn keeps only warnings and worse (refusals are never hidden)."""
+        logs.set_level("debug")
+        self.emitAll()
+        self.assertEqual(len(self.emitted()), 5)
+        logs.set_level("warn")
+        self.emitAll()
+        self.assertEqual(self.emitted(), [LogLevel.warn, LogLevel.error, LogLevel.critical])
+        self.assertEqual(logs.level(), "warn")
+
+    def test_failureAlwaysEmitted(self) -> None:
+        """log.failure (critical) passes at any level."""
+        logs.set_level("warn")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            self.log.failure("boom")
+        self.assertEqual(self.emitted(), [LogLevel.critical])
+        self.flushLoggedErrors(ZeroDivisionError)
+
+    def test_unknownLevelRefused(self) -> None:
+        """Only debug, info and warn: the level is unchanged after a refusal."""
+        logs.set_level("info")
+        for name in ("error", "trace", "INFO", ""):
+            with self.assertRaises(ValueError) as caught:
+                logs.set_level(name)
+            self.assertIn("debug, info, warn", str(caught.exception))
+        self.assertEqual(logs.level(), "info")
+
+
+class TapOptionTests(SynchronousTestCase):
+    def test_logLevelOption(self) -> None:
+        """--log-level is checked when parsed; default info."""
+        options = Options()
+        options.parseOptions(["--listen", "securenet:0"])
+        self.assertEqual(options["log-level"], "info")
+        options = Options()
+        options.parseOptions(["--listen", "securenet:0", "--log-level", "debug"])
+        self.assertEqual(options["log-level"], "debug")
+        with self.assertRaises(usage.UsageError) as caught:
+            Options().parseOptions(["--listen", "securenet:0", "--log-level", "chatty"])
+        self.assertEqual(str(caught.exception), "--log-level chatty: must be one of debug, info, warn")
+
+    def test_logLevelConfig(self) -> None:
+        """log_level in --config, overridden by the command line."""
+        config = self.mktemp()
+        with open(config, "w") as f:
+            f.write('listen = ["securenet:0"]\nlog_level = "warn"\n')
+        options = Options()
+        options.parseOptions(["--config", config])
+        self.assertEqual(options["log-level"], "warn")
+        options = Options()
+        options.parseOptions(["--config", config, "--log-level", "debug"])
+        self.assertEqual(options["log-level"], "debug")
