@@ -5,7 +5,9 @@ the peers differ only in what sits under the application.
 * A minimal HTTP/1.1 responder: ``GET /<n>`` answers ``n`` bytes, framed
   by Content-Length; requests may be pipelined; ``Connection: close`` closes
   after the response.  nginx serves the same paths as static files.
-* An AMP ``Echo`` command (``value`` -> ``value``).
+* An AMP ``Echo`` command (``value`` -> ``value``); securenet's is a
+  ``SecureCommand`` with a declared permission, answered by a ``SecureAMP``
+  that checks it against the bench policy before every call.
 * A Foolscap ``echo`` method.
 """
 
@@ -94,6 +96,38 @@ class EchoAMP(amp.AMP):
 class AMPFactory(Factory):
     protocol = EchoAMP
     noisy = False
+
+
+#: The policy of the securenet + AMP peer: certificate-authenticated clients may echo.
+BENCH_POLICY = """
+version = 1
+
+[[rules]]
+name = "certificate clients may echo"
+effect = "allow"
+permissions = ["bench.echo"]
+when = { "identity.mechanism" = "EXTERNAL" }
+"""
+
+
+def secure_amp_factory() -> Factory:
+    """securenet's AMP: the same Echo on the wire, authorized per call (imported lazily)."""
+    from securenet.apps.base import SecureAMP, SecureCommand
+
+    class SecureEcho(SecureCommand):
+        commandName = b"Echo"
+        arguments = [(b"value", amp.String())]
+        response = [(b"value", amp.String())]
+        permission = "bench.echo"
+
+    class SecureEchoAMP(SecureAMP):
+        @SecureEcho.responder
+        def echo(self, value: bytes) -> dict[str, bytes]:
+            return {"value": value}
+
+    factory = Factory.forProtocol(SecureEchoAMP)
+    factory.noisy = False
+    return factory
 
 
 def foolscap_echo():  # type: ignore[no-untyped-def]

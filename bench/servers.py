@@ -161,7 +161,7 @@ def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # 
     from securenet.tls.endpoints import SecureServerEndpoint
     from securenet.tls.policy import ServerTLSPolicy
 
-    from bench.apps import AMPFactory, HTTPFactory
+    from bench.apps import HTTPFactory
 
     checkers: list[object] = [CertificateChecker("cn")]
     client_auth = args.client_auth
@@ -175,8 +175,18 @@ def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # 
         client_auth=client_auth,
         session_tickets=not args.no_tickets,
     )
-    app = AMPFactory() if args.kind == "securenet-amp" else HTTPFactory()
-    factory = SessionFactory(app, Portal(IdentityRealm(), checkers), reactor)
+    authz_policy = None
+    if args.kind == "securenet-amp":
+        # SecureAMP checks the command's permission against the policy on every call.
+        from securenet.authz import Policy
+
+        from bench.apps import BENCH_POLICY, secure_amp_factory
+
+        app = secure_amp_factory()
+        authz_policy = Policy.parse(BENCH_POLICY, source="bench policy", clock=reactor)
+    else:
+        app = HTTPFactory()
+    factory = SessionFactory(app, Portal(IdentityRealm(), checkers), reactor, policy=authz_policy)
     factory.noisy = False
     endpoint = SecureServerEndpoint(reactor, policy, 0, interface="127.0.0.1", backlog=args.backlog)
     result: list[int] = []
