@@ -313,6 +313,29 @@ class DecisionReuseTests(SecureAMPTestCase):
         self.call(conn, Write, key="users/alice/y", value="1")
         self.assertEqual(asked, [("kv.write", "users/alice/x"), ("kv.write", "users/alice/y")])
 
+    def test_respondersLocatedOnce(self) -> None:
+        """A command's responder is located once per connection; unknown names are never remembered."""
+        conn = self.connect("alice")
+        located: list[bytes] = []
+        original = amp.AMP.locateResponder
+
+        def spy(protocol: amp.AMP, name: bytes) -> Any:
+            located.append(name)
+            return original(protocol, name)
+
+        self.patch(amp.AMP, "locateResponder", spy)
+        for _ in range(3):
+            self.assertEqual(self.call(conn, Write, key="users/alice/x", value="1"), {"written": "users/alice/x"})
+        self.assertEqual(located, [b"Write"])
+
+        class Nope(amp.Command):
+            commandName = b"Nope"
+
+        for _ in range(2):
+            self.call(conn, Nope).trap(amp.UnhandledCommand)
+        self.assertEqual(located, [b"Write", b"Nope", b"Nope"])
+        self.assertOpen(conn)
+
     def test_refusalsDecidedEveryTime(self) -> None:
         conn = self.connect("bob")
         asked = self.spy(conn, policy())

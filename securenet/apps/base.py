@@ -331,6 +331,24 @@ class SecureAMP(SecureProtocolMixin, amp.AMP):
     box responders are not (do not use them for protected operations).
     """
 
+    _securenet_responders: dict[bytes, Any] | None = None
+
+    def locateResponder(self, name: bytes) -> Any:
+        """
+        AMP's responder for command C{name}, looked up (and wrapped) once
+        per connection rather than for every box: a connection's responders
+        do not change.  Unknown names are not remembered (a peer could send
+        any number of them).
+        """
+        found = self._securenet_responders.get(name) if self._securenet_responders is not None else None
+        if found is None:
+            found = super().locateResponder(name)
+            if found is not None:
+                if self._securenet_responders is None:
+                    self._securenet_responders = {}
+                self._securenet_responders[name] = found
+        return found
+
     # The one place that reaches into AMP's internals: CommandLocator wraps
     # every responder (called with the parsed arguments) with its command's
     # (de)serialization here, so wrapping the responder first sees both the

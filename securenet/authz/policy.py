@@ -123,9 +123,6 @@ class Rule:
             words.append(f"unless {self.unless.describe()}")
         return " ".join(words)
 
-    def matched(self, permission: Permission, location: Location) -> MatchedRule:
-        return self.answer(permission, location)[0]
-
     def answer(self, permission: Permission, location: Location) -> tuple[MatchedRule, str]:
         """The rule that decides by C{permission}, and the decision's reason."""
         key = (permission.text, location)
