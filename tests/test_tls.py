@@ -24,7 +24,7 @@ from OpenSSL import SSL
 from OpenSSL.crypto import X509
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IOpenSSLClientConnectionCreator, IProtocol
+from twisted.internet.interfaces import IAddress, IOpenSSLClientConnectionCreator, IProtocol, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
@@ -32,7 +32,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
+from zope.interface import implementer, providedBy
 
 from securenet import logs as securenet_logs
 from securenet.pki.ca import IssuedCertificate, generate_private_key
@@ -705,6 +705,23 @@ class ClientCertificateTests(TLSTestCase):
         assert guard.handshake is not None and guard.handshake.peer_certificate is not None
         self.assertEqual(guard.handshake.peer_certificate.subject, "CN=alice")
         self.assertEqual(guard.handshake.peer_chain[0], pki().client("alice").certificate)
+
+    def test_guardProvidesWhatTheTransportProvides(self) -> None:
+        """
+        Like a ProtocolWrapper, the guard provides its TLS transport's
+        interfaces (ISSLTransport, ITCPTransport, ...); connections over the
+        same kind of transport share one declaration.
+        """
+        guards = []
+        for _ in range(2):
+            run = handshake(pki().server_policy(client_auth="required"), pki().client_policy(client="alice"))
+            self.assertConnected(run)
+            [guard] = run.server_guards.guards
+            guards.append(guard)
+            self.assertTrue(set(providedBy(guard.transport)) <= set(providedBy(guard)))
+            self.assertTrue(ISSLTransport.providedBy(guard))
+            self.assertTrue(ITCPTransport.providedBy(run.server_app().transport))
+        self.assertIs(getattr(guards[0], "__provides__"), getattr(guards[1], "__provides__"))
 
     def test_certificatesConvertedOnce(self) -> None:
         """
