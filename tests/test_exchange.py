@@ -1151,6 +1151,33 @@ class ClientTests(ExchangeTestCase):
         self.pipelineMechanism = ExternalClientMechanism("alice")
         self.assertEqual(self.silentServer().received, f"AUTH EXTERNAL {b64('alice')}\r\n".encode())
 
+    def test_pipelinedMechanismFails(self) -> None:
+        """
+        An EXTERNAL mechanism that cannot produce its initial response:
+        AuthenticationFailed CLIENT before anything is sent; no app either side.
+        """
+
+        @implementer(IClientMechanism)
+        class Broken:
+            name = "EXTERNAL"
+
+            def initial(self) -> bytes | None:
+                raise ValueError("no authorization id")
+
+            def respond(self, challenge: bytes) -> bytes:
+                raise AssertionError("not reached")
+
+            def verify_success(self, data: bytes | None) -> None:
+                raise AssertionError("not reached")
+
+        self.pipelineMechanism = Broken()
+        server_apps = self.silentServer()
+        error = self.failureResultOf(self.conn.client_ready, AuthenticationFailed).value
+        self.assertEqual((error.code, error.text), ("CLIENT", "cannot authenticate: no authorization id"))
+        self.assertEqual(server_apps.received, b"")
+        self.assertEqual(self.client_apps.built, [])
+        self.assertTrue(self.conn.client_tls.transport.disconnected)
+
     def test_noPipeliningOtherwise(self) -> None:
         """
         No pipelining when the server did not ask for a certificate, or

@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from securenet import identity_of
+from securenet.apps import base as base_module
 from securenet.apps.base import (
     NOT_CONFIGURED,
     UNAUTHORIZED,
@@ -335,6 +336,15 @@ class DecisionReuseTests(SecureAMPTestCase):
             self.call(conn, Nope).trap(amp.UnhandledCommand)
         self.assertEqual(located, [b"Write", b"Nope", b"Nope"])
         self.assertOpen(conn)
+
+    def test_keptDecisionsBounded(self) -> None:
+        """A connection keeps at most MAX_KEPT_DECISIONS decisions; beyond that it decides again."""
+        self.patch(base_module, "MAX_KEPT_DECISIONS", 1)
+        conn = self.connect("alice")
+        asked = self.spy(conn, policy())
+        for key in ("users/alice/x", "users/alice/y", "users/alice/x", "users/alice/y"):
+            self.call(conn, Write, key=key, value="1")
+        self.assertEqual(asked, [("kv.write", "users/alice/x"), ("kv.write", "users/alice/y"), ("kv.write", "users/alice/y")])
 
     def test_refusalsDecidedEveryTime(self) -> None:
         conn = self.connect("bob")

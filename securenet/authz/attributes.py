@@ -184,8 +184,7 @@ class Facts:
         self.time_read = True
         if not isinstance(self._now, datetime.datetime):
             self._now = self._now()
-        self._now = _utc(self._now)
-        return self._now
+        return _utc(self._now)
 
     @property
     def spiffe(self) -> SpiffeID | None:
