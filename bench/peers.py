@@ -18,6 +18,9 @@ from bench.procs import PYTHON, ServerProcess, spawn, stop, which
 #: name -> (label, kind of server, what it speaks)
 PEERS: dict[str, tuple[str, str, str]] = {
     "securenet": ("securenet", "securenet", "http"),
+    # The same server; its client sends the first request with the pipelined
+    # AUTH EXTERNAL (early application data, securenet.connect(early_data=True)).
+    "securenet-early": ("securenet, early data", "securenet", "http"),
     "twisted-tls": ("bare Twisted TLS", "twisted-tls", "http"),
     "asyncio": ("asyncio + ssl", "asyncio", "http"),
     "uvloop": ("uvloop + ssl", "uvloop", "http"),
@@ -28,6 +31,8 @@ PEERS: dict[str, tuple[str, str, str]] = {
 }
 
 HTTP_PEERS = ["securenet", "twisted-tls", "asyncio", "uvloop", "nginx"]
+#: New connections: also securenet with early application data.
+CONN_PEERS = ["securenet", "securenet-early", "twisted-tls", "asyncio", "uvloop", "nginx"]
 
 
 def label(name: str) -> str:

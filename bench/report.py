@@ -14,7 +14,7 @@ from typing import Any
 from bench.peers import label
 
 #: Column order of the main table.
-COLUMNS = ["securenet", "securenet-amp", "twisted-tls", "amp-tls", "asyncio", "uvloop", "nginx", "foolscap"]
+COLUMNS = ["securenet", "securenet-early", "securenet-amp", "twisted-tls", "amp-tls", "asyncio", "uvloop", "nginx", "foolscap"]
 
 #: The securenet series of each measure (the numerator of its ratios).
 OURS = {"rpc_c_1": "securenet-amp", "rpc_c_32": "securenet-amp", "rpc_py_1": "securenet-amp", "rpc_py_32": "securenet-amp"}

@@ -79,7 +79,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
 #: (id, what, measure key, securenet series, peer series, comparison, bound)
 TARGETS = [
     ("conn-full", "new connections/s, full handshakes, vs bare Twisted", "conn_full", "securenet", "twisted-tls", ">=", 0.9),
+    ("conn-full-early", "new connections/s, full handshakes, early data, vs bare Twisted", "conn_full", "securenet-early", "twisted-tls", ">=", 0.9),
     ("conn-resumed", "new connections/s, resumed ÷ securenet's own full", "conn_resumed", "securenet", "securenet:conn_full", ">=", 2.5),
+    ("conn-resumed-early", "new connections/s, resumed ÷ own full, early data", "conn_resumed", "securenet-early", "securenet-early:conn_full", ">=", 2.5),
     ("rr-1", "request/response, 1 in flight, vs bare Twisted TLS", "rr_1", "securenet", "twisted-tls", ">=", 0.95),
     ("rr-32", "request/response, 32 in flight, vs bare Twisted TLS", "rr_32", "securenet", "twisted-tls", ">=", 0.95),
     ("amp-1", "AMP calls/s, 1 outstanding, vs plain AMP over TLS (C client)", "rpc_c_1", "securenet-amp", "amp-tls", ">=", 0.9),
@@ -213,6 +215,8 @@ class Bench:
         ]
         if name.startswith("securenet"):
             argv.append("--auth-external")
+        if name == "securenet-early":
+            argv.append("--early-data")
         proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         cpu = self._cpu_window(pid, warmup, duration, proc)
         try:
@@ -269,7 +273,7 @@ class Bench:
             ("conn_resumed", ["--resume"], "new connections/s (resumed handshakes)"),
         ):
             self.series(
-                key, title, "conn/s", P.HTTP_PEERS,
+                key, title, "conn/s", P.CONN_PEERS,
                 lambda n, s, extra=extra: self.tlsload(n, s.port, "--mode", "conn", "--conns", c, "--path", "/64", *extra, pid=s.pid),
             )
 
@@ -589,7 +593,7 @@ class Bench:
         machine = self.machine()
         self.log(f"{self.mode} run; work directory {self.work}")
         steps: list[tuple[list[str], Callable[[], None]]] = [
-            (P.HTTP_PEERS, self.measure_connections),
+            (P.CONN_PEERS, self.measure_connections),
             (P.HTTP_PEERS, self.measure_request_response),
             (["securenet-amp", "amp-tls", "foolscap"], self.measure_rpc),
             (P.HTTP_PEERS, self.measure_bulk),

@@ -9,7 +9,9 @@
  * docs/protocol.md), over mutual TLS.  Like securenet's own client it
  * pipelines AUTH EXTERNAL (sent right after the handshake, before the
  * greeting is read; docs/protocol.md, "Pipelining EXTERNAL") unless
- * --no-pipeline, which waits for the greeting first.
+ * --no-pipeline, which waits for the greeting first.  With --early-data the
+ * first request leaves with the AUTH line (AUTH EXTERNAL = EARLY; "Early
+ * application data"), as securenet.connect(early_data=True) sends it.
  *
  * Modes:
  *   conn  each slot loops: TCP connect, TLS handshake (full, or resumed with
@@ -56,7 +58,7 @@ enum { CS_FREE, CS_CONNECTING, CS_HANDSHAKE, CS_GREETING, CS_AUTHOK, CS_RUN, CS_
 
 static struct {
     const char *host, *ca, *cert, *key, *path;
-    int port, mode, proto, conns, depth, threads, resume, auth, amp_size, verify, pipeline;
+    int port, mode, proto, conns, depth, threads, resume, auth, amp_size, verify, pipeline, early;
     double duration, warmup, interval_ms, hold_seconds;
 } o = {"127.0.0.1", NULL, NULL, NULL, "/64", 0, M_KEEP, P_HTTP, 1, 1, 1, 0, 0, 64, 0, 1, 2.0, 0.5, 0, 30};
 
@@ -65,6 +67,8 @@ static struct sockaddr_in addr;
 static char *req;       /* one request */
 static size_t reqlen;
 static char *reqs;      /* RING requests back to back (pipelining) */
+static char *early_buf; /* --early-data: the AUTH line and the first request in one write */
+static size_t early_len;
 static double t_begin, t_measure, t_end;
 static volatile int stop_all;
 
@@ -326,6 +330,11 @@ static int exchange_line(struct conn *c) {
         c->t->errors++;
         return -1;
     }
+    if (o.early) {
+        c->state = CS_RUN; /* the first request is already on its way */
+        if (o.mode == M_KEEP && o.depth > 1 && o.interval_ms <= 0) return send_requests(c, o.depth - 1, now());
+        return 0;
+    }
     app_ready(c);
     return 0;
 }
@@ -442,7 +451,18 @@ static void next_step(struct conn *c) {
         if (o.auth) {
             c->state = CS_GREETING;
             c->linelen = 0;
-            if (o.pipeline) {
+            if (o.early) {
+                /* early data: the first request leaves with the AUTH line */
+                c->sent[c->rt] = now();
+                c->rt = (c->rt + 1) % RING;
+                c->inflight++;
+                c->wbuf = early_buf;
+                c->wlen = early_len;
+                if (flush_write(c) < 0) {
+                    close_conn(c, 0);
+                    return;
+                }
+            } else if (o.pipeline) {
                 c->wbuf = "AUTH EXTERNAL =\r\n";
                 c->wlen = strlen(c->wbuf);
                 if (flush_write(c) < 0) {
@@ -560,13 +580,18 @@ static void build_request(void) {
     }
     reqs = malloc(reqlen * RING);
     for (int i = 0; i < RING; i++) memcpy(reqs + i * reqlen, req, reqlen);
+    static const char auth_early[] = "AUTH EXTERNAL = EARLY\r\n";
+    early_len = strlen(auth_early) + reqlen;
+    early_buf = malloc(early_len);
+    memcpy(early_buf, auth_early, strlen(auth_early));
+    memcpy(early_buf + strlen(auth_early), req, reqlen);
 }
 
 static void usage(void) {
     fprintf(stderr,
             "usage: tlsload --port P --ca CA [--cert C --key K] [--mode conn|keep|hold] [--proto http|amp]\n"
             "  [--path /64] [--amp-size N] [--conns N] [--depth N] [--threads N] [--duration S] [--warmup S]\n"
-            "  [--resume] [--auth-external [--no-pipeline]] [--verify] [--interval-ms MS] [--hold-seconds S]\n");
+            "  [--resume] [--auth-external [--no-pipeline | --early-data]] [--verify] [--interval-ms MS] [--hold-seconds S]\n");
     exit(2);
 }
 
@@ -595,6 +620,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--resume")) o.resume = 1;
         else if (!strcmp(a, "--auth-external")) o.auth = 1;
         else if (!strcmp(a, "--no-pipeline")) o.pipeline = 0;
+        else if (!strcmp(a, "--early-data")) o.early = 1;
         else if (!strcmp(a, "--verify")) o.verify = 1;
         else usage();
     }

@@ -132,6 +132,7 @@ def connect_in_memory(
     mechanism: IClientMechanism | MechanismChooser | None = None,
     totp: Callable[[], str] | None = None,
     raw_client: bool = False,
+    early_data: bool = False,
 ) -> MemoryConnection:
     """
     Join a client and a server through TLS in memory.  Nothing moves until
@@ -143,11 +144,12 @@ def connect_in_memory(
     client certificate, else ANONYMOUS) and C{totp}, as L{securenet.connect}
     does; with C{raw_client=True} the client application gets the exchange's
     lines itself (to drive the protocol by hand, as with C{openssl s_client}).
+    C{early_data} is L{securenet.connect}'s.
     """
     ready: Deferred[IProtocol] = Deferred()
     client_guard: TLSGuardFactory
     if isinstance(server_factory, SessionFactory) and not raw_client:
-        client_guard = ClientSessionFactory(client_factory, clock, ClientCredentials(mechanism, totp), ready=ready)
+        client_guard = ClientSessionFactory(client_factory, clock, ClientCredentials(mechanism, totp), early_data=early_data, ready=ready)
     else:
         if not isinstance(server_factory, TLSGuardFactory):
             server_factory = TLSGuardFactory(server_factory, clock)

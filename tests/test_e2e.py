@@ -220,6 +220,28 @@ class OpenSSLClientTests(E2EBase):
         )
         self.assertIn(b"SECURENET 1 AUTH EXTERNAL\r\nOK dev-client\r\nvia openssl\n", out)
 
+    def test_earlyDataByHand(self) -> None:
+        """docs/protocol.md, early application data: the line to echo leaves with AUTH ... EARLY, before any answer."""
+        server = self.startServer("--listen", server_listen(self.certs))
+        out, _ = converse(
+            self.s_client(server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"),
+            b"AUTH EXTERNAL = EARLY\r\nearly via openssl\n",
+            b"early via openssl\n",
+        )
+        self.assertIn(b"SECURENET 1 AUTH EXTERNAL\r\nOK dev-client\r\nearly via openssl\n", out)
+
+    def test_earlyDataRefused(self) -> None:
+        """A server without a certificate checker does not offer EXTERNAL: one NO line, it closes, the early bytes never echo."""
+        server = self.startServer("--listen", server_listen(self.certs), "--auth", "anonymous")
+        out, code = converse(
+            self.s_client(server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"),
+            b"AUTH EXTERNAL = EARLY\r\nsecret\n",
+            b"never expected",
+        )
+        self.assertIn(b"SECURENET 1 AUTH ANONYMOUS\r\nNO UNKNOWN-MECHANISM mechanism not offered", out)
+        self.assertNotIn(b"secret", out)
+        self.assertIsNotNone(code, "s_client should have exited: the server closed the connection")
+
     def test_tls11Refused(self) -> None:
         """A TLS 1.1-only client is refused; the server logs the typed reason."""
         server = self.startServer("--listen", server_listen(self.certs, clientAuth="none", trustRoots=""), "--auth", "anonymous")

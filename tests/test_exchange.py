@@ -269,6 +269,7 @@ class ExchangeTestCase(SynchronousTestCase):
         throttle: Throttle | None = None,
         settings: ExchangeSettings = ExchangeSettings(),
         server_factory: SessionFactory | None = None,
+        early_data: bool = False,
     ) -> MemoryConnection:
         """
         Connect through TLS (with C{client}'s certificate) and run until
@@ -286,6 +287,7 @@ class ExchangeTestCase(SynchronousTestCase):
             mechanism=mechanism,
             totp=totp,
             raw_client=raw,
+            early_data=early_data,
         )
         # Both guards exist from the start; TLS lets go of them when the connection is lost.
         self.session = self.conn.server_guard
@@ -1229,6 +1231,201 @@ class ClientTests(ExchangeTestCase):
         self.assertEqual(self.client_apps.built, [])
         self.assertEqual(server_apps.received, b"AUTH EXTERNAL =\r\n")
         self.assertTrue(conn.client_tls.transport.disconnected)
+
+
+# -- early application data (docs/protocol.md) ---------------------------------------------
+
+EARLY_LINE = b"AUTH EXTERNAL = EARLY\r\n"
+#: Early bytes that would be a valid exchange line if the server ever read them as one.
+LOOKS_LIKE_A_LINE = b"AUTH TEST\r\n"
+
+
+@implementer(ICredentialsChecker)
+class CertificateGate:
+    """CertificateChecker, but refusing everyone (C{refuse}) or holding its answer until the test fires it (C{hold})."""
+
+    credentialInterfaces = CertificateChecker.credentialInterfaces
+
+    def __init__(self, *, refuse: bool = False, hold: bool = False) -> None:
+        self.refuse = refuse
+        self.hold = hold
+        self.held: list[Deferred[Any]] = []
+        self.calls = 0
+
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
+        self.calls += 1
+        if self.refuse:
+            return defer.fail(UnauthorizedLogin("certificate refused by the test"))
+        answer: Deferred[Any] = CertificateChecker().requestAvatarId(credentials)
+        if not self.hold:
+            return answer
+        held: Deferred[Any] = Deferred()
+        self.held.append(held)
+        return held.addCallback(lambda _: answer)
+
+
+class EarlyDataTests(ExchangeTestCase):
+    """
+    C{AUTH EXTERNAL <authzid> EARLY}: application bytes follow the line; on
+    OK they are the application's first bytes, on anything else the server
+    answers, closes and never reads them.
+    """
+
+    def test_earlyDataReachesTheApp(self) -> None:
+        """OK: the bytes after the line are the app's first bytes, in order, also those sent while the checker works."""
+        gate = CertificateGate(hold=True)
+        self.connect(self.portal(gate, self.passwords), client="alice")
+        self.write(EARLY_LINE + b"first ")
+        self.write(LOOKS_LIKE_A_LINE)
+        self.assertEqual(self.lines(), ["SECURENET 1 AUTH EXTERNAL TEST"])
+        self.assertEqual(self.apps.built, [])
+        gate.held[0].callback(None)
+        self.conn.pump.flush()
+        self.assertEqual(self.transcript(), (["SECURENET 1 AUTH EXTERNAL TEST", "OK alice"], SERVER_DATA))
+        self.assertEqual(self.apps.received, b"first " + LOOKS_LIKE_A_LINE)
+        self.assertEqual(self.appIdentity().avatar_id, "alice")
+        [decision] = self.decisions()
+        self.assertEqual((decision["result"], decision["mechanism"]), ("ok", "EXTERNAL"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_refusedEarlyDataDiscarded(self) -> None:
+        """The certificate is refused: NO AUTH-FAILED, the connection closes, the early bytes are never read."""
+        gate = CertificateGate(refuse=True)
+        self.connect(self.portal(gate, self.passwords), client="alice")
+        self.write(EARLY_LINE + LOOKS_LIKE_A_LINE + b"secret application data")
+        self.assertEqual(self.lines(), ["SECURENET 1 AUTH EXTERNAL TEST", AUTH_FAILED])
+        self.assertEqual(gate.calls, 1)
+        self.assertEqual(self.passwords.factories[0].runs, [])
+        self.assertClosed()
+        self.assertNoApp()
+        self.assertEqual(self.exchange.buffer, b"")
+        self.assertEqual((self.exchange.lines, self.exchange.attempts), (1, 1))
+        self.assertOneDenial("certificate refused by the test", "EXTERNAL")
+
+    def test_earlyDataExternalNotOffered(self) -> None:
+        """
+        EXTERNAL not offered (no certificate checker): NO UNKNOWN-MECHANISM
+        and close, not counted nor logged as a decision; the early bytes
+        (an AUTH TEST line here) are never read.
+        """
+        self.connect(self.portal(self.passwords), client="alice")
+        self.write(EARLY_LINE + LOOKS_LIKE_A_LINE)
+        [greeting, answer] = self.lines()
+        self.assertEqual(greeting, GREETING)
+        self.assertTrue(answer.startswith("NO UNKNOWN-MECHANISM mechanism not offered"), answer)
+        self.assertEqual(self.passwords.factories[0].runs, [])
+        self.assertClosed()
+        self.assertNoApp()
+        self.assertEqual((self.exchange.lines, self.exchange.attempts, self.decisions()), (1, 0, []))
+
+    def test_earlyOnlyOnAFirstExternal(self) -> None:
+        """EARLY anywhere but a first AUTH EXTERNAL with an initial response, or an unknown flag: NO MALFORMED, close."""
+        for lines, reason in [
+            ([b"AUTH TEST = EARLY"], "EARLY on a line other than a first AUTH EXTERNAL"),
+            ([b"AUTH NOPE", b"AUTH EXTERNAL = EARLY"], "EARLY on a line other than a first AUTH EXTERNAL"),
+            ([b"AUTH EXTERNAL = LATER"], "unknown AUTH flag 'LATER'"),
+        ]:
+            self.setUp()
+            self.connect(self.portal(CertificateChecker(), self.passwords), client="alice")
+            for line in lines[:-1]:
+                self.write(line + b"\r\n")
+            self.write(lines[-1] + b"\r\n" + LOOKS_LIKE_A_LINE)
+            answer = self.lines()[-1]
+            self.assertTrue(answer.startswith("NO MALFORMED "), (lines, answer))
+            self.assertEqual(self.passwords.factories[0].runs, [], lines)
+            self.assertClosed()
+            self.assertNoApp()
+            self.assertEqual(self.decisions()[-1]["reason"], reason)
+
+    def test_earlyDataLimit(self) -> None:
+        """Early bytes count against the pre-authentication limit: TOO-MUCH-DATA, close, no app."""
+        gate = CertificateGate(hold=True)
+        self.connect(self.portal(gate), client="alice", settings=ExchangeSettings(max_buffer=1024))
+        self.write(EARLY_LINE + b"x" * 512)
+        self.write(b"y" * 600)
+        self.assertEqual(self.lines()[-1], "NO TOO-MUCH-DATA wait for each answer before sending more")
+        self.assertClosed()
+        gate.held[0].callback(None)
+        self.conn.pump.flush()
+        self.assertNoApp()
+
+    # our client
+
+    def test_clientSendsEarlyData(self) -> None:
+        """
+        With early_data the client connects its app right after the AUTH
+        line: the app's first bytes leave with it, one flight.
+        """
+        server_apps = RecordingFactory()
+        self.client_apps = RecordingFactory(CLIENT_DATA)
+        conn = self.connect(
+            raw=False,
+            client="alice",
+            early_data=True,
+            server_factory=NotSecurenetFactory(server_apps, self.portal(), self.clock),
+        )
+        self.assertEqual(server_apps.received, EARLY_LINE + CLIENT_DATA)
+        # The server never answered: the app is connected, the exchange still pending.
+        client_app = self.successResultOf(conn.client_ready)
+        guard = self.client_guard
+        assert isinstance(guard, ClientSession)
+        self.assertIsNone(guard.authenticated_as)
+        self.assertEqual(client_app.received, [])
+
+    def test_clientEarlyDataAccepted(self) -> None:
+        """Against our server: the server app gets the early bytes, the client app only what follows OK."""
+        self.client_apps = RecordingFactory(CLIENT_DATA)
+        conn = self.connect(self.portal(CertificateChecker()), raw=False, client="alice", early_data=True)
+        client_app = self.successResultOf(conn.client_ready)
+        self.assertEqual(self.apps.received, CLIENT_DATA)
+        self.assertEqual(b"".join(client_app.received), SERVER_DATA)
+        guard = self.client_guard
+        assert isinstance(guard, ClientSession)
+        self.assertEqual(guard.authenticated_as, "alice")
+        self.assertEqual(self.appIdentity().avatar_id, "alice")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_clientEarlyDataRefused(self) -> None:
+        """Refused: the client app loses the connection with AuthenticationFailed; the server discarded its bytes."""
+        self.client_apps = RecordingFactory(CLIENT_DATA)
+        conn = self.connect(self.portal(CertificateGate(refuse=True)), raw=False, client="alice", early_data=True)
+        client_app = self.successResultOf(conn.client_ready)
+        assert client_app.lost is not None
+        error = client_app.lost.value
+        self.assertEqual((type(error), error.code), (AuthenticationFailed, "AUTH-FAILED"))
+        self.assertEqual(client_app.received, [])
+        self.assertNoApp()
+        self.assertClosed()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_clientEarlyDataNotOffered(self) -> None:
+        """EXTERNAL not offered: the client cannot choose again (its bytes are gone): AuthenticationFailed UNKNOWN-MECHANISM."""
+        self.client_apps = RecordingFactory(CLIENT_DATA)
+        conn = self.connect(self.portal(self.passwords, AllowAnonymousAccess()), raw=False, client="alice", early_data=True)
+        client_app = self.successResultOf(conn.client_ready)
+        assert client_app.lost is not None
+        error = client_app.lost.value
+        self.assertEqual((type(error), error.code), (AuthenticationFailed, "UNKNOWN-MECHANISM"))
+        self.assertIn("early data was discarded", error.text)
+        self.assertNoApp()
+        self.assertClosed()
+        self.assertEqual(self.decisions(), [])
+
+    def test_clientEarlyDataWithoutPipelining(self) -> None:
+        """No pipelined EXTERNAL (no certificate): early_data changes nothing, the app waits for OK."""
+        server_apps = RecordingFactory()
+        self.connect(
+            raw=False, early_data=True, server_factory=NotSecurenetFactory(server_apps, self.portal(), self.clock)
+        )
+        self.assertNoResult(self.conn.client_ready)
+        self.assertEqual(self.client_apps.built, [])
+        self.assertEqual(server_apps.received, b"")
+        self.setUp()
+        self.client_apps = RecordingFactory(CLIENT_DATA)
+        conn = self.connect(self.portal(AllowAnonymousAccess()), raw=False, early_data=True)
+        client_app = self.successResultOf(conn.client_ready)
+        self.assertEqual(self.apps.received, CLIENT_DATA)
+        self.assertEqual(b"".join(client_app.received), SERVER_DATA)
 
 
 # -- throttling through the exchange -----------------------------------------------------

@@ -106,9 +106,18 @@ class ClientCredentials:
 
 
 class ClientSessionFactory(TLSGuardFactory):
-    def __init__(self, appFactory: IProtocolFactory, reactor: Any, credentials: ClientCredentials, **kwargs: Any) -> None:
+    """
+    @ivar early_data: connect the application as soon as a pipelined
+        C{AUTH EXTERNAL} has left, without waiting for the server's C{OK}
+        (docs/protocol.md, "Early application data").
+    """
+
+    def __init__(
+        self, appFactory: IProtocolFactory, reactor: Any, credentials: ClientCredentials, *, early_data: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(appFactory, reactor, **kwargs)
         self.credentials = credentials
+        self.early_data = early_data
 
 
 @implementer(ISession)
@@ -129,6 +138,8 @@ class ClientSession(TLSGuard):
     _deadline: IDelayedCall | None = None
     _pipelined: IClientMechanism | None = None
     _offered: Sequence[str] = ()
+    #: The application is connected (early data) but the server has not said OK yet.
+    _early = False
 
     def handshakeSucceeded(self) -> None:
         self._buffer = b""
@@ -139,10 +150,18 @@ class ClientSession(TLSGuard):
         self._pipelined = self._pipelinable()
         if self._pipelined is not None:
             # docs/protocol.md, "Pipelining EXTERNAL": saves a round trip.
+            early = self.factory.early_data
             try:
-                self._sendAuth(self._pipelined)
+                self._sendAuth(self._pipelined, early=early)
             except AuthenticationFailed as e:
                 self._fail(e)
+                return
+            if early:
+                # "Early application data": the application may write now; its
+                # bytes follow the AUTH line, and what the server sends is
+                # still read as the exchange until its OK.
+                self._early = True
+                self.connectApplication()
 
     def _pipelinable(self) -> IClientMechanism | None:
         """
@@ -161,7 +180,7 @@ class ClientSession(TLSGuard):
             return mechanism  # type: ignore[return-value]
         return None
 
-    def _sendAuth(self, mechanism: IClientMechanism) -> None:
+    def _sendAuth(self, mechanism: IClientMechanism, *, early: bool = False) -> None:
         try:
             initial = mechanism.initial()
         except (ValueError, MechanismError) as e:
@@ -169,6 +188,9 @@ class ClientSession(TLSGuard):
         command = f"AUTH {mechanism.name}"
         if initial is not None:
             command += " " + b64encode(initial)
+        if early:
+            # EXTERNAL's initial response is never absent ("=" when empty).
+            command += " EARLY"
         self._send(command)
 
     def _exchangeTimedOut(self) -> None:
@@ -189,7 +211,7 @@ class ClientSession(TLSGuard):
         self._deadline = None
 
     def dataReceived(self, data: bytes) -> None:
-        if self._appConnected:
+        if self._appConnected and not self._early:
             self.wrappedProtocol.dataReceived(data)
             return
         if self.handshake is None or self._error is not None:
@@ -197,8 +219,11 @@ class ClientSession(TLSGuard):
         self._buffer += data
         self._processLines()
 
+    def _exchanging(self) -> bool:
+        return (not self._appConnected or self._early) and self._error is None and not self._answering
+
     def _processLines(self) -> None:
-        while not self._appConnected and self._error is None and not self._answering:
+        while self._exchanging():
             index = self._buffer.find(b"\n")
             if index < 0:
                 if len(self._buffer) > MAX_LINE:
@@ -234,6 +259,13 @@ class ClientSession(TLSGuard):
             if self._pipelined is not None:
                 pipelined, self._pipelined = self._pipelined, None
                 self._mechanism = pipelined
+                if self._early and pipelined.name not in self._offered:
+                    # The server closes: our early bytes were discarded.
+                    raise AuthenticationFailed(
+                        "UNKNOWN-MECHANISM",
+                        f"the server does not offer {pipelined.name} (it offers {' '.join(self._offered) or 'nothing'}); "
+                        "early data was discarded",
+                    )
                 # Not offered: the server answers NO UNKNOWN-MECHANISM (not
                 # counted against us), and we choose again from its offer.
                 self._state = "AUTH" if pipelined.name in self._offered else "PIPELINE-REFUSED"
@@ -267,6 +299,11 @@ class ClientSession(TLSGuard):
             self.authenticated_as = decode_identity(name)
             leftover, self._buffer = self._buffer, b""
             self._cancelDeadline()
+            if self._early:
+                self._early = False
+                if leftover:
+                    self.wrappedProtocol.dataReceived(leftover)
+                return
             app = self.connectApplication()
             if app is not None and leftover and self._appConnected:
                 app.dataReceived(leftover)
@@ -315,7 +352,7 @@ class ClientSession(TLSGuard):
         server that closed during the exchange.
         """
         failure = super().failureFor(reason)
-        if isinstance(failure.value, TLSError) or self._appConnected or self.handshake is None:
+        if isinstance(failure.value, TLSError) or (self._appConnected and not self._early) or self.handshake is None:
             return failure
         if self._error is not None:
             return Failure(self._error)
@@ -332,6 +369,7 @@ def connect(
     *,
     mechanism: IClientMechanism | MechanismChooser | None = None,
     totp: Callable[[], str] | None = None,
+    early_data: bool = False,
 ) -> Deferred[IProtocol]:
     """
     Connect C{factory}'s protocol to a securenet server.
@@ -342,16 +380,25 @@ def connect(
         from the server's offer, or None for EXTERNAL (with a client
         certificate) or ANONYMOUS.
     @param totp: called for a TOTP code if the server asks for one.
+    @param early_data: when EXTERNAL is pipelined (a client certificate the
+        server asked for, no other mechanism given), connect the application
+        right after the TLS handshake, one round trip sooner, without
+        waiting for the server's OK (docs/protocol.md, "Early application
+        data").  If the server then refuses, it discards what the
+        application sent and closes: the application's C{connectionLost}
+        gets the L{AuthenticationFailed}.  Without a pipelined EXTERNAL this
+        changes nothing.
     @return: a Deferred that fires with the connected application protocol
-        once the server is verified and we are authenticated, or fails with
-        a typed error (L{securenet.tls.errors.TLSError},
+        once the server is verified and we are authenticated (with
+        C{early_data}: once the server is verified and our C{AUTH} is sent),
+        or fails with a typed error (L{securenet.tls.errors.TLSError},
         L{AuthenticationFailed}, or a connection error) with no application
         byte sent.
     """
     if isinstance(endpoint, str):
         endpoint = client_endpoint(reactor, endpoint)
     ready: Deferred[IProtocol] = Deferred()
-    session = ClientSessionFactory(factory, reactor, ClientCredentials(mechanism, totp), ready=ready)
+    session = ClientSessionFactory(factory, reactor, ClientCredentials(mechanism, totp), early_data=early_data, ready=ready)
 
     def tcpFailed(failure: Failure) -> None:
         if session.ready is not None:

@@ -187,6 +187,9 @@ class ServerExchange:
         self.lines = 0
         self.decisions = 0
         self.state = "READY"
+        #: The client announced early application data (docs/protocol.md,
+        #: "Early application data"): any answer but OK closes the connection.
+        self.early = False
         self.buffer = b""
         self.busy = False
         self.done = False
@@ -287,7 +290,10 @@ class ServerExchange:
             verb, _, rest = line.partition(" ")
             if verb != "AUTH":
                 raise _Refused("BAD-STATE", "expected AUTH <mechanism> [initial-response]", f"unexpected command {verb[:20]!r}")
-            name, _, initial_text = rest.partition(" ")
+            name, _, arguments = rest.partition(" ")
+            initial_text, _, flag = arguments.partition(" ")
+            if flag:
+                self._startEarly(name, initial_text, flag)
             factory = self.mechanisms.get(name)
             if factory is None:
                 # A client may send AUTH EXTERNAL before it has read the
@@ -316,6 +322,26 @@ class ServerExchange:
                 raise _Refused("MALFORMED", "expected TOTP and 6 to 8 digits", "malformed TOTP code")
             return self._secondFactor(code)
         raise _Refused("BAD-STATE", "no command is valid now", f"line in state {self.state}")
+
+    def _startEarly(self, name: str, initial_text: str, flag: str) -> None:
+        """
+        C{AUTH EXTERNAL <initial-response> EARLY}: application bytes follow
+        the line.  Valid only as the first line, for EXTERNAL (the one
+        mechanism that completes without a challenge, and never asks for a
+        second factor); from here on any refusal closes the connection and
+        the buffered bytes are discarded.
+        """
+        # Whatever follows this line may be application data: never parse it
+        # as exchange lines, even when the flag itself is refused.
+        self.early = True
+        if flag != "EARLY":
+            raise _Refused("MALFORMED", "expected AUTH <mechanism> [initial-response] [EARLY]", f"unknown AUTH flag {flag[:20]!r}")
+        if name != "EXTERNAL" or self.lines != 1 or not initial_text:
+            raise _Refused(
+                "MALFORMED",
+                "EARLY is valid only on the first line, AUTH EXTERNAL <authzid or => EARLY",
+                "EARLY on a line other than a first AUTH EXTERNAL",
+            )
 
     def _decode(self, text: str) -> bytes:
         try:
@@ -478,6 +504,12 @@ class ServerExchange:
             self.current = None
         if refused.counts:
             self.attempts += 1
+        if self.early:
+            # What follows the AUTH line is application data the server will
+            # never deliver: discard it, answer, and close.
+            self.buffer = b""
+            self.close(refused.code, refused.text)
+            return
         if self.attempts >= self.settings.max_attempts:
             self.close("TOO-MANY-ATTEMPTS", f"{self.attempts} failed attempts; closing")
             return
