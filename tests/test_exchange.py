@@ -25,6 +25,7 @@ from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -95,6 +96,8 @@ USERS = {
     b"alice": (b"wonderland", "alice"),
     b"bob": (b"builder", "bob"),
     b"zoe": (b"zebra", "Zo\u00eb Doe/ops@example.org"),
+    #: An avatar id that would be a template if a log line were formatted from it.
+    b"brace": (b"curly", "x{peer}{0}{log_format}y"),
 }
 
 
@@ -757,6 +760,30 @@ class ResultCodeTests(ExchangeTestCase):
 
 
 class SuccessTests(ExchangeTestCase):
+    def test_decisionText(self) -> None:
+        """
+        The decision's text line, as a text log file shows it: rendered once,
+        values taken literally (an identity with braces is no template);
+        the fields are all there for structured observers.
+        """
+        self.connect()
+        self.send("AUTH TEST", response("brace", "wrong"))
+        self.send("AUTH TEST", response("brace", "curly"))
+        denied, ok_event = self.decisions()
+        cipher = ok_event["cipher"]
+        self.assertEqual(
+            formatEvent(ok_event), f"authentication ok for 127.0.0.1:54321 by TEST: x{{peer}}{{0}}{{log_format}}y over TLSv1.3 {cipher}"
+        )
+        self.assertEqual(ok_event["identity"], "x{peer}{0}{log_format}y")
+        self.assertEqual(ok_event["peer"], "127.0.0.1:54321")
+        self.assertEqual(ok_event["tls_version"], "TLSv1.3")
+        self.assertEqual(ok_event["reason_text"], "")
+        self.assertEqual(
+            formatEvent(denied),
+            f"authentication denied for 127.0.0.1:54321 by TEST: None (wrong password) over TLSv1.3 {cipher}",
+        )
+        self.assertEqual((denied["attempted"], denied["reason_text"]), ("brace", " (wrong password)"))
+
     def test_okWithPercentEncodedIdentity(self) -> None:
         """
         C{OK <identity> <base64>}: the avatar id percent-encoded (space and

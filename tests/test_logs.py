@@ -99,3 +99,13 @@ class TapOptionTests(SynchronousTestCase):
         options = Options()
         options.parseOptions(["--config", config, "--log-level", "debug"])
         self.assertEqual(options["log-level"], "debug")
+
+
+class LiteralTests(SynchronousTestCase):
+    def test_formatsToItself(self) -> None:
+        """A literal log_format formats to exactly its text, whatever braces the values put in it."""
+        from twisted.logger import formatEvent
+
+        for text in ["plain", "{peer}", "{0}", "{{x}}", "a}b{c", "{log_format!r:>10}", "{} {", ""]:
+            event = {"log_format": logs.literal(text), "peer": "should not appear"}
+            self.assertEqual(formatEvent(event), text)

@@ -40,7 +40,7 @@ from securenet.cred.sasl import (
 )
 from securenet.cred.throttle import Throttle, throttle_keys
 from securenet.tls.facts import HandshakeFacts
-from securenet.logs import SecurenetLogger
+from securenet.logs import SecurenetLogger, literal
 
 if TYPE_CHECKING:
     from securenet.protocol.session import ServerSession
@@ -531,8 +531,13 @@ class ServerExchange:
     ) -> None:
         self.decisions += 1
         emit = log.info if result == "ok" else log.warn
+        facts = self.facts
+        reason_text = f" ({reason})" if reason else ""
         emit(
-            "authentication {result} for {peer} by {mechanism}: {identity}{reason_text} over {tls_version} {cipher}",
+            literal(
+                f"authentication {result} for {facts.peer} by {mechanism}: {identity}{reason_text}"
+                f" over {facts.tls_version} {facts.cipher}"
+            ),
             securenet_event="auth.decision",
             result=result,
             mechanism=mechanism,
@@ -540,6 +545,6 @@ class ServerExchange:
             attempted=attempted,
             second_factor=second_factor,
             reason=reason,
-            reason_text=f" ({reason})" if reason else "",
-            **self.facts.log_fields(),
+            reason_text=reason_text,
+            **facts.log_fields(),
         )
