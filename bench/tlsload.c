@@ -60,7 +60,8 @@ static struct {
     const char *host, *ca, *cert, *key, *path;
     int port, mode, proto, conns, depth, threads, resume, auth, amp_size, verify, pipeline, early;
     double duration, warmup, interval_ms, hold_seconds;
-} o = {"127.0.0.1", NULL, NULL, NULL, "/64", 0, M_KEEP, P_HTTP, 1, 1, 1, 0, 0, 64, 0, 1, 2.0, 0.5, 0, 30};
+} o = {.host = "127.0.0.1", .path = "/64", .mode = M_KEEP, .proto = P_HTTP, .conns = 1, .depth = 1, .threads = 1,
+       .amp_size = 64, .pipeline = 1, .duration = 2.0, .warmup = 0.5, .hold_seconds = 30};
 
 static SSL_CTX *ctx;
 static struct sockaddr_in addr;
