@@ -30,6 +30,10 @@ PEERS: dict[str, tuple[str, str, str]] = {
     "foolscap": ("Foolscap", "foolscap", "foolscap"),
 }
 
+#: Every Python server stops by itself after this long, whatever happens: the
+#: peers live for a whole run (a full run with profiles takes ~25 minutes).
+SERVER_MAX_SECONDS = 3600
+
 HTTP_PEERS = ["securenet", "twisted-tls", "asyncio", "uvloop", "nginx"]
 #: New connections: also securenet with early application data.
 CONN_PEERS = ["securenet", "securenet-early", "twisted-tls", "asyncio", "uvloop", "nginx"]
@@ -157,7 +161,8 @@ def start_peer(name: str, certs: Path, work: Path, *, extra: list[str] | None = 
     tag = instance or name
     if kind == "nginx":
         return NginxProcess(tag, certs, work, client_auth="--client-auth=none" not in (extra or []))
-    argv = [PYTHON, "-m", "bench.servers", kind, "--certs", str(certs), "--log", str(work / f"{tag}.log"), *(extra or [])]
+    argv = [PYTHON, "-m", "bench.servers", kind, "--certs", str(certs), "--log", str(work / f"{tag}.log"),
+            "--max-seconds", str(SERVER_MAX_SECONDS), *(extra or [])]
     return ServerProcess(tag, argv, work)
 
 
