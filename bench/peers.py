@@ -18,8 +18,9 @@ from bench.procs import PYTHON, ServerProcess, spawn, stop, which
 #: name -> (label, kind of server, what it speaks)
 PEERS: dict[str, tuple[str, str, str]] = {
     "securenet": ("securenet", "securenet", "http"),
-    # The same server; its client sends the first request with the pipelined
-    # AUTH EXTERNAL (early application data, securenet.connect(early_data=True)).
+    # The same kind of server (its own process); its client sends the first
+    # request with the pipelined AUTH EXTERNAL (early application data, as
+    # securenet.connect(early_data=True) does).
     "securenet-early": ("securenet, early data", "securenet", "http"),
     "twisted-tls": ("bare Twisted TLS", "twisted-tls", "http"),
     "asyncio": ("asyncio + ssl", "asyncio", "http"),
