@@ -1399,6 +1399,27 @@ class EarlyDataTests(ExchangeTestCase):
         self.assertIsNone(guard.authenticated_as)
         self.assertEqual(client_app.received, [])
 
+    def test_clientEarlyDataTimeout(self) -> None:
+        """A TLS peer that never answers: at the client's deadline the app's connection ends with ProtocolViolation TIMEOUT."""
+        self.client_apps = RecordingFactory(CLIENT_DATA)
+        conn = self.connect(
+            raw=False,
+            client="alice",
+            early_data=True,
+            server_factory=NotSecurenetFactory(RecordingFactory(), self.portal(), self.clock),
+        )
+        client_app = self.successResultOf(conn.client_ready)
+        self.clock.advance(CLIENT_DEADLINE - 0.001)
+        conn.pump.flush()
+        self.assertIsNone(client_app.lost)
+        self.clock.advance(0.001)
+        conn.pump.flush()
+        assert client_app.lost is not None
+        error = client_app.lost.value
+        self.assertEqual((type(error), error.code), (ProtocolViolation, "TIMEOUT"))
+        self.assertEqual(client_app.received, [])
+        self.assertTrue(conn.client_tls.transport.disconnected)
+
     def test_clientEarlyDataAccepted(self) -> None:
         """Against our server: the server app gets the early bytes, the client app only what follows OK."""
         self.client_apps = RecordingFactory(CLIENT_DATA)
