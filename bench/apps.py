@@ -112,7 +112,7 @@ when = { "identity.mechanism" = "EXTERNAL" }
 
 def secure_amp_factory() -> Factory:
     """securenet's AMP: the same Echo on the wire, authorized per call (imported lazily)."""
-    from securenet.apps.base import SecureAMP, SecureCommand
+    from securenet.protocols import SecureAMP, SecureCommand
 
     class SecureEcho(SecureCommand):
         commandName = b"Echo"

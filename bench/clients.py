@@ -32,7 +32,7 @@ from bench.servers import LOGIN_PASSWORD, LOGIN_USER, die_with_parent
 
 
 def rpc(args: argparse.Namespace) -> dict[str, Any]:
-    from twisted.internet import defer, reactor, task
+    from twisted.internet import defer, reactor
 
     certs = Path(args.certs)
     payload = b"x" * args.size
@@ -53,8 +53,8 @@ def rpc(args: argparse.Namespace) -> dict[str, Any]:
 
         if args.kind == "securenet-amp":
             import securenet
-            from securenet.tls.endpoints import SecureClientEndpoint
-            from securenet.tls.policy import ClientTLSPolicy
+            from securenet.tls._endpoints import SecureClientEndpoint
+            from securenet.tls._policy import ClientTLSPolicy
 
             policy = ClientTLSPolicy.from_files(
                 trust_roots=certs / "ca.pem", certificate=certs / "bench.pem", private_key=certs / "bench.key"
@@ -187,8 +187,8 @@ def login_once(mech: str, certs: Path, port: int, ctx: ssl.SSLContext, password:
         if mech == "PLAIN":
             conn.send("AUTH PLAIN " + _b64(b"\0" + user.encode() + b"\0" + password.encode()))
             return conn.line()
-        from securenet.cred.sasl import ChannelBindings
-        from securenet.cred.scram import ScramClientMechanism
+        from securenet.sasl._mechanism import ChannelBindings
+        from securenet.sasl._scram import ScramClientMechanism
 
         client = ScramClientMechanism(user, password, plus=False, bindings=ChannelBindings())
         conn.send("AUTH SCRAM-SHA-256 " + _b64(client.initial()))

@@ -155,11 +155,11 @@ def write_profile(profiler, path: str) -> None:  # type: ignore[no-untyped-def]
 def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # type: ignore[no-untyped-def]
     from twisted.cred.portal import Portal
 
-    from securenet.cred.checkers import CertificateChecker
-    from securenet.cred.identity import IdentityRealm
-    from securenet.protocol.session import SessionFactory
-    from securenet.tls.endpoints import SecureServerEndpoint
-    from securenet.tls.policy import ServerTLSPolicy
+    from securenet.cred._checkers import CertificateChecker
+    from securenet.cred._identity import IdentityRealm
+    from securenet.session._server import SessionFactory
+    from securenet.tls._endpoints import SecureServerEndpoint
+    from securenet.tls._policy import ServerTLSPolicy
 
     from bench.apps import HTTPFactory
 
@@ -201,10 +201,11 @@ LOGIN_PASSWORD = "correct horse battery staple"
 
 def login_checker(reactor):  # type: ignore[no-untyped-def]
     """securenet's credential-database checker (PLAIN, SCRAM) over a MemoryStore, production parameters."""
-    from securenet.cred.passwords import PasswordHasher, new_user
-    from securenet.cred.store import MemoryStore
-    from securenet.cred.storechecker import StoreChecker
-    from securenet.cred.strcred import hashing_runner
+    from securenet.cred._passwords import PasswordHasher
+    from securenet.cred._users import new_user
+    from securenet.store._memory import MemoryStore
+    from securenet.cred._storechecker import StoreChecker
+    from securenet._threads import hashing_runner
 
     hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile: t=3, m=64 MiB, p=4
     store = MemoryStore()

@@ -2,27 +2,43 @@
 securenet: secure client-server communication for Twisted.
 
 TCP -> TLS (policy, pinning, revocation) -> authentication (twisted.cred)
--> your protocol, which receives an authenticated identity.
+-> authorization -> your protocol, which receives an authenticated identity.
 
-C{securenet.connect} and C{securenet.identity_of} are imported lazily, so
-that importing a lower layer (C{securenet.pki}) does not load the higher
-ones; nothing here touches the global reactor.
+C{connect} and C{identity_of} are imported lazily, so that importing a
+lower layer (C{securenet.pki}) does not load the higher ones; type checkers
+see their real signatures.  Nothing here touches the global reactor.
+
+The runners are the one seam for blocking work (password hashing, SQLite):
+every layer that blocks takes one, and tests pass L{synchronous_runner}.
 """
 
-from typing import Any
+from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from securenet._errors import SecurenetError
+from securenet._threads import Runner, ThreadRunner, reactor_thread_pool_runner, synchronous_runner, thread_runner
 from securenet._version import __version__
 
-__all__ = ["__version__", "connect", "identity_of"]
+if TYPE_CHECKING:
+    from securenet.session import connect, identity_of
+
+__all__ = [
+    "Runner",
+    "SecurenetError",
+    "ThreadRunner",
+    "__version__",
+    "connect",
+    "identity_of",
+    "reactor_thread_pool_runner",
+    "synchronous_runner",
+    "thread_runner",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "connect":
-        from securenet.protocol.client import connect
+    if name in ("connect", "identity_of"):
+        import securenet.session
 
-        return connect
-    if name == "identity_of":
-        from securenet.protocol.session import identity_of
-
-        return identity_of
+        return getattr(securenet.session, name)
     raise AttributeError(f"module 'securenet' has no attribute {name!r}")

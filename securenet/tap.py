@@ -32,19 +32,19 @@ from twisted.python import reflect, usage
 
 from securenet.apps import BUILTIN_APPS
 from securenet.authz import Policy
-from securenet.cred.checkers import CertificateChecker
-from securenet.cred.identity import IdentityRealm
-from securenet.cred.store import ICredentialStore
-from securenet.cred.throttle import Throttle
-from securenet.errors import SecurenetError
-from securenet.pki.pins import spki_pin
-from securenet.protocol.session import SessionFactory
-from securenet.tls.endpoints import SecureServerEndpoint, server_endpoint
-from securenet.web.tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
-from securenet.logs import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
-from securenet.logs import LEVELS as LOG_LEVELS
-from securenet.logs import SecurenetLogger
-from securenet.logs import set_level as set_log_level
+from securenet.cred._checkers import CertificateChecker
+from securenet.cred._identity import IdentityRealm
+from securenet.interfaces import ICredentialStore
+from securenet.cred._throttle import Throttle
+from securenet._errors import SecurenetError
+from securenet.pki._pins import spki_pin
+from securenet.session._server import SessionFactory
+from securenet.tls._endpoints import SecureServerEndpoint, server_endpoint
+from securenet.web._tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
+from securenet._logs import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
+from securenet._logs import LEVELS as LOG_LEVELS
+from securenet._logs import SecurenetLogger
+from securenet._logs import set_level as set_log_level
 
 log = SecurenetLogger(namespace="securenet.tap")
 
@@ -284,8 +284,8 @@ def _addWebService(
     """C{--token-key} (bearer tokens for every listener) and C{--http} (the built-in API)."""
     if not options["http"] and not options["token-key"]:
         return
-    from securenet.web.service import WebSettings, token_service, web_service
-    from securenet.web.tokens import DEFAULT_SESSION_TTL, TokenLifetimes
+    from securenet.web._service import WebSettings, token_service, web_service
+    from securenet.web._tokens import DEFAULT_SESSION_TTL, TokenLifetimes
 
     refresh_ttl = options["refresh-ttl"]
     lifetimes = TokenLifetimes(

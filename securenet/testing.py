@@ -33,14 +33,14 @@ from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.test import iosim
 
-from securenet.cred.checkers import CertificateChecker
-from securenet.cred.sasl import IClientMechanism
-from securenet.cred.identity import IdentityRealm
-from securenet.pki.ca import CertificateAuthority, IssuedCertificate, default_server_sans, save_ca
-from securenet.protocol.client import ClientCredentials, ClientSessionFactory, MechanismChooser
-from securenet.protocol.session import SessionFactory
-from securenet.tls.guard import TLSGuard, TLSGuardFactory
-from securenet.tls.policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
+from securenet.cred._checkers import CertificateChecker
+from securenet.interfaces import IClientMechanism
+from securenet.cred._identity import IdentityRealm
+from securenet.pki._ca import CertificateAuthority, IssuedCertificate, default_server_sans, save_ca
+from securenet.session._client import ClientCredentials, ClientSessionFactory, MechanismChooser
+from securenet.session._server import SessionFactory
+from securenet.tls._guard import TLSGuard, TLSGuardFactory
+from securenet.tls._policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
 
 SERVER_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8443)
 CLIENT_ADDRESS = IPv4Address("TCP", "127.0.0.1", 54321)
@@ -174,10 +174,13 @@ import pyotp  # noqa: E402
 from twisted.internet.interfaces import IReactorTime  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
-from securenet.cred.passwords import PasswordHasher, new_user, synchronous_runner  # noqa: E402
-from securenet.cred.store import MemoryStore, User  # noqa: E402
-from securenet.cred.storechecker import StoreChecker  # noqa: E402
-from securenet.protocol.exchange import ExchangeSettings  # noqa: E402
+from securenet.cred._passwords import PasswordHasher
+from securenet.cred._users import new_user
+from securenet._threads import synchronous_runner
+from securenet.store._memory import MemoryStore
+from securenet.store._records import User
+from securenet.cred._storechecker import StoreChecker
+from securenet.session._exchange import ExchangeSettings
 
 #: The SCRAM iteration count of L{memory_portal}'s users (cheap: tests only).
 TEST_SCRAM_ITERATIONS = 4096

@@ -1,5 +1,5 @@
 """
-Tests for L{securenet.cred.apikeys}: the key format and what is stored,
+Tests for L{securenet.cred._apikeys}: the key format and what is stored,
 each way a key is refused (with its audit reason), and the APIKEY
 mechanism.  The store is a L{MemoryStore}; time is a L{Clock}.
 """
@@ -25,35 +25,23 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-import securenet.cred.apikeys
-import securenet.cred.strcred
-from securenet.cred.apikeys import (
-    APIKeyChecker,
-    APIKeyClientMechanism,
-    APIKeyMechanismFactory,
-    APIKeyRefused,
-    PresentedAPIKey,
-    VerifiedAPIKey,
-    create_api_key,
-    parse_api_key,
-)
-from securenet.cred.credentials import APIKeyCredentials
-from securenet.cred.identity import IdentityRealm
-from securenet.cred.sasl import (
-    ChannelBindings,
-    Challenge,
-    Complete,
-    IClientMechanism,
-    IMechanismFactory,
-    IMechanismProvider,
-    IServerMechanism,
-    MechanismError,
-)
-from securenet.cred.store import APIKey, ICredentialStore, MemoryStore, NoSuchUser, User
-from securenet.cred.strcred import CheckerArgumentError, apiKeyCheckerFactory
-from securenet.protocol.client import AuthenticationFailed
-from securenet.protocol.session import SessionFactory, identity_of
+import securenet.cred._apikeys
+import securenet.cred._strcred
+from securenet.cred._apikeys import APIKeyChecker, APIKeyRefused, PresentedAPIKey, VerifiedAPIKey, create_api_key, parse_api_key
+from securenet.sasl._apikey import APIKeyClientMechanism, APIKeyMechanismFactory
+from securenet.cred._credentials import APIKeyCredentials
+from securenet.cred._identity import IdentityRealm
+from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
+from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
+from securenet.store._records import APIKey, User
+from securenet.interfaces import ICredentialStore
+from securenet.store._memory import MemoryStore
+from securenet.store._errors import NoSuchUser
+from securenet.cred._strcred import CheckerArgumentError, apiKeyCheckerFactory
+from securenet.session._errors import AuthenticationFailed
+from securenet.session._server import SessionFactory, identity_of
 from securenet.testing import EphemeralPKI, connect_in_memory
+from securenet.sasl._offer import offered_mechanisms
 
 NOW = 1_800_000_000
 UTC = datetime.timezone.utc
@@ -167,13 +155,13 @@ class CheckTests(APIKeyTestCase):
     def test_unknown_id(self) -> None:
         """An unknown id is refused after a comparison against a dummy hash."""
         compared: list[tuple[bytes, bytes]] = []
-        real = securenet.cred.apikeys.hmac.compare_digest
+        real = securenet.cred._apikeys.hmac.compare_digest
 
         def spy(a: bytes, b: bytes) -> bool:
             compared.append((a, b))
             return real(a, b)
 
-        self.patch(securenet.cred.apikeys.hmac, "compare_digest", spy)
+        self.patch(securenet.cred._apikeys.hmac, "compare_digest", spy)
         key, _ = self.create()
         self.assertRefused("sn_AAAAAAAAAAAA." + key.split(".")[1], "unknown key id")
         self.assertEqual(len(compared), 2)
@@ -245,8 +233,9 @@ class CheckTests(APIKeyTestCase):
 
     def test_interfaces(self) -> None:
         self.assertTrue(verifyObject(ICredentialsChecker, self.checker))
-        self.assertTrue(verifyObject(IMechanismProvider, self.checker))
-        [factory] = self.checker.mechanisms()
+        offered = offered_mechanisms(Portal(IdentityRealm(self.store), [self.checker]), False, ChannelBindings())
+        self.assertEqual(list(offered), ["APIKEY"])
+        factory = offered["APIKEY"]
         self.assertTrue(verifyObject(IMechanismFactory, factory))
         self.assertEqual((factory.name, factory.second_factor_allowed), ("APIKEY", False))
 
@@ -318,7 +307,7 @@ class StrcredTests(APIKeyTestCase):
             opened.append((path, auth_type))
             return self.store
 
-        self.patch(securenet.cred.strcred, "open_store", open_store)
+        self.patch(securenet.cred._strcred, "open_store", open_store)
         checker = apiKeyCheckerFactory.generateChecker("db=creds.db,scope=admin")
         self.assertIsInstance(checker, APIKeyChecker)
         self.assertEqual((checker.store, checker.required_scope), (self.store, "admin"))
@@ -327,7 +316,7 @@ class StrcredTests(APIKeyTestCase):
         self.assertAccepted(key, checker)
 
     def test_errors(self) -> None:
-        self.patch(securenet.cred.strcred, "open_store", lambda path, auth_type: self.store)
+        self.patch(securenet.cred._strcred, "open_store", lambda path, auth_type: self.store)
         cases = {
             "": "--auth apikey: db=PATH (the credential database) is required",
             "db=x,scope=a\\b": "--auth apikey: invalid scope 'a\\\\b': a scope is printable ASCII without spaces, quotes or backslashes",
@@ -341,12 +330,12 @@ class StrcredTests(APIKeyTestCase):
     def test_open_store_errors(self) -> None:
         """A database that cannot be opened is one --auth line, naming the file."""
         with self.assertRaises(CheckerArgumentError) as e:
-            securenet.cred.strcred.open_store("", "apikey")
+            securenet.cred._strcred.open_store("", "apikey")
         self.assertEqual(str(e.exception), "--auth apikey: db= needs a path")
         directory = self.mktemp()
         os.mkdir(directory)
         with self.assertRaises(CheckerArgumentError) as e:
-            securenet.cred.strcred.open_store(directory, "apikey")
+            securenet.cred._strcred.open_store(directory, "apikey")
         self.assertEqual(str(e.exception), f"--auth apikey: {directory}: credential database path is not a regular file")
 
 

@@ -22,27 +22,13 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.authz import (
-    AuthorizationDenied,
-    AuthorizationSetupError,
-    Context,
-    Decision,
-    IPolicy,
-    Location,
-    MatchedRule,
-    Policy,
-    PolicyError,
-    can,
-    parse_spiffe_id,
-    peer_address,
-    requires,
-    spiffe_id_of,
-)
-from securenet.authz.patterns import ActionPattern, Glob, PatternError, Permission, ResourcePattern
-from securenet.authz.source import locate
-from securenet.cred.identity import Identity
-from securenet.errors import SecurenetError
-from securenet.pki.facts import CertificateFacts
+from securenet.authz import AuthorizationDenied, AuthorizationSetupError, Context, Decision, Location, MatchedRule, Policy, PolicyError, can, parse_spiffe_id, peer_address, requires, spiffe_id_of
+from securenet.interfaces import IPolicy
+from securenet.authz._patterns import ActionPattern, Glob, PatternError, Permission, ResourcePattern
+from securenet.authz._source import locate
+from securenet.cred._identity import Identity
+from securenet._errors import SecurenetError
+from securenet.pki._facts import CertificateFacts
 from tests.test_tls import debug_events
 
 REPO = Path(__file__).resolve().parent.parent

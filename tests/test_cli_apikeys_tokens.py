@@ -23,13 +23,14 @@ import jwt
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-import securenet.cli.apikeys
-import securenet.cli.tokens
-from securenet.cred.apikeys import APIKeyChecker, APIKeyRefused, PresentedAPIKey, hash_secret
-from securenet.cred.sqlite import SQLiteStore
-from securenet.cred.store import User
-from securenet.cred.strcred import jwtCheckerFactory
-from securenet.cred.tokens import PresentedToken, TokenChecker, TokenRefused, load_verification_key
+import securenet.cli._apikeys
+import securenet.cli._tokens
+from securenet.cred._apikeys import APIKeyChecker, APIKeyRefused, PresentedAPIKey, hash_secret
+from securenet.store._sqlite import SQLiteStore
+from securenet.store._records import User
+from securenet.cred._strcred import jwtCheckerFactory
+from securenet.cred._jwt import PresentedToken, TokenChecker, TokenRefused
+from securenet.pki._tokenkeys import load_verification_key
 from tests.test_cli_pki import Result, run
 
 NOW = 1_800_000_000
@@ -58,8 +59,8 @@ class CLITestCase(SynchronousTestCase):
             store.add_user(User("alice"))
             store.add_user(User("bob", disabled=True))
         self.now = float(NOW)
-        self.patch(securenet.cli.apikeys, "clock", lambda: self.now)
-        self.patch(securenet.cli.tokens, "clock", lambda: self.now)
+        self.patch(securenet.cli._apikeys, "clock", lambda: self.now)
+        self.patch(securenet.cli._tokens, "clock", lambda: self.now)
 
     def store(self) -> SQLiteStore:
         store = SQLiteStore.open(self.db)

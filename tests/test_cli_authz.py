@@ -18,8 +18,8 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import CLIResult, run_cli
-from securenet.cred.sqlite import SQLiteStore
-from securenet.cred.store import User
+from securenet.store._sqlite import SQLiteStore
+from securenet.store._records import User
 from securenet.pki import CertificateAuthority, parse_san
 from tests import support
 

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-import securenet.pki.ca
+import securenet.pki._ca
 from tests.support import CLIResult, run_cli
 from securenet.pki import (
     CertificateAuthority,
@@ -30,8 +30,8 @@ from securenet.pki import (
     load_key_pair,
     spki_pin,
 )
-from securenet.pki.ca import KeyType, generate_private_key
-from securenet.pki.files import PrivateKey
+from securenet.pki._ca import KeyType, generate_private_key
+from securenet.pki._files import PrivateKey
 from tests import test_pki
 from tests.test_pki import openssl, rsa_key
 
@@ -82,7 +82,7 @@ class CLITestCase(test_pki.PKITestCase):
             asked.append(key_type)
             return rsa_key() if key_type == "rsa" else generate_private_key(key_type)
 
-        self.patch(securenet.pki.ca, "generate_private_key", generate)
+        self.patch(securenet.pki._ca, "generate_private_key", generate)
         return asked
 
 

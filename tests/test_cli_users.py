@@ -21,12 +21,13 @@ import pyotp
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
-import securenet.cli.users
+import securenet.cli._users
 from securenet.cli import main
-from securenet.cli.users import FAST_HASH_VARIABLE, qr_text
-from securenet.cred.passwords import PasswordHasher, derive_scram_keys
-from securenet.cred.sqlite import SQLiteStore
-from securenet.cred.store import APIKey, User
+from securenet.cli._users import FAST_HASH_VARIABLE, qr_text
+from securenet.cred._passwords import PasswordHasher
+from securenet.cred._scram import derive_scram_keys
+from securenet.store._sqlite import SQLiteStore
+from securenet.store._records import APIKey, User
 from tests import support
 
 
@@ -78,7 +79,7 @@ class UsersTestCase(SynchronousTestCase):
         self.db = self.dir / "creds.db"
         self.prompts: list[str] = []
         self.answers: list[str] = []
-        self.patch(securenet.cli.users, "getpass", self._getpass)
+        self.patch(securenet.cli._users, "getpass", self._getpass)
 
     def _restoreEnvironment(self, saved: str | None) -> None:
         if saved is None:

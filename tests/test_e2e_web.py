@@ -25,7 +25,8 @@ from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from securenet.cred.tokens import TokenIssuer, TokenSettings, load_signing_key
+from securenet.cred._jwt import TokenIssuer, TokenSettings
+from securenet.pki._tokenkeys import load_signing_key
 from tests.support import Twistd, child_env, run, run_twistd_expecting_failure, script
 from tests.test_e2e import dev_pki
 
@@ -355,8 +356,8 @@ class TreqTests(Scenarios, TestCase):
         import treq.client
         from twisted.web.client import Agent, HTTPConnectionPool
 
-        from securenet.tls.policy import ClientTLSPolicy
-        from securenet.web.client import HTTPSPolicy
+        from securenet.tls._policy import ClientTLSPolicy
+        from securenet.web._client import HTTPSPolicy
 
         certs = self.server.certs
         policy = ClientTLSPolicy.from_files(

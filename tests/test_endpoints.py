@@ -22,24 +22,15 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.pki.errors import FileMissing, InsecurePermissions, KeyMismatch
-from securenet.pki.pins import spki_pin
-from securenet.protocol.client import connect
-from securenet.protocol.session import SessionFactory
+from securenet.pki._errors import FileMissing, InsecurePermissions, KeyMismatch
+from securenet.pki._pins import spki_pin
+from securenet.session._client import connect
+from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI
-from securenet.tls.endpoints import (
-    CLIENT_KEYS,
-    SERVER_KEYS,
-    EndpointConfigurationError,
-    SecureClientEndpoint,
-    SecureServerEndpoint,
-    client_endpoint,
-    server_endpoint,
-    split_description,
-)
-from securenet.tls.errors import TLSConfigurationError
-from securenet.tls.guard import TLSGuardFactory
-from securenet.tls.profiles import INTERMEDIATE, MODERN
+from securenet.tls._endpoints import CLIENT_KEYS, SERVER_KEYS, EndpointConfigurationError, SecureClientEndpoint, SecureServerEndpoint, client_endpoint, server_endpoint, split_description
+from securenet.tls._errors import TLSConfigurationError
+from securenet.tls._guard import TLSGuardFactory
+from securenet.tls._profiles import INTERMEDIATE, MODERN
 from tests.test_tls import CLIENT_DATA, SERVER_DATA, RecordingFactory
 
 

@@ -10,7 +10,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from examples.greeter import GreeterFactory
-from securenet.protocol.session import SessionFactory
+from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI, connect_in_memory
 from tests.support import Twistd, run, script
 from tests.test_e2e import E2EBase, client_endpoint, server_listen
@@ -48,7 +48,7 @@ class GreeterInMemoryTests(SynchronousTestCase):
 
     def test_whoami(self) -> None:
         pin = PKI.client("alice")
-        from securenet.pki.pins import spki_pin
+        from securenet.pki._pins import spki_pin
 
         self.assertEqual(
             self.converse(b"whoami"),

@@ -23,12 +23,12 @@ import examples.chat
 import examples.kv
 import examples.telemetry
 from examples.chat.server import ChatFactory
-from examples.kv.commands import BadKey, Delete, Get, List, NoSuchKey, Set, Unauthorized
+from examples.kv.commands import BadKey, Delete, Get, List, NoSuchKey, Set, CommandDenied
 from examples.kv.server import KVFactory
 from examples.telemetry.server import TelemetryFactory
 from securenet.authz import Policy
-from securenet.cred.client import PlainClientMechanism
-from securenet.pki.ca import IssuedCertificate
+from securenet.sasl._plain import PlainClientMechanism
+from securenet.pki._ca import IssuedCertificate
 from securenet.testing import AppConnection, EphemeralPKI, connect_app_in_memory, memory_portal, totp_code
 from tests.test_tls import EventCapture
 
@@ -248,19 +248,19 @@ class KVTests(Harness):
         alice = self.client("alice")
         self.assertEqual(self.call(alice, Set, key="users/alice/todo", value="milk"), {})
         self.assertEqual(
-            self.refused(alice, Set, Unauthorized, key="users/bob/notes", value="pwned"),
+            self.refused(alice, Set, CommandDenied, key="users/bob/notes", value="pwned"),
             "alice may not kv.write users/bob/notes: missing permission kv.write:users/bob/notes",
         )
-        self.refused(alice, Set, Unauthorized, key="config/motd", value="pwned")
-        self.refused(alice, Delete, Unauthorized, key="users/bob/notes")
-        self.refused(alice, Set, Unauthorized, key="users/alice/../bob/notes", value="pwned")
+        self.refused(alice, Set, CommandDenied, key="config/motd", value="pwned")
+        self.refused(alice, Delete, CommandDenied, key="users/bob/notes")
+        self.refused(alice, Set, CommandDenied, key="users/alice/../bob/notes", value="pwned")
         self.assertEqual(self.call(alice, Delete, key="users/alice/todo"), {})
         self.assertEqual(self.kv.data, {"users/bob/notes": "bob's", "config/motd": "hello"})
 
     def test_prefixIsAWholeSegment(self) -> None:
         """users/alice/** is not users/alice2/..."""
         alice = self.client("alice")
-        self.refused(alice, Set, Unauthorized, key="users/alice2/x", value="1")
+        self.refused(alice, Set, CommandDenied, key="users/alice2/x", value="1")
         self.assertNotIn("users/alice2/x", self.kv.data)
 
     def test_writerReads(self) -> None:
@@ -272,10 +272,10 @@ class KVTests(Harness):
         self.assertEqual(self.call(bob, Get, key="config/motd"), {"value": "hello"})
         self.assertEqual(self.call(bob, List, prefix="users"), {"keys": ["users/bob/notes"], "truncated": False})
         self.assertEqual(
-            self.refused(bob, Set, Unauthorized, key="users/bob/notes", value="x"),
+            self.refused(bob, Set, CommandDenied, key="users/bob/notes", value="x"),
             "bob may not kv.write users/bob/notes: missing permission kv.write:users/bob/notes",
         )
-        self.refused(bob, Delete, Unauthorized, key="users/bob/notes")
+        self.refused(bob, Delete, CommandDenied, key="users/bob/notes")
         self.assertEqual(self.kv.data["users/bob/notes"], "bob's")
         # still usable after the refusals
         self.assertEqual(self.call(bob, Get, key="users/bob/notes"), {"value": "bob's"})
@@ -289,8 +289,8 @@ class KVTests(Harness):
 
     def test_noRoleNoAccess(self) -> None:
         eve = self.client("eve")
-        self.refused(eve, Get, Unauthorized, key="config/motd")
-        self.refused(eve, List, Unauthorized, prefix="")
+        self.refused(eve, Get, CommandDenied, key="config/motd")
+        self.refused(eve, List, CommandDenied, prefix="")
 
     def test_errorsAreTyped(self) -> None:
         root = self.client("root")

@@ -12,7 +12,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet import logs
+from securenet import _logs as logs
 from securenet.tap import Options
 
 

@@ -38,22 +38,31 @@ from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.cred.apikeys import APIKeyClientMechanism, create_api_key, parse_api_key
-from securenet.cred.channel import channel_bindings
-from securenet.cred.checkers import CertificateChecker
-from securenet.cred.client import ExternalClientMechanism, PlainClientMechanism
-from securenet.cred.identity import Identity, IdentityRealm
-from securenet.cred.passwords import PasswordHasher, new_user, synchronous_runner
-from securenet.cred.sasl import ChannelBindings, IClientMechanism
-from securenet.cred.scram import SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramClientMechanism
-from securenet.cred.store import MemoryStore, User
-from securenet.cred.storechecker import StoreChecker
-from securenet.cred.tokens import OAuthBearerClientMechanism, TokenChecker, TokenIssuer, TokenKey, TokenSettings
-from securenet.protocol.client import AuthenticationFailed, ClientSession
-from securenet.protocol.exchange import MAX_LINE, ExchangeSettings, b64decode, b64encode
-from securenet.protocol.session import ServerSession, SessionFactory, identity_of
+from securenet.sasl._apikey import APIKeyClientMechanism
+from securenet.cred._apikeys import create_api_key, parse_api_key
+from securenet.sasl._channel import channel_bindings
+from securenet.cred._checkers import CertificateChecker
+from securenet.sasl._builtin import ExternalClientMechanism
+from securenet.sasl._plain import PlainClientMechanism
+from securenet.cred._identity import Identity, IdentityRealm
+from securenet.cred._passwords import PasswordHasher
+from securenet.cred._users import new_user
+from securenet._threads import synchronous_runner
+from securenet.sasl._mechanism import ChannelBindings
+from securenet.interfaces import IClientMechanism
+from securenet.sasl._scram import SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramClientMechanism
+from securenet.store._memory import MemoryStore
+from securenet.store._records import User
+from securenet.cred._storechecker import StoreChecker
+from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
+from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.pki._tokenkeys import TokenKey
+from securenet.session._errors import AuthenticationFailed
+from securenet.session._client import ClientSession
+from securenet.session._exchange import MAX_LINE, ExchangeSettings, b64decode, b64encode
+from securenet.session._server import ServerSession, SessionFactory, identity_of
 from securenet.testing import EphemeralPKI, MemoryConnection, connect_in_memory
-from securenet.tls.policy import ClientTLSPolicy, ServerTLSPolicy
+from securenet.tls._policy import ClientTLSPolicy, ServerTLSPolicy
 from tests.test_tls import SERVER_DATA, EventCapture, RecordingFactory, RecordingProtocol
 
 #: The fake clock's start, as POSIX time: tokens, API keys and TOTP all read it.

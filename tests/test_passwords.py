@@ -25,38 +25,21 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securenet.cred.passwords import (
-    DEFAULT_ARGON2,
-    GENERIC_REFUSAL,
-    PLAIN,
-    InvalidPasswordHash,
-    LoginRefused,
-    PasswordChecker,
-    PasswordError,
-    PasswordHasher,
-    PlainMechanism,
-    SASLprepError,
-    UserRecordError,
-    derive_scram_keys,
-    new_user,
-    normalize_password,
-    parse_plain,
-    saslprep,
-    synchronous_runner,
-    validate_roles,
-    validate_user_name,
-)
-from securenet.cred.sasl import (
-    ChannelBindings,
-    Challenge,
-    Complete,
-    IMechanismFactory,
-    IMechanismProvider,
-    IServerMechanism,
-    MechanismError,
-)
-from securenet.cred.store import MemoryStore, ScramKeys, User
-from securenet.errors import SecurenetError
+from securenet.cred._passwords import DEFAULT_ARGON2, GENERIC_REFUSAL, InvalidPasswordHash, LoginRefused, PasswordChecker, PasswordError, PasswordHasher
+from securenet.sasl._plain import PLAIN, PlainMechanism, parse_plain
+from securenet.cred._saslprep import SASLprepError, normalize_password, saslprep
+from securenet.cred._names import UserRecordError, validate_roles, validate_user_name
+from securenet.cred._users import new_user
+from securenet.cred._scram import derive_scram_keys
+from securenet._threads import synchronous_runner
+from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
+from securenet.interfaces import IMechanismFactory, IServerMechanism
+from securenet.store._memory import MemoryStore
+from securenet.store._records import ScramKeys, User
+from securenet._errors import SecurenetError
+from twisted.cred.portal import Portal
+from securenet.sasl._offer import offered_mechanisms
+from securenet.cred._identity import IdentityRealm
 
 T = TypeVar("T")
 
@@ -453,9 +436,9 @@ class PasswordCheckerTests(SynchronousTestCase):
 
     def test_interfaces(self) -> None:
         self.assertTrue(verifyObject(ICredentialsChecker, self.checker))
-        self.assertTrue(verifyObject(IMechanismProvider, self.checker))
         self.assertEqual(self.checker.credentialInterfaces, (IUsernamePassword,))
-        self.assertEqual(self.checker.mechanisms(), [PLAIN])
+        offered = offered_mechanisms(Portal(IdentityRealm(self.store), [self.checker]), False, ChannelBindings())
+        self.assertEqual(offered, {"PLAIN": PLAIN})
 
     def test_success(self) -> None:
         """Bytes (as Twisted and PLAIN give them) or str; the avatar id is the user name."""

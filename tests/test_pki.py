@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.errors import SecurenetError
+from securenet._errors import SecurenetError
 from securenet.pki import (
     AlreadyExists,
     CertificateAuthority,
@@ -53,7 +53,7 @@ from securenet.pki import (
     spki_pin,
     write_crl,
 )
-from securenet.pki.ca import read_revoked
+from securenet.pki._ca import read_revoked
 
 
 @functools.cache
@@ -653,8 +653,8 @@ class CertificateFactsCacheTests(SynchronousTestCase):
         from cryptography import x509 as _x509
         from cryptography.hazmat.primitives.serialization import Encoding
 
-        from securenet.pki.ca import CertificateAuthority
-        from securenet.pki.facts import CertificateFacts
+        from securenet.pki._ca import CertificateAuthority
+        from securenet.pki._facts import CertificateFacts
 
         ca = CertificateAuthority.create("cache test CA")
         der = ca.issue("client", "cached").certificate.public_bytes(Encoding.DER)

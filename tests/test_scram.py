@@ -35,33 +35,23 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securenet.cred.channel import channel_bindings, tls_server_end_point
-from securenet.cred.identity import AuthenticationContext, IdentityRealm, IIdentity
-from securenet.cred.passwords import GENERIC_REFUSAL, LoginRefused, PasswordError, derive_scram_keys
-from securenet.cred.sasl import (
-    ChannelBindings,
-    Challenge,
-    Complete,
-    IClientMechanism,
-    IMechanismFactory,
-    IMechanismProvider,
-    IServerMechanism,
-    MechanismError,
-)
-from securenet.cred.scram import (
-    MAX_ITERATIONS,
-    SCRAM_SHA_256,
-    SCRAM_SHA_256_PLUS,
-    ChannelBindingError,
-    IScramCredentials,
-    ScramChecker,
-    ScramClientMechanism,
-    ScramCredentials,
-    ScramServerMechanism,
-)
-from securenet.cred.store import MemoryStore, ScramKeys, User
+from securenet.sasl._channel import channel_bindings, tls_server_end_point
+from securenet.cred._identity import AuthenticationContext, IdentityRealm
+from securenet.interfaces import IIdentity
+from securenet.cred._passwords import GENERIC_REFUSAL, LoginRefused, PasswordError
+from securenet.cred._scram import derive_scram_keys
+from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
+from securenet.interfaces import IClientMechanism, IMechanismFactory, IScramChecker, IServerMechanism
+from securenet.cred._scram import MAX_ITERATIONS, ScramChecker, ScramCredentials
+from securenet.sasl._scram import SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ChannelBindingError, ScramClientMechanism, ScramServerMechanism
+from securenet.interfaces import IScramCredentials
+from securenet.store._memory import MemoryStore
+from securenet.store._records import ScramKeys, User
 from securenet.testing import EphemeralPKI, connect_in_memory
-from securenet.tls.profiles import INTERMEDIATE
+from securenet.tls._profiles import INTERMEDIATE
+from securenet.sasl._offer import offered_mechanisms
+from securenet.cred._identity import IdentityRealm
+from twisted.cred.portal import Portal
 
 ITERATIONS = 4096
 PEER = "192.0.2.7:40000"
@@ -101,9 +91,14 @@ def make_store(**passwords: str) -> CountingStore:
     return store
 
 
+def offered(checker: ScramChecker, bindings: ChannelBindings = BINDINGS) -> dict[str, Any]:
+    """The mechanisms a session offers for a portal with C{checker}."""
+    return offered_mechanisms(Portal(IdentityRealm(MemoryStore()), [checker]), False, bindings)
+
+
 def server_mechanism(checker: ScramChecker, *, plus: bool, bindings: ChannelBindings = BINDINGS) -> Any:
     """The server side of one attempt, made the way the session does: through the checker's factories."""
-    factories = {factory.name: factory for factory in checker.mechanisms()}
+    factories = offered(checker, bindings)
     return factories[SCRAM_SHA_256_PLUS if plus else SCRAM_SHA_256](bindings, PEER)
 
 
@@ -261,15 +256,16 @@ class ExchangeTests(ScramTestCase):
     def test_interfaces(self) -> None:
         checker = ScramChecker(make_store(), default_iterations=ITERATIONS)
         verifyObject(ICredentialsChecker, checker)
-        verifyObject(IMechanismProvider, checker)
-        self.assertEqual([f.name for f in checker.mechanisms()], [SCRAM_SHA_256_PLUS, SCRAM_SHA_256])
-        for factory in checker.mechanisms():
+        verifyObject(IScramChecker, checker)
+        self.assertEqual(list(offered(checker)), [SCRAM_SHA_256_PLUS, SCRAM_SHA_256])
+        for factory in offered(checker).values():
             verifyObject(IMechanismFactory, factory)
             self.assertTrue(factory.second_factor_allowed)
             verifyObject(IServerMechanism, factory(BINDINGS, PEER))
         verifyObject(IClientMechanism, ScramClientMechanism("u", "p", plus=True, bindings=BINDINGS))
         verifyObject(IScramCredentials, ScramCredentials("u", b"m", b"p"))
-        self.assertEqual([f.name for f in ScramChecker(MemoryStore(), plus=False).mechanisms()], [SCRAM_SHA_256])
+        self.assertEqual(list(offered(ScramChecker(MemoryStore(), plus=False))), [SCRAM_SHA_256])
+        self.assertEqual(list(offered(checker, ChannelBindings())), [SCRAM_SHA_256])
 
     def test_plain_without_binding(self) -> None:
         """SCRAM-SHA-256 with a client that cannot bind (GS2 flag n)."""
@@ -851,8 +847,8 @@ class ClientRunnerTests(SynchronousTestCase):
     def test_runnerUsedAndAnswerDeferred(self) -> None:
         from twisted.internet import defer
 
-        from securenet.cred.sasl import ChannelBindings
-        from securenet.cred.scram import ScramClientMechanism
+        from securenet.sasl._mechanism import ChannelBindings
+        from securenet.sasl._scram import ScramClientMechanism
 
         calls: list[tuple[object, ...]] = []
         pending: list[defer.Deferred[bytes]] = []
@@ -872,7 +868,7 @@ class ClientRunnerTests(SynchronousTestCase):
         self.assertEqual(len(calls), 1)
         self.assertEqual(calls[0][1:], ("pencil", b"salt" * 4, 4096))
         self.assertNoResult(answer)  # type: ignore[arg-type]
-        from securenet.cred.scram import salted_password
+        from securenet.cred._scram import salted_password
 
         pending[0].callback(salted_password("pencil", b"salt" * 4, 4096))
         final = self.successResultOf(answer)  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 The protocol base classes (securenet.apps.base) in memory: SecureLineReceiver
 and SecureAMP give a protocol its peer's identity and the service's policy;
 SecureAMP authorizes every command before its responder runs, refuses with a
-typed UNAUTHORIZED error naming the missing permission, and keeps the
+typed COMMAND_DENIED error naming the missing permission, and keeps the
 connection usable; a protocol that subclasses nothing of ours still finds
 its peer with identity_of.  Built on the securenet.testing helpers
 (memory_portal, connect_app_in_memory) that users test their own services
@@ -22,22 +22,14 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet import identity_of
-from securenet.apps import base as base_module
-from securenet.apps.base import (
-    NOT_CONFIGURED,
-    UNAUTHORIZED,
-    CommandSetupError,
-    SecureAMP,
-    SecureCommand,
-    SecureLineReceiver,
-    Unauthorized,
-    command_resource,
-)
+from securenet.session._server import identity_of
+from securenet import protocols as base_module
+from securenet.protocols import NOT_CONFIGURED, COMMAND_DENIED, CommandSetupError, SecureAMP, SecureCommand, SecureLineReceiver, CommandDenied, command_resource
 from securenet.authz import AuthorizationDenied, AuthorizationSetupError, Context, Policy, requires
-from securenet.cred.client import PlainClientMechanism
-from securenet.cred.identity import Identity
-from securenet.protocol.session import ISession, NotASecureSession
+from securenet.sasl._plain import PlainClientMechanism
+from securenet.cred._identity import Identity
+from securenet.interfaces import ISession
+from securenet.session._server import NotASecureSession
 from securenet.testing import AppConnection, EphemeralPKI, connect_app_in_memory, memory_portal
 from tests.test_tls import EventCapture
 
@@ -144,7 +136,7 @@ class RawRead(SecureCommand):
 
 
 class PlainRead(amp.Command):
-    """A plain AMP command (no Unauthorized in its errors) with a permission attribute."""
+    """A plain AMP command (no CommandDenied in its errors) with a permission attribute."""
 
     commandName = b"PlainRead"
     arguments = [(b"key", amp.Unicode())]
@@ -391,13 +383,13 @@ class SecureAMPTests(SecureAMPTestCase):
 
     def test_deniedTypedAndConnectionStaysUsable(self) -> None:
         """
-        A denied command fails with Unauthorized naming the missing
+        A denied command fails with CommandDenied naming the missing
         permission; the responder never ran; the next, allowed, call on the
         same connection succeeds.
         """
         conn = self.connect("alice")
         failure = self.refused(conn, Write, key="users/bob/x", value="1")
-        failure.trap(Unauthorized)
+        failure.trap(CommandDenied)
         self.assertEqual(str(failure.value), "alice may not kv.write users/bob/x: missing permission kv.write:users/bob/x")
         self.assertEqual(failure.value.permission, "kv.write:users/bob/x")
         self.assertEqual(conn.server.calls, [])
@@ -409,7 +401,7 @@ class SecureAMPTests(SecureAMPTestCase):
         """A deny by a named rule says what is missing, not which rule, file or line said no."""
         conn = self.connect("bob")
         failure = self.refused(conn, Read, key="public/embargoed/report")
-        failure.trap(Unauthorized)
+        failure.trap(CommandDenied)
         message = str(failure.value)
         self.assertEqual(message, "bob may not kv.read public/embargoed/report: missing permission kv.read:public/embargoed/report")
         for secret in ("secret internal rule", "test-policy.toml", "rule", "reader"):
@@ -433,7 +425,7 @@ class SecureAMPTests(SecureAMPTestCase):
         allowed = self.connect("bob")
         self.assertEqual(self.call(allowed, Count), {"count": 3})
         denied = self.connect("nobody")
-        self.refused(denied, Count).trap(Unauthorized)
+        self.refused(denied, Count).trap(CommandDenied)
         self.assertEqual(denied.server.calls, [])
 
     def test_commandWithoutPermission(self) -> None:
@@ -450,7 +442,7 @@ class SecureAMPTests(SecureAMPTestCase):
     def test_dotSegmentsDenied(self) -> None:
         """A key that climbs out of the allowed prefix is denied before the responder runs."""
         conn = self.connect("alice")
-        self.refused(conn, Write, key="users/alice/../bob/x", value="1").trap(Unauthorized)
+        self.refused(conn, Write, key="users/alice/../bob/x", value="1").trap(CommandDenied)
         self.assertEqual(conn.server.calls, [])
 
     def test_bytesResource(self) -> None:
@@ -458,7 +450,7 @@ class SecureAMPTests(SecureAMPTestCase):
         conn = self.connect("bob")
         self.assertEqual(self.call(conn, RawRead, key=b"public/x"), {})
         failure = self.refused(conn, RawRead, key=b"public/\xff")
-        failure.trap(Unauthorized)
+        failure.trap(CommandDenied)
         self.assertEqual(str(failure.value), "bob may not kv.read: the resource is not UTF-8 text")
         self.assertEqual(conn.server.calls, [("raw", b"public/x")])
         self.assertOpen(conn)
@@ -469,7 +461,7 @@ class ContextAndSetupTests(SecureAMPTestCase):
         """commandContext feeds resource.attributes conditions."""
         conn = self.connect("alice")
         self.assertEqual(self.call(conn, Owned, key="alice/r1"), {})
-        self.refused(conn, Owned, key="bob/r1").trap(Unauthorized)
+        self.refused(conn, Owned, key="bob/r1").trap(CommandDenied)
         self.assertEqual(conn.server.calls, [("owned", "alice/r1")])
 
     def test_misdeclaredPlainCommand(self) -> None:
@@ -488,7 +480,7 @@ class RequiresOnRespondersTests(SecureAMPTestCase):
     def test_requiresDenies(self) -> None:
         conn = self.connect("alice")
         failure = self.refused(conn, Stop, reason="maintenance")
-        failure.trap(Unauthorized)
+        failure.trap(CommandDenied)
         self.assertEqual(failure.value.permission, "admin.stop:reasons/maintenance")
         self.assertEqual(conn.server.calls, [])
         self.assertOpen(conn)
@@ -503,7 +495,7 @@ class RequiresOnRespondersTests(SecureAMPTestCase):
 
     def test_asyncResponder(self) -> None:
         denied = self.connect("alice")
-        self.refused(denied, Restart, service="db").trap(Unauthorized)
+        self.refused(denied, Restart, service="db").trap(CommandDenied)
         self.assertEqual(denied.server.calls, [])
         allowed = self.connect("root")
         self.assertEqual(self.call(allowed, Restart, service="db"), {"restarted": "db"})
@@ -512,8 +504,8 @@ class RequiresOnRespondersTests(SecureAMPTestCase):
 class PlainCommandTests(SecureAMPTestCase):
     def test_plainAmpCommand(self) -> None:
         """
-        An amp.Command that declares a permission but not Unauthorized is
-        still refused with the UNAUTHORIZED code and the same message, not
+        An amp.Command that declares a permission but not CommandDenied is
+        still refused with the COMMAND_DENIED code and the same message, not
         fatally; its client sees an unknown remote error.
         """
         conn = self.connect("bob")
@@ -524,7 +516,7 @@ class PlainCommandTests(SecureAMPTestCase):
         self.assertEqual(self.call(conn, PlainRead, key="public/x"), {"value": "public/x"})
 
     def test_wireCode(self) -> None:
-        """On the wire the error box carries _error_code UNAUTHORIZED."""
+        """On the wire the error box carries _error_code COMMAND_DENIED."""
         conn = self.connect("bob")
         sent: list[bytes] = []
         original = conn.client.dataReceived
@@ -535,21 +527,21 @@ class PlainCommandTests(SecureAMPTestCase):
 
         conn.client.dataReceived = spy
         self.refused(conn, Read, key="private/x")
-        self.assertIn(b"_error_code\x00\x0c" + UNAUTHORIZED, b"".join(sent))
+        self.assertIn(b"_error_code\x00" + bytes([len(COMMAND_DENIED)]) + COMMAND_DENIED, b"".join(sent))
 
 
 class NoPolicyTests(SecureAMPTestCase):
     def test_protectedCommandsRefused(self) -> None:
-        """Without a policy nothing protected runs: UNAUTHORIZED with a generic message; the log says why."""
+        """Without a policy nothing protected runs: COMMAND_DENIED with a generic message; the log says why."""
         conn = self.connect("root", with_policy=None)
         self.assertIsNone(conn.server.policy)
         failure = self.refused(conn, Write, key="users/root/x", value="1")
-        failure.trap(Unauthorized)
+        failure.trap(CommandDenied)
         self.assertEqual(str(failure.value), NOT_CONFIGURED)
         errors = self.flushLoggedErrors(AuthorizationSetupError)
         self.assertEqual(len(errors), 1)
         self.assertIn("no authorization policy", str(errors[0].value))
-        self.refused(conn, Stop, reason="x").trap(Unauthorized)
+        self.refused(conn, Stop, reason="x").trap(CommandDenied)
         self.assertEqual(len(self.flushLoggedErrors(AuthorizationSetupError)), 1)
         self.assertEqual(conn.server.calls, [])
         self.assertOpen(conn)
@@ -563,7 +555,7 @@ class NoPolicyTests(SecureAMPTestCase):
             factory, Factory.forProtocol(amp.AMP), pki=pki(), portal=self.portal, client="alice", clock=self.clock
         )
         self.assertIs(conn.server.policy, policy())
-        self.refused(conn, Write, key="users/bob/x", value="1").trap(Unauthorized)
+        self.refused(conn, Write, key="users/bob/x", value="1").trap(CommandDenied)
         self.assertEqual(self.call(conn, Write, key="users/alice/x", value="1"), {"written": "users/alice/x"})
 
     def test_assignedPolicyWins(self) -> None:
@@ -603,11 +595,11 @@ class CommandDeclarationTests(SynchronousTestCase):
         self.assertEqual(str(e), "command Bad: a resource without a permission")
 
     def test_unauthorizedDeclared(self) -> None:
-        """Every SecureCommand (and subclass with its own errors) maps UNAUTHORIZED to Unauthorized."""
+        """Every SecureCommand (and subclass with its own errors) maps COMMAND_DENIED to CommandDenied."""
         from examples.kv.commands import Get, NoSuchKey
 
-        self.assertEqual(getattr(Read, "reverseErrors")[UNAUTHORIZED], Unauthorized)
-        self.assertEqual(getattr(Get, "reverseErrors")[UNAUTHORIZED], Unauthorized)
+        self.assertEqual(getattr(Read, "reverseErrors")[COMMAND_DENIED], CommandDenied)
+        self.assertEqual(getattr(Get, "reverseErrors")[COMMAND_DENIED], CommandDenied)
         self.assertEqual(getattr(Get, "reverseErrors")[b"NO_SUCH_KEY"], NoSuchKey)
 
     def test_commandResource(self) -> None:
@@ -616,8 +608,8 @@ class CommandDeclarationTests(SynchronousTestCase):
         self.assertEqual(command_resource(Ping, {"host": "h", "port": 1}), "public/hosts/h-1")
 
     def test_unauthorizedPermission(self) -> None:
-        self.assertEqual(Unauthorized("a may not x.y r: missing permission x.y:r").permission, "x.y:r")
-        self.assertIsNone(Unauthorized(NOT_CONFIGURED).permission)
+        self.assertEqual(CommandDenied("a may not x.y r: missing permission x.y:r").permission, "x.y:r")
+        self.assertIsNone(CommandDenied(NOT_CONFIGURED).permission)
 
 
 # -- the line protocol ---------------------------------------------------------

@@ -20,7 +20,7 @@ from twisted.cred.portal import Portal
 from twisted.cred.strcred import ICheckerFactory
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -29,25 +29,22 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from securenet.cred.checkers import MAPPINGS, CertificateChecker, CertificateNotAccepted
-from securenet.cred.credentials import CertificateCredentials, ICertificateCredentials
-from securenet.cred.identity import IdentityRealm
-from securenet.cred.strcred import CheckerArgumentError, certificateCheckerFactory
-from securenet.pki.ca import IssuedCertificate, generate_private_key, parse_san
-from securenet.pki.pins import spki_pin
-from securenet.protocol.client import AuthenticationFailed, connect
-from securenet.protocol.exchange import ExchangeSettings
-from securenet.protocol.session import (
-    ISession,
-    NotASecureSession,
-    ServerSession,
-    SessionFactory,
-    identity_of,
-)
+from securenet.cred._checkers import MAPPINGS, CertificateChecker, CertificateNotAccepted
+from securenet.cred._credentials import CertificateCredentials
+from securenet.interfaces import ICertificateCredentials
+from securenet.cred._identity import IdentityRealm
+from securenet.cred._strcred import CheckerArgumentError, certificateCheckerFactory
+from securenet.pki._ca import IssuedCertificate, generate_private_key, parse_san
+from securenet.pki._pins import spki_pin
+from securenet.session._errors import AuthenticationFailed
+from securenet.session._client import connect
+from securenet.session._exchange import ExchangeSettings
+from securenet.interfaces import ISession
+from securenet.session._server import NotASecureSession, ServerSession, SessionFactory, identity_of
 from securenet.testing import EphemeralPKI, MemoryConnection, connect_in_memory
-from securenet.tls.endpoints import SecureClientEndpoint
-from securenet.tls.guard import TLSGuard
-from securenet.tls.policy import ClientTLSPolicy
+from securenet.tls._endpoints import SecureClientEndpoint
+from securenet.tls._guard import TLSGuard
+from securenet.tls._policy import ClientTLSPolicy
 from tests.test_tls import CLIENT_DATA, SERVER_DATA, EventCapture, RecordingFactory, RecordingProtocol
 
 

@@ -11,10 +11,10 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from securenet.protocol.client import connect
-from securenet.protocol.session import SessionFactory
+from securenet.session._client import connect
+from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI
-from securenet.tls.endpoints import SecureClientEndpoint, SecureServerEndpoint
+from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint
 
 PKI = EphemeralPKI.create()
 
@@ -115,8 +115,8 @@ class EarlyDataSocketTests(TestCase):
         from twisted.cred.checkers import AllowAnonymousAccess
         from twisted.cred.portal import Portal
 
-        from securenet.cred.identity import IdentityRealm
-        from securenet.protocol.client import AuthenticationFailed
+        from securenet.cred._identity import IdentityRealm
+        from securenet.session._errors import AuthenticationFailed
 
         port = await self.serve(Portal(IdentityRealm(), [AllowAnonymousAccess()]))
         client = SecureClientEndpoint(reactor, PKI.client_policy("alice"), "localhost", port)

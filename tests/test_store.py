@@ -23,27 +23,15 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-import securenet.cred.sqlite
-from securenet.cred.sqlite import (
-    APPLICATION_ID,
-    SCHEMA_VERSION,
-    DatabaseFileError,
-    InsecureDatabaseFile,
-    SQLiteStore,
-    UnsupportedSchema,
-    thread_runner,
-)
-from securenet.cred.store import (
-    APIKey,
-    ICredentialStore,
-    MemoryStore,
-    NoSuchAPIKey,
-    NoSuchUser,
-    ScramKeys,
-    StoreError,
-    User,
-    UserExists,
-)
+import securenet.store._sqlite
+from securenet.store._sqlite import APPLICATION_ID, SQLiteStore
+from securenet.store._migrations import SCHEMA_VERSION
+from securenet.store._errors import DatabaseFileError, InsecureDatabaseFile, UnsupportedSchema
+from securenet._threads import thread_runner
+from securenet.store._records import APIKey, ScramKeys, User
+from securenet.interfaces import ICredentialStore
+from securenet.store._memory import MemoryStore
+from securenet.store._errors import NoSuchAPIKey, NoSuchUser, StoreError, UserExists
 
 T = TypeVar("T")
 
@@ -376,7 +364,9 @@ class SQLiteFileTests(SynchronousTestCase):
             self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], SCHEMA_VERSION)
             self.assertEqual(c.execute("PRAGMA application_id").fetchone()[0], APPLICATION_ID)
             tables = {row[0] for row in c.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
-        self.assertEqual(tables, {"users", "api_keys", "revoked_tokens", "failures", "secrets"})
+        self.assertEqual(
+            tables, {"users", "api_keys", "revoked_tokens", "failures", "secrets", "refresh_families", "refresh_tokens"}
+        )
 
     def test_migrations(self) -> None:
         """A database of an older schema is brought up to date in order, keeping its data."""
@@ -387,8 +377,8 @@ class SQLiteFileTests(SynchronousTestCase):
             ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (1)"),
             ("INSERT INTO extra SELECT x + 1 FROM extra",),
         ]
-        self.patch(securenet.cred.sqlite, "MIGRATIONS", (*securenet.cred.sqlite.MIGRATIONS, *extra))
-        self.patch(securenet.cred.sqlite, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
+        self.patch(securenet.store._sqlite, "MIGRATIONS", (*securenet.store._sqlite.MIGRATIONS, *extra))
+        self.patch(securenet.store._sqlite, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
         store = self.open()
         self.assertEqual(store.schema_version, SCHEMA_VERSION + 2)
         self.assertEqual(self.successResultOf(store.list_users()), [User("alice")])
@@ -711,7 +701,7 @@ class ThreadRunnerSizeTests(SynchronousTestCase):
     def test_threads(self) -> None:
         from twisted.internet.testing import MemoryReactorClock
 
-        from securenet.cred.sqlite import ThreadRunner
+        from securenet._threads import ThreadRunner
 
         runner = ThreadRunner(MemoryReactorClock(), threads=3, name="t")
         self.addCleanup(runner.stop)
@@ -723,10 +713,10 @@ class ThreadRunnerSizeTests(SynchronousTestCase):
         """The hashing pool has nproc - 1 threads (at least one), not the reactor's shared ten."""
         from twisted.internet.testing import MemoryReactorClock
 
-        from securenet.cred import strcred
+        from securenet import _threads
 
         for cpus, expected in ((1, 1), (2, 1), (8, 7), (None, 1)):
-            self.patch(strcred.os, "cpu_count", lambda cpus=cpus: cpus)
-            runner = strcred.hashing_runner(MemoryReactorClock())
+            self.patch(_threads.os, "cpu_count", lambda cpus=cpus: cpus)
+            runner = _threads.hashing_runner(MemoryReactorClock())
             self.addCleanup(runner.stop)
             self.assertEqual((runner.pool.max, runner.pool.name), (expected, "securenet-hashing"), cpus)

@@ -17,11 +17,11 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from securenet import tap
-from securenet.apps.echo import EchoFactory
-from securenet.cred.checkers import CertificateChecker
-from securenet.protocol.session import SessionFactory
+from securenet.apps._echo import EchoFactory
+from securenet.cred._checkers import CertificateChecker
+from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI
-from securenet.tls.endpoints import SecureClientEndpoint, SecureServerEndpoint
+from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint
 
 PKI = EphemeralPKI.create()
 
@@ -167,7 +167,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--listen", listen, "--auth", "anonymous", "--policy", str(policy)])
         [child] = list(tap.makeService(options))  # type: ignore[call-overload]
-        from securenet.authz import IPolicy
+        from securenet.interfaces import IPolicy
 
         self.assertTrue(IPolicy.providedBy(child.factory.policy))
         self.assertEqual(child.factory.policy.permissions_of("reader"), ("kv.read:**",))

@@ -20,15 +20,15 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from securenet import tap
-from securenet.cred.credentials import ITokenCredentials
-from securenet.cred.passwords import synchronous_runner
-from securenet.cred.store import MemoryStore
-from securenet.cred.storechecker import StoreChecker
-from securenet.cred.tokens import TokenChecker
-from securenet.protocol.session import SessionFactory
+from securenet.interfaces import ITokenCredentials
+from securenet._threads import synchronous_runner
+from securenet.store._memory import MemoryStore
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._jwt import TokenChecker
+from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI, weak_hasher
-from securenet.web.site import SecureSite
-from securenet.web.tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
+from securenet.web._site import SecureSite
+from securenet.web._tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
 
 PKI = EphemeralPKI.create()
 

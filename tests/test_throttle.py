@@ -10,8 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.cred.store import MemoryStore
-from securenet.cred.throttle import Throttle, ThrottlePolicy, throttle_keys
+from securenet.store._memory import MemoryStore
+from securenet.cred._throttle import Throttle, ThrottlePolicy, throttle_keys
 from tests.test_tls import EventCapture
 
 ALICE = "user:alice"

@@ -34,36 +34,17 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer, providedBy
 
-from securenet import logs as securenet_logs
-from securenet.pki.ca import IssuedCertificate, generate_private_key
-from securenet.pki.pins import spki_pin
+from securenet import _logs as securenet_logs
+from securenet.pki._ca import IssuedCertificate, generate_private_key
+from securenet.pki._pins import spki_pin
 from securenet.testing import CLIENT_ADDRESS, SERVER_ADDRESS, EphemeralPKI, MemoryConnection, connect_in_memory
 from securenet.tls._binding import set_groups
-from securenet.tls.certificates import as_cryptography
-from securenet.tls.errors import (
-    CertificateExpired,
-    CertificateNotYetValid,
-    CertificateRejected,
-    CertificateRevoked,
-    ClientCertificateRequired,
-    CRLExpired,
-    HandshakeFailed,
-    HandshakeTimeout,
-    HostnameMismatch,
-    NoSharedCipher,
-    NotTLS,
-    PeerRejectedCertificate,
-    PinMismatch,
-    ProtocolVersionRejected,
-    TLSConfigurationError,
-    TLSError,
-    TofuMismatch,
-    UntrustedCertificate,
-)
-from securenet.tls.guard import TLSGuard, TLSGuardFactory
-from securenet.tls.policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
-from securenet.tls.profiles import INTERMEDIATE, MODERN
-from securenet.tls.tofu import TofuStore
+from securenet.tls._certificates import as_cryptography
+from securenet.tls._errors import CertificateExpired, CertificateNotYetValid, CertificateRejected, CertificateRevoked, ClientCertificateRequired, CRLExpired, HandshakeFailed, HandshakeTimeout, HostnameMismatch, NoSharedCipher, NotTLS, PeerRejectedCertificate, PinMismatch, ProtocolVersionRejected, TLSConfigurationError, TLSError, TofuMismatch, UntrustedCertificate
+from securenet.tls._guard import TLSGuard, TLSGuardFactory
+from securenet.tls._policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
+from securenet.tls._profiles import INTERMEDIATE, MODERN
+from securenet.tls._tofu import TofuStore
 
 CLIENT_DATA = b"client application secret"
 SERVER_DATA = b"server application greeting"

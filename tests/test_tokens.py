@@ -33,42 +33,25 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-import securenet.cred.strcred
-from securenet.cred.credentials import TokenCredentials
-from securenet.cred.identity import AuthenticationContext, IIdentity, IdentityRealm
-from securenet.cred.sasl import (
-    ChannelBindings,
-    Challenge,
-    Complete,
-    IClientMechanism,
-    IMechanismFactory,
-    IMechanismProvider,
-    IServerMechanism,
-    MechanismError,
-)
-from securenet.cred.store import ICredentialStore, MemoryStore, User
-from securenet.cred.strcred import CheckerArgumentError, jwtCheckerFactory
-from securenet.cred.tokens import (
-    InvalidTokenKey,
-    InvalidTokenSettings,
-    OAuthBearerClientMechanism,
-    OAuthBearerMechanismFactory,
-    PresentedToken,
-    TokenChecker,
-    TokenIssuer,
-    TokenKey,
-    TokenRefused,
-    TokenSettings,
-    VerifiedToken,
-    load_signing_key,
-    load_verification_key,
-    parse_oauthbearer,
-)
-from securenet.pki.errors import FileCorrupt, FileMissing, InsecurePermissions
-from securenet.pki.files import write_private_key
-from securenet.protocol.client import AuthenticationFailed
-from securenet.protocol.session import SessionFactory, identity_of
+import securenet.cred._strcred
+from securenet.cred._credentials import TokenCredentials
+from securenet.cred._identity import AuthenticationContext, IdentityRealm
+from securenet.interfaces import IIdentity
+from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
+from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
+from securenet.interfaces import ICredentialStore
+from securenet.store._memory import MemoryStore
+from securenet.store._records import User
+from securenet.cred._strcred import CheckerArgumentError, jwtCheckerFactory
+from securenet.pki._tokenkeys import InvalidTokenKey, InvalidTokenSettings, TokenKey, load_signing_key, load_verification_key
+from securenet.sasl._oauthbearer import OAuthBearerClientMechanism, OAuthBearerMechanismFactory, parse_oauthbearer
+from securenet.cred._jwt import PresentedToken, TokenChecker, TokenIssuer, TokenRefused, TokenSettings, VerifiedToken
+from securenet.pki._errors import FileCorrupt, FileMissing, InsecurePermissions
+from securenet.pki._files import write_private_key
+from securenet.session._errors import AuthenticationFailed
+from securenet.session._server import SessionFactory, identity_of
 from securenet.testing import EphemeralPKI, connect_in_memory
+from securenet.sasl._offer import offered_mechanisms
 
 NOW = 1_800_000_000
 DROP = object()
@@ -312,8 +295,9 @@ class IssueAndVerifyTests(TokenTestCase):
 
     def test_interfaces(self) -> None:
         self.assertTrue(verifyObject(ICredentialsChecker, self.checker))
-        self.assertTrue(verifyObject(IMechanismProvider, self.checker))
-        [factory] = self.checker.mechanisms()
+        offered = offered_mechanisms(Portal(IdentityRealm(self.store), [self.checker]), False, ChannelBindings())
+        self.assertEqual(list(offered), ["OAUTHBEARER"])
+        factory = offered["OAUTHBEARER"]
         self.assertTrue(verifyObject(IMechanismFactory, factory))
         self.assertEqual((factory.name, factory.second_factor_allowed), ("OAUTHBEARER", False))
 
@@ -767,7 +751,7 @@ class StrcredTests(TokenTestCase):
             opened.append((path, auth_type))
             return store
 
-        self.patch(securenet.cred.strcred, "open_store", open_store)
+        self.patch(securenet.cred._strcred, "open_store", open_store)
         checker = jwtCheckerFactory.generateChecker(f"key={self.pub()},db=creds.db")
         self.assertIs(checker.store, store)
         self.assertEqual(opened, [("creds.db", "jwt")])
@@ -791,7 +775,7 @@ class StrcredTests(TokenTestCase):
 
     def test_factory_attributes(self) -> None:
         self.assertEqual(jwtCheckerFactory.authType, "jwt")
-        from securenet.cred.credentials import ITokenCredentials
+        from securenet.interfaces import ITokenCredentials
 
         self.assertEqual(jwtCheckerFactory.credentialInterfaces, (ITokenCredentials,))
 

@@ -18,12 +18,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-import securenet.cred.strcred
-from securenet.cred.credentials import TOTPCredentials
-from securenet.cred.sasl import ISecondFactor
-from securenet.cred.store import MemoryStore, NoSuchUser, User
-from securenet.cred.strcred import CheckerArgumentError, totpCheckerFactory
-from securenet.cred.totp import AlreadyEnrolled, TOTPChecker, TOTPRefused, enroll
+import securenet.cred._strcred
+from securenet.cred._credentials import TOTPCredentials
+from securenet.interfaces import ISecondFactor
+from securenet.store._memory import MemoryStore
+from securenet.store._errors import NoSuchUser
+from securenet.store._records import User
+from securenet.cred._strcred import CheckerArgumentError, totpCheckerFactory
+from securenet.cred._totp import AlreadyEnrolled, TOTPChecker, TOTPRefused, enroll
 
 #: A time in the middle of a 30 s step (so "one step ago" is unambiguous).
 NOW = 1_800_000_015
@@ -204,7 +206,7 @@ class EnrollTests(TOTPTestCase):
 
 class StrcredTests(TOTPTestCase):
     def test_generate(self) -> None:
-        self.patch(securenet.cred.strcred, "open_store", lambda path, auth_type: self.store)
+        self.patch(securenet.cred._strcred, "open_store", lambda path, auth_type: self.store)
         checker = totpCheckerFactory.generateChecker("db=creds.db")
         self.assertIsInstance(checker, TOTPChecker)
         self.assertIs(checker.store, self.store)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,39 +36,23 @@ from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
 from securenet.authz import Policy
-from securenet.cred.apikeys import create_api_key
-from securenet.cred.identity import Identity
-from securenet.cred.passwords import synchronous_runner
-from securenet.cred.sqlite import SQLiteStore
-from securenet.cred.store import StoreError
-from securenet.cred.throttle import Throttle
-from securenet.cred.tokens import OAuthBearerClientMechanism, TokenChecker, TokenIssuer, TokenKey, TokenSettings
-from securenet.protocol.session import identity_of
+from securenet.cred._apikeys import create_api_key
+from securenet.cred._identity import Identity
+from securenet._threads import synchronous_runner
+from securenet.store._sqlite import SQLiteStore
+from securenet.store._errors import StoreError
+from securenet.cred._throttle import Throttle
+from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
+from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.pki._tokenkeys import TokenKey
+from securenet.session._server import identity_of
 from securenet.testing import EphemeralPKI, connect_app_in_memory, connect_in_memory, memory_portal, totp_code, weak_hasher
-from securenet.web import (
-    BuiltinAPI,
-    JSONBodyError,
-    JSONEndpoint,
-    JSONLimits,
-    MemoryRefreshStore,
-    PayloadTooLarge,
-    RefreshRefused,
-    RefreshToken,
-    SecureSite,
-    SQLiteRefreshStore,
-    TokenService,
-    Unauthorized,
-    UnsupportedMediaType,
-    WebAuthenticator,
-    WebGuard,
-    parse_json,
-    read_json,
-    read_json_object,
-    request_identity,
-)
-from securenet.web.api import user_resource
-from securenet.web.refresh import IRefreshTokenStore
-from securenet.web.tokens import parse_refresh_token
+from securenet.web import BuiltinAPI, JSONBodyError, JSONEndpoint, JSONLimits, PayloadTooLarge, RefreshRefused, SecureSite, TokenService, Unauthorized, UnsupportedMediaType, WebAuthenticator, WebGuard, parse_json, read_json, read_json_object, request_identity
+from securenet.store._memory import MemoryRefreshStore
+from securenet.store._records import RefreshToken
+from securenet.web._api import user_resource
+from securenet.interfaces import IRefreshTokenStore
+from securenet.web._tokens import parse_refresh_token
 
 PKI = EphemeralPKI.create()
 NOW = 1_800_000_000.0
@@ -727,9 +709,7 @@ class RefreshStoreTests(SynchronousTestCase):
         path.parent.mkdir(parents=True, exist_ok=True)
         credentials = SQLiteStore.open(path)
         self.addCleanup(credentials.close)
-        sqlite = SQLiteRefreshStore.open(path)
-        self.addCleanup(sqlite.close)
-        return [MemoryRefreshStore(), sqlite]
+        return [MemoryRefreshStore(), credentials.refresh_tokens]
 
     def record(self, token_id: str, family: str = "fam", **kwargs: Any) -> RefreshToken:
         fields: dict[str, Any] = dict(
@@ -774,28 +754,12 @@ class RefreshStoreTests(SynchronousTestCase):
     def test_sqliteSurvivesReopening(self) -> None:
         path = Path(self.mktemp())
         path.parent.mkdir(parents=True, exist_ok=True)
-        SQLiteStore.open(path).close()
-        store = SQLiteRefreshStore.open(path)
-        self.successResultOf(store.add(self.record("t1")))
+        store = SQLiteStore.open(path)
+        self.successResultOf(store.refresh_tokens.add(self.record("t1")))
         store.close()
-        again = SQLiteRefreshStore.open(path)
+        again = SQLiteStore.open(path)
         self.addCleanup(again.close)
-        self.assertEqual(self.successResultOf(again.get("t1")), self.record("t1"))
-        # The credential store still opens the file (its schema is untouched).
-        SQLiteStore.open(path).close()
-
-    def test_sqliteRefusesOtherFiles(self) -> None:
-        path = Path(self.mktemp())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.assertIn("cannot open", str(self.assertRaises(StoreError, SQLiteRefreshStore.open, path)))
-        import sqlite3
-
-        sqlite3.connect(path).close()
-        os.chmod(path, 0o644)
-        self.assertIn("chmod 600", str(self.assertRaises(StoreError, SQLiteRefreshStore.open, path)))
-        os.chmod(path, 0o600)
-        self.assertIn("not a securenet credential database", str(self.assertRaises(StoreError, SQLiteRefreshStore.open, path)))
-        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertEqual(self.successResultOf(again.refresh_tokens.get("t1")), self.record("t1"))
 
 
 class TokenServiceTests(SynchronousTestCase):

@@ -33,23 +33,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from securenet.authz import IPolicy, Policy
-from securenet.cred.identity import IdentityRealm
-from securenet.cred.store import ICredentialStore
-from securenet.cred.throttle import Throttle
-from securenet.cred.tokens import TokenChecker, TokenIssuer, TokenKey, TokenSettings
-from securenet.web import (
-    BadRequest,
-    IRefreshTokenStore,
-    JSONEndpoint,
-    JSONRouter,
-    SecureSite,
-    TokenService,
-    WebAuthenticator,
-    WebGuard,
-    read_json_object,
-    request_identity,
-)
+from securenet.interfaces import IPolicy
+from securenet.authz import Policy
+from securenet.cred._identity import IdentityRealm
+from securenet.interfaces import ICredentialStore
+from securenet.cred._throttle import Throttle
+from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.pki._tokenkeys import TokenKey
+from securenet.web import BadRequest, JSONEndpoint, JSONRouter, SecureSite, TokenService, WebAuthenticator, WebGuard, read_json_object, request_identity
+from securenet.interfaces import IRefreshTokenStore
 
 POLICY = Path(__file__).with_name("policy.toml")
 DEFAULT_LISTEN = "securenet:8444:interface=127.0.0.1:certKey=certs/server.pem:privateKey=certs/server.key"
@@ -119,19 +111,19 @@ def main(argv: list[str] | None = None) -> int:
 
     reactor: Any = _reactor
 
-    from securenet.cred.passwords import reactor_thread_pool_runner
-    from securenet.cred.sqlite import SQLiteStore, thread_runner
-    from securenet.cred.storechecker import StoreChecker
-    from securenet.cred.tokens import load_signing_key
-    from securenet.errors import SecurenetError
-    from securenet.tls.endpoints import server_endpoint
-    from securenet.web import SQLiteRefreshStore
+    from securenet._threads import reactor_thread_pool_runner
+    from securenet.store._sqlite import SQLiteStore
+    from securenet._threads import thread_runner
+    from securenet.cred._storechecker import StoreChecker
+    from securenet.pki._tokenkeys import load_signing_key
+    from securenet._errors import SecurenetError
+    from securenet.tls._endpoints import server_endpoint
 
     try:
         if not args.db.exists():
             raise SecurenetError(f"{args.db}: no credential database (make one with 'securenet users add NAME --db {args.db}')")
         store = SQLiteStore.open(args.db, runner=thread_runner(reactor))
-        refreshes = SQLiteRefreshStore.open(args.db, runner=thread_runner(reactor))
+        refreshes = store.refresh_tokens
         key = load_signing_key(args.token_key)
         policy = Policy.load(args.policy, clock=reactor)
         checker = StoreChecker(store, reactor, runner=reactor_thread_pool_runner(reactor))

@@ -28,7 +28,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from securenet.apps.base import SecureLineReceiver
+from securenet.protocols import SecureLineReceiver
 from securenet.authz import AuthorizationDenied, requires
 
 log = Logger(namespace="examples.chat")

@@ -17,7 +17,7 @@ From Python::
     kv = await connect(reactor, endpoint, Factory.forProtocol(amp.AMP))
     try:
         answer = await kv.callRemote(Get, key="users/alice/notes")
-    except Unauthorized as e:
+    except CommandDenied as e:
         print(e.permission)          # the permission you are missing
 """
 
@@ -34,8 +34,8 @@ from twisted.internet.task import react
 from twisted.protocols import amp
 
 from examples import clientauth
-from examples.kv.commands import BadKey, Delete, Get, List, NoSuchKey, Set, Unauthorized
-from securenet import connect
+from examples.kv.commands import BadKey, Delete, Get, List, NoSuchKey, Set, CommandDenied
+from securenet.session._client import connect
 
 EXIT_DENIED = 3
 EXIT_NOT_FOUND = 4
@@ -83,7 +83,7 @@ async def main(reactor: Any, argv: Sequence[str]) -> None:
         raise SystemExit(f"kv: error: {e}") from None
     try:
         await call(kv, args)
-    except Unauthorized as e:
+    except CommandDenied as e:
         print(f"kv: denied: {e}", file=sys.stderr)
         raise SystemExit(EXIT_DENIED) from None
     except NoSuchKey as e:

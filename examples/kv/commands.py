@@ -4,7 +4,7 @@ The key-value service's AMP commands, shared by the server and its clients.
 Each is a L{SecureCommand}: C{permission} and C{resource} say what the
 policy must allow before the server's responder runs (the resource is the
 key itself, so policies speak of keys: C{kv.write:users/{identity.avatar_id}/**}).
-A refused call fails on the client with L{Unauthorized}.
+A refused call fails on the client with L{CommandDenied}.
 
 Keys are paths: C{/}-separated non-empty segments, no C{.} or C{..}.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from twisted.protocols import amp
 
-from securenet.apps.base import SecureCommand, Unauthorized
+from securenet.protocols import SecureCommand, CommandDenied
 
 
 class NoSuchKey(Exception):
@@ -67,4 +67,4 @@ class List(SecureCommand):
     resource = "{prefix}"
 
 
-__all__ = ["BadKey", "Delete", "Get", "List", "NoSuchKey", "Set", "Unauthorized"]
+__all__ = ["BadKey", "Delete", "Get", "List", "NoSuchKey", "Set", "CommandDenied"]

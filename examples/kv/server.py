@@ -3,7 +3,7 @@ The key-value service: an AMP server on L{SecureAMP}.
 
 The responders hold no authorization code: each command declares its
 permission (examples/kv/commands.py), and SecureAMP asks the policy before
-a responder runs, answering C{UNAUTHORIZED} otherwise (the connection stays
+a responder runs, answering C{COMMAND-DENIED} otherwise (the connection stays
 open).  The values live in memory, for as long as the server runs.
 
 Serve it::
@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from examples.kv.commands import BadKey, Delete, Get, List, NoSuchKey, Set
-from securenet.apps.base import SecureAMP
+from securenet.protocols import SecureAMP
 
 log = Logger(namespace="examples.kv")
 

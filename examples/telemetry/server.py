@@ -31,9 +31,9 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from securenet.apps.base import SecureLineReceiver
+from securenet.protocols import SecureLineReceiver
 from securenet.authz import AuthorizationDenied
-from securenet.authz.patterns import Glob
+from securenet.authz._patterns import Glob
 
 log = Logger(namespace="examples.telemetry")
 

@@ -14,17 +14,12 @@ Deny by default; a deny rule wins over any allow.  Every decision is a
 C{securenet_event="authz.decision"} log event (denies at warn).
 """
 
-from securenet.authz.attributes import Context, SpiffeID, parse_spiffe_id, peer_address, spiffe_id_of
-from securenet.authz.decisions import Decision, Location, MatchedRule
-from securenet.authz.errors import (
-    AuthorizationDenied,
-    AuthorizationError,
-    AuthorizationSetupError,
-    PolicyError,
-)
-from securenet.authz.handlers import can, policy_of, requires
-from securenet.authz.patterns import Permission
-from securenet.authz.policy import IPolicy, Policy
+from securenet.authz._attributes import Context, SpiffeID, parse_spiffe_id, peer_address, spiffe_id_of
+from securenet.authz._decisions import Decision, Location, MatchedRule
+from securenet.authz._errors import AuthorizationDenied, AuthorizationError, AuthorizationSetupError, PolicyError
+from securenet.authz._handlers import can, policy_of, requires
+from securenet.authz._patterns import Permission
+from securenet.authz._policy import Policy
 
 __all__ = [
     "AuthorizationDenied",
@@ -32,7 +27,6 @@ __all__ = [
     "AuthorizationSetupError",
     "Context",
     "Decision",
-    "IPolicy",
     "Location",
     "MatchedRule",
     "Permission",

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from securenet._version import __version__
-from securenet.errors import SecurenetError
+from securenet._errors import SecurenetError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from securenet.cli import apikeys, authz, connect, pki, tokens, users
+    from securenet.cli import _apikeys, _authz, _connect, _pki, _tokens, _users
 
     parser = argparse.ArgumentParser(
         prog="securenet",
@@ -25,12 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"securenet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    pki.register(sub)
-    connect.register(sub)
-    users.register(sub)
-    apikeys.register(sub)
-    tokens.register(sub)
-    authz.register(sub)
+    _pki.register(sub)
+    _connect.register(sub)
+    _users.register(sub)
+    _apikeys.register(sub)
+    _tokens.register(sub)
+    _authz.register(sub)
     return parser
 
 

@@ -1,104 +1,69 @@
 """
-The cred layer: credentials, checkers and the identity realm, all
-C{twisted.cred}.
+The cred layer: everything C{twisted.cred}, and the secrets it checks.
+
+* credentials and checkers: L{CertificateChecker} (the TLS client
+  certificate), L{PasswordChecker} (argon2id), L{ScramChecker},
+  L{TokenChecker} (JWT), L{APIKeyChecker}, L{TOTPChecker}, and
+  L{StoreChecker} (all of a credential store's at once);
+* the realm: L{IdentityRealm} gives every login an L{Identity};
+* L{login}: the one login flow (throttle, portal, second factor, audit)
+  that the stream exchange and the HTTP authenticator both call;
+* L{Throttle}: failures counted per account and per address;
+* secrets, one module each: password hashing, SASLprep, SCRAM keys, JWTs,
+  TOTP, API keys.
 """
 
-from securenet.cred.checkers import CertificateChecker, CertificateNotAccepted
-from securenet.cred.credentials import CertificateCredentials, ICertificateCredentials
-from securenet.cred.identity import AuthenticationContext, IIdentity, Identity, IdentityRealm
+from securenet.cred._apikeys import APIKeyChecker, APIKeyRefused, PresentedAPIKey, VerifiedAPIKey, create_api_key
+from securenet.cred._checkers import CertificateChecker, CertificateNotAccepted
+from securenet.cred._credentials import CertificateCredentials, TOTPCredentials
+from securenet.cred._identity import ANONYMOUS_ID, AuthenticationContext, Identity, IdentityRealm
+from securenet.cred._jwt import PresentedToken, TokenChecker, TokenIssuer, TokenRefused, TokenSettings, VerifiedToken
+from securenet.cred._passwords import LoginRefused, PasswordChecker, PasswordError, PasswordHasher
+from securenet.cred._saslprep import SASLprepError, normalize_password, saslprep
+from securenet.cred._scram import ScramChecker, ScramCredentials, derive_scram_keys
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._throttle import Throttle, ThrottlePolicy
+from securenet.cred._totp import TOTPChecker, TOTPRefused
+from securenet.cred._names import UserRecordError, canonical_user_name, validate_user_name
+from securenet.cred._users import new_user
 
 __all__ = [
+    "ANONYMOUS_ID",
+    "APIKeyChecker",
+    "APIKeyRefused",
     "AuthenticationContext",
     "CertificateChecker",
     "CertificateCredentials",
     "CertificateNotAccepted",
-    "ICertificateCredentials",
-    "IIdentity",
     "Identity",
     "IdentityRealm",
-]
-
-# SCRAM-SHA-256(-PLUS) and the TLS channel bindings it binds to.
-from securenet.cred.channel import channel_bindings  # noqa: E402
-from securenet.cred.scram import (  # noqa: E402
-    ChannelBindingError,
-    IScramCredentials,
-    ScramChecker,
-    ScramClientMechanism,
-    ScramCredentials,
-)
-
-__all__ += [
-    "ChannelBindingError",
-    "IScramCredentials",
-    "ScramChecker",
-    "ScramClientMechanism",
-    "ScramCredentials",
-    "channel_bindings",
-]
-
-# Bearer tokens (OAUTHBEARER), API keys (APIKEY) and TOTP second factors.
-from securenet.cred.apikeys import (  # noqa: E402
-    APIKeyChecker,
-    APIKeyClientMechanism,
-    APIKeyRefused,
-    PresentedAPIKey,
-    VerifiedAPIKey,
-    create_api_key,
-)
-from securenet.cred.tokens import (  # noqa: E402
-    OAuthBearerClientMechanism,
-    PresentedToken,
-    TokenChecker,
-    TokenIssuer,
-    TokenKey,
-    TokenRefused,
-    TokenSettings,
-    VerifiedToken,
-)
-from securenet.cred.totp import TOTPChecker, TOTPRefused  # noqa: E402
-
-__all__ += [
-    "APIKeyChecker",
-    "APIKeyClientMechanism",
-    "APIKeyRefused",
-    "OAuthBearerClientMechanism",
-    "PresentedAPIKey",
-    "PresentedToken",
-    "TOTPChecker",
-    "TOTPRefused",
-    "TokenChecker",
-    "TokenIssuer",
-    "TokenKey",
-    "TokenRefused",
-    "TokenSettings",
-    "VerifiedAPIKey",
-    "VerifiedToken",
-    "create_api_key",
-]
-
-# Passwords (PLAIN, argon2id, SASLprep) and the SQLite credential store.
-from securenet.cred.passwords import (  # noqa: E402
-    LoginRefused,
-    PasswordChecker,
-    PasswordError,
-    PasswordHasher,
-    derive_scram_keys,
-    new_user,
-    normalize_password,
-    saslprep,
-)
-from securenet.cred.sqlite import SQLiteStore, thread_runner  # noqa: E402
-
-__all__ += [
     "LoginRefused",
     "PasswordChecker",
     "PasswordError",
     "PasswordHasher",
-    "SQLiteStore",
+    "PresentedAPIKey",
+    "PresentedToken",
+    "SASLprepError",
+    "ScramChecker",
+    "ScramCredentials",
+    "StoreChecker",
+    "TOTPChecker",
+    "TOTPCredentials",
+    "TOTPRefused",
+    "Throttle",
+    "ThrottlePolicy",
+    "TokenChecker",
+    "TokenIssuer",
+    "TokenRefused",
+    "TokenSettings",
+    "UserRecordError",
+    "VerifiedAPIKey",
+    "VerifiedToken",
+    "canonical_user_name",
+    "create_api_key",
     "derive_scram_keys",
     "new_user",
     "normalize_password",
     "saslprep",
-    "thread_runner",
+    "validate_user_name",
 ]

@@ -3,16 +3,57 @@ The TLS layer: policies and profiles, pin and TOFU verification, typed
 errors, the handshake guard, and C{securenet:} endpoints.
 """
 
-from securenet.tls.endpoints import SecureClientEndpoint, SecureServerEndpoint, client_endpoint, server_endpoint
-from securenet.tls.errors import *  # noqa: F403 - the error hierarchy is part of the API
-from securenet.tls.errors import __all__ as _errors  # type: ignore[attr-defined]
-from securenet.tls.facts import HandshakeFacts
-from securenet.tls.policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
-from securenet.tls.profiles import INTERMEDIATE, MODERN, TLSProfile, profile_named
-from securenet.tls.tofu import TofuStore
+from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint, client_endpoint, server_endpoint
+from securenet.tls._errors import (
+    TLSError,
+    CertificateError,
+    CertificateExpired,
+    CertificateNotYetValid,
+    UntrustedCertificate,
+    CertificateRevoked,
+    CRLExpired,
+    CertificateRejected,
+    HostnameMismatch,
+    PinMismatch,
+    TofuMismatch,
+    ClientCertificateRequired,
+    PeerRejectedCertificate,
+    ProtocolVersionRejected,
+    NoSharedCipher,
+    NotTLS,
+    HandshakeTimeout,
+    HandshakeFailed,
+    ConnectionClosedDuringHandshake,
+    TLSConfigurationError,
+    classify,
+)
+from securenet.tls._facts import HandshakeFacts
+from securenet.tls._policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
+from securenet.tls._profiles import INTERMEDIATE, MODERN, TLSProfile, profile_named
+from securenet.tls._tofu import TofuStore
 
 __all__ = [
-    *_errors,
+    "TLSError",
+    "CertificateError",
+    "CertificateExpired",
+    "CertificateNotYetValid",
+    "UntrustedCertificate",
+    "CertificateRevoked",
+    "CRLExpired",
+    "CertificateRejected",
+    "HostnameMismatch",
+    "PinMismatch",
+    "TofuMismatch",
+    "ClientCertificateRequired",
+    "PeerRejectedCertificate",
+    "ProtocolVersionRejected",
+    "NoSharedCipher",
+    "NotTLS",
+    "HandshakeTimeout",
+    "HandshakeFailed",
+    "ConnectionClosedDuringHandshake",
+    "TLSConfigurationError",
+    "classify",
     "ClientTLSPolicy",
     "HandshakeFacts",
     "INTERMEDIATE",

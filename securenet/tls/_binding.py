@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from OpenSSL import SSL
 from OpenSSL._util import lib as _lib  # private: see module docstring
 
-from securenet.tls.errors import TLSConfigurationError
+from securenet.tls._errors import TLSConfigurationError
 
 
 def set_groups(context: SSL.Context, groups: Sequence[str]) -> None:

@@ -22,43 +22,23 @@ policies and audit events as securenet's stream protocols.
   decorator (L{WebGuard.requires}); a policy denial is a JSON 403 naming
   the missing permission.
 * L{TokenService}, L{TokenEndpoints}: login (with TOTP), refresh-token
-  rotation with reuse detection, logout; L{IRefreshTokenStore} with
-  memory and SQLite implementations.
+  rotation with reuse detection, logout; the refresh tokens live in the
+  credential store (C{store.refresh_tokens}, L{securenet.store}).
 * L{SecureSite}: request body limit (413), security headers on every
   response (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict
   JSON bodies.
 * L{BuiltinAPI}: what C{twistd securenet --http} serves.
 """
 
-from securenet.web.api import BuiltinAPI
-from securenet.web.auth import (
-    Authentication,
-    WebAuthenticator,
-    request_authentication,
-    request_identity,
-    tls_facts,
-)
-from securenet.web.client import HTTPSPolicy
-from securenet.web.errors import (
-    BadRequest,
-    Conflict,
-    Forbidden,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    TooManyRequests,
-    Unauthorized,
-    UnsupportedMediaType,
-    WebConfigurationError,
-    WebError,
-)
-from securenet.web.guard import JSONEndpoint, JSONRouter, ProtectedResource, WebGuard
-from securenet.web.jsonbody import JSONBodyError, JSONLimits, parse_json, read_json, read_json_object
-from securenet.web.refresh import IRefreshTokenStore, MemoryRefreshStore, RefreshToken, SQLiteRefreshStore
-from securenet.web.responses import JSONResponse, apply_security_headers, render_error, render_json
-from securenet.web.site import SecureRequest, SecureSite
-from securenet.web.tokens import RefreshRefused, TokenEndpoints, TokenLifetimes, TokenPair, TokenService
+from securenet.web._api import BuiltinAPI
+from securenet.web._auth import Authentication, WebAuthenticator, request_authentication, request_identity, tls_facts
+from securenet.web._client import HTTPSPolicy
+from securenet.web._errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized, UnsupportedMediaType, WebConfigurationError, WebError
+from securenet.web._guard import JSONEndpoint, JSONRouter, ProtectedResource, WebGuard
+from securenet.web._jsonbody import JSONBodyError, JSONLimits, parse_json, read_json, read_json_object
+from securenet.web._responses import JSONResponse, apply_security_headers, render_error, render_json
+from securenet.web._site import SecureRequest, SecureSite
+from securenet.web._tokens import RefreshRefused, TokenEndpoints, TokenLifetimes, TokenPair, TokenService
 
 __all__ = [
     "Authentication",
@@ -67,20 +47,16 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "HTTPSPolicy",
-    "IRefreshTokenStore",
     "JSONBodyError",
     "JSONEndpoint",
     "JSONLimits",
     "JSONResponse",
     "JSONRouter",
-    "MemoryRefreshStore",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "ProtectedResource",
     "RefreshRefused",
-    "RefreshToken",
-    "SQLiteRefreshStore",
     "SecureRequest",
     "SecureSite",
     "ServiceUnavailable",

@@ -1,4 +1,4 @@
 # `securenet:` server and client endpoint strings.
-from securenet.plugins import securenetClientParser, securenetServerParser
+from securenet._plugins import securenetClientParser, securenetServerParser
 
 __all__ = ["securenetClientParser", "securenetServerParser"]

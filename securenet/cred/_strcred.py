@@ -1,0 +1,232 @@
+"""
+C{twisted.cred.strcred} factories, so operators pick checkers with C{--auth}.
+The plugin objects in C{twisted/plugins/securenet_cred.py} point here.
+
+C{--auth sqlite:PATH} is the one most services want: every mechanism the
+credential database supports (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, APIKEY,
+PLAIN) and the TOTP second factor, over one store.  C{apikey} and C{totp}
+pick single mechanisms from the same database; C{jwt} adds bearer tokens.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.cred.credentials import IUsernamePassword
+from twisted.cred.strcred import ICheckerFactory, StrcredException
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from securenet.cred._apikeys import APIKeyChecker
+from securenet.cred._checkers import MAPPINGS, CertificateChecker
+from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, ITokenCredentials, ITOTPCredentials
+from securenet.cred._scram import DEFAULT_ITERATIONS, MIN_ITERATIONS
+from securenet.interfaces import IScramCredentials
+from securenet.cred._storechecker import StoreChecker
+from securenet.interfaces import ICredentialStore
+from securenet.cred._jwt import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, MAX_LEEWAY, TokenChecker, TokenSettings, check_scopes
+from securenet.pki._tokenkeys import load_verification_key
+from securenet.cred._totp import TOTPChecker
+from securenet._errors import SecurenetError
+from securenet._threads import hashing_runner
+
+
+class CheckerArgumentError(StrcredException):
+    """An C{--auth} argument string is malformed."""
+
+
+def parse_options(argstring: str, allowed: set[str], auth_type: str) -> dict[str, str]:
+    """Parse C{key=value,key=value} (also C{:}-separated) into a dict, refusing unknown keys."""
+    options: dict[str, str] = {}
+    for part in argstring.replace(":", ",").split(","):
+        if not part.strip():
+            continue
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq:
+            raise CheckerArgumentError(f"--auth {auth_type}: expected key=value, got {part!r}")
+        if key not in allowed:
+            raise CheckerArgumentError(
+                f"--auth {auth_type}: unknown option {key!r}; known: {', '.join(sorted(allowed))}"
+            )
+        options[key] = value.strip()
+    return options
+
+
+@implementer(ICheckerFactory, IPlugin)
+class CertificateCheckerFactory:
+    authType = "certificate"
+    authHelp = (
+        "Accept clients by their verified TLS client certificate (SASL EXTERNAL). "
+        "map= chooses the identity: "
+        + "; ".join(f"{name}: {doc}" for name, (_, doc) in MAPPINGS.items())
+        + ". The TLS endpoint must verify client certificates (clientAuth=optional or required)."
+    )
+    argStringFormat = "map=" + "|".join(MAPPINGS) + " (default cn)"
+    credentialInterfaces = (ICertificateCredentials,)
+
+    def generateChecker(self, argstring: str = "") -> CertificateChecker:
+        options = parse_options(argstring, {"map"}, self.authType)
+        mapping = options.get("map", "cn")
+        if mapping not in MAPPINGS:
+            raise CheckerArgumentError(
+                f"--auth certificate: unknown map={mapping!r}; choose one of: {', '.join(MAPPINGS)}"
+            )
+        return CertificateChecker(mapping)
+
+
+certificateCheckerFactory = CertificateCheckerFactory()
+
+
+# -- credential-database, token, API key and TOTP checkers --------------------
+
+
+def open_store(path: str, auth_type: str) -> ICredentialStore:
+    """
+    The credential database named by C{db=PATH}, its SQL on a dedicated
+    thread of the running reactor (imported here, when a checker is made,
+    never at module import).  Tests replace this function.
+    """
+    from twisted.internet import reactor
+
+    from securenet.store._sqlite import SQLiteStore
+    from securenet._threads import thread_runner
+
+    if not path:
+        raise CheckerArgumentError(f"--auth {auth_type}: db= needs a path")
+    runner = thread_runner(reactor)
+    try:
+        return SQLiteStore.open(path, runner=runner)
+    except SecurenetError as e:
+        runner.stop()
+        raise CheckerArgumentError(f"--auth {auth_type}: {e}") from None
+
+
+@implementer(ICheckerFactory, IPlugin)
+class JWTCheckerFactory:
+    authType = "jwt"
+    authHelp = (
+        "Accept bearer tokens (JWT, SASL OAUTHBEARER) signed with the key in key=PATH: a PEM public key "
+        "(EdDSA/Ed25519 or ES256/P-256; alg= may confirm it) or, with alg=HS256, a file of mode 0600 holding "
+        "a secret of at least 32 bytes. Tokens must carry sub, jti, iat, exp and aud (audience=, default "
+        f"{DEFAULT_AUDIENCE}) and iss (issuer=, default {DEFAULT_ISSUER}); leeway= is the clock skew allowed "
+        f"in seconds (default {DEFAULT_LEEWAY:g}, at most {MAX_LEEWAY:g}). With db=PATH (the credential database), "
+        "revoked token ids and disabled users are refused. Make keys and tokens with 'securenet tokens'."
+    )
+    argStringFormat = (
+        "key=PATH[,alg=EdDSA|ES256|HS256][,audience=AUD][,issuer=ISS][,leeway=SECONDS][,db=PATH]"
+    )
+    credentialInterfaces = (ITokenCredentials,)
+
+    def generateChecker(self, argstring: str = "") -> TokenChecker:
+        options = parse_options(argstring, {"key", "alg", "audience", "issuer", "leeway", "db"}, self.authType)
+        if not options.get("key"):
+            raise CheckerArgumentError("--auth jwt: key=PATH is required (a PEM public key or, with alg=HS256, a secret file)")
+        alg = options.get("alg") or None
+        try:
+            leeway = float(options.get("leeway", DEFAULT_LEEWAY))
+        except ValueError:
+            raise CheckerArgumentError(f"--auth jwt: leeway={options['leeway']!r} is not a number of seconds") from None
+        try:
+            key = load_verification_key(options["key"], alg)
+            settings = TokenSettings(
+                [key],
+                audience=options.get("audience", DEFAULT_AUDIENCE),
+                issuer=options.get("issuer", DEFAULT_ISSUER),
+                leeway=leeway,
+            )
+        except SecurenetError as e:
+            raise CheckerArgumentError(f"--auth jwt: {e}") from None
+        store = open_store(options["db"], self.authType) if "db" in options else None
+        return TokenChecker(settings, store, time.time)
+
+
+@implementer(ICheckerFactory, IPlugin)
+class APIKeyCheckerFactory:
+    authType = "apikey"
+    authHelp = (
+        "Accept API keys (sn_<id>.<secret>, SASL APIKEY) from the credential database db=PATH; "
+        "with scope=S only keys that have scope S. Make keys with 'securenet apikeys create'."
+    )
+    argStringFormat = "db=PATH[,scope=SCOPE]"
+    credentialInterfaces = (IAPIKeyCredentials,)
+
+    def generateChecker(self, argstring: str = "") -> APIKeyChecker:
+        options = parse_options(argstring, {"db", "scope"}, self.authType)
+        if "db" not in options:
+            raise CheckerArgumentError("--auth apikey: db=PATH (the credential database) is required")
+        scope = options.get("scope") or None
+        if scope is not None:
+            try:
+                check_scopes([scope])
+            except ValueError as e:
+                raise CheckerArgumentError(f"--auth apikey: {e}") from None
+        return APIKeyChecker(open_store(options["db"], self.authType), time.time, required_scope=scope)
+
+
+@implementer(ICheckerFactory, IPlugin)
+class TOTPCheckerFactory:
+    authType = "totp"
+    authHelp = (
+        "Demand a TOTP code (RFC 6238: 6 digits, 30 s) after a password login from users enrolled in the "
+        "credential database db=PATH; each code is accepted once."
+    )
+    argStringFormat = "db=PATH"
+    credentialInterfaces = (ITOTPCredentials,)
+
+    def generateChecker(self, argstring: str = "") -> TOTPChecker:
+        options = parse_options(argstring, {"db"}, self.authType)
+        if "db" not in options:
+            raise CheckerArgumentError("--auth totp: db=PATH (the credential database) is required")
+        return TOTPChecker(open_store(options["db"], self.authType), time.time)
+
+
+@implementer(ICheckerFactory, IPlugin)
+class SQLiteCheckerFactory:
+    authType = "sqlite"
+    authHelp = (
+        "Accept the users and API keys of the credential database at PATH (made with 'securenet users' and "
+        "'securenet apikeys'): SASL SCRAM-SHA-256-PLUS, SCRAM-SHA-256, APIKEY and PLAIN, then a TOTP code from "
+        "users who enrolled. scramIterations= must equal the PBKDF2 count users were enrolled with "
+        f"(default {DEFAULT_ITERATIONS}), so that unknown users get the same challenge as known ones."
+    )
+    argStringFormat = "PATH or db=PATH[,scramIterations=N]"
+    credentialInterfaces = (IUsernamePassword, IScramCredentials, IAPIKeyCredentials, ITOTPCredentials)
+
+    def generateChecker(self, argstring: str = "") -> StoreChecker:
+        if argstring and "=" not in argstring:
+            argstring = f"db={argstring}"
+        options = parse_options(argstring, {"db", "scramIterations"}, self.authType)
+        if not options.get("db"):
+            raise CheckerArgumentError("--auth sqlite: the credential database path is required (sqlite:PATH)")
+        try:
+            iterations = int(options.get("scramIterations", DEFAULT_ITERATIONS))
+        except ValueError:
+            raise CheckerArgumentError(f"--auth sqlite: scramIterations={options['scramIterations']!r} is not a number") from None
+        if iterations < MIN_ITERATIONS:
+            raise CheckerArgumentError(f"--auth sqlite: scramIterations must be at least {MIN_ITERATIONS}")
+        from twisted.internet import reactor
+
+        from securenet.store._sqlite import SQLiteStore
+
+        # The fake-salt secret is read once, at start-up, before the reactor runs.
+        try:
+            with SQLiteStore.open(options["db"]) as startup:
+                secret: list[bytes] = []
+                startup.secret("scram-fake-salt").addCallback(secret.append)
+        except SecurenetError as e:
+            raise CheckerArgumentError(f"--auth sqlite: {e}") from None
+        store = open_store(options["db"], self.authType)
+        return StoreChecker(
+            store,
+            reactor,  # type: ignore[arg-type]
+            runner=hashing_runner(reactor),
+            scram_iterations=iterations,
+            scram_secret=secret[0],
+        )
+
+
+sqliteCheckerFactory = SQLiteCheckerFactory()
+jwtCheckerFactory = JWTCheckerFactory()
+apiKeyCheckerFactory = APIKeyCheckerFactory()
+totpCheckerFactory = TOTPCheckerFactory()

@@ -1,0 +1,68 @@
+"""
+The store's errors: one hierarchy under L{StoreError}, each carrying the
+facts (the path, the reason, the versions) a user needs.
+"""
+
+from __future__ import annotations
+
+
+import attrs
+
+from securenet._errors import SecurenetError
+from securenet.store._migrations import SCHEMA_VERSION
+
+
+from pathlib import Path
+
+
+
+
+class StoreError(SecurenetError):
+    """The store refused an operation or cannot be used (the message says why)."""
+
+
+class NoSuchUser(StoreError):
+    """The named user does not exist."""
+
+
+class UserExists(StoreError):
+    """A user of that name already exists."""
+
+
+class NoSuchAPIKey(StoreError):
+    """No API key has that id."""
+
+
+
+# -- errors ------------------------------------------------------------------
+
+
+@attrs.define(auto_exc=True, str=False)
+class DatabaseFileError(StoreError):
+    """
+    The database file cannot be used.
+
+    @ivar path: the file.
+    @ivar problem: what is wrong with it, in a few words.
+    """
+
+    path: Path
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+@attrs.define(auto_exc=True, str=False)
+class InsecureDatabaseFile(DatabaseFileError):
+    """The database file is accessible by group or others."""
+
+    mode: int = 0
+
+
+@attrs.define(auto_exc=True, str=False)
+class UnsupportedSchema(DatabaseFileError):
+    """The database was written by a newer securenet (schema C{found} > C{supported})."""
+
+    found: int = 0
+    supported: int = SCHEMA_VERSION

@@ -1,0 +1,305 @@
+"""
+The protocol that sits directly under Twisted's TLS layer on every securenet
+connection.
+
+It closes a connection whose handshake does not finish in time (Twisted
+never does), turns every failure into a typed L{TLSError}, emits one
+C{tls.handshake} event per handshake, and builds the application protocol
+only once the handshake (and, in subclasses, authentication) succeeded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IHandshakeListener,
+    IProtocol,
+    IProtocolFactory,
+    IReactorTime,
+)
+from twisted.internet.protocol import Protocol
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import directlyProvides, implementer, providedBy
+
+from securenet.pki._facts import CertificateFacts
+from securenet.tls._errors import ConnectionClosedDuringHandshake, HandshakeTimeout, TLSError, classify
+from securenet.tls._facts import HandshakeFacts
+from securenet.tls._policy import ConnectionState, state_of
+from securenet._logs import SecurenetLogger
+
+log = SecurenetLogger(namespace="securenet.tls")
+
+#: (guard class, the transport's declaration) -> the guard's declaration
+#: (see TLSGuard._provideLike); a handful of entries, kept alive here.
+_DECLARATIONS: dict[tuple[type, Any], Any] = {}
+
+
+def describe_address(address: IAddress | None) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is None:
+        return str(address)
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+class TLSGuardFactory(WrappingFactory):
+    """
+    Wraps an application factory for use under TLS.
+
+    @ivar ready: if given, fired with the application protocol once it is
+        connected, or failed with the typed error if the connection fails
+        first (used by L{securenet.client.connect}).
+    """
+
+    protocol: Any = None  # set below, after TLSGuard
+
+    def __init__(
+        self,
+        wrappedFactory: IProtocolFactory,
+        reactor: IReactorTime,
+        *,
+        ready: Deferred[IProtocol] | None = None,
+    ) -> None:
+        super().__init__(wrappedFactory)  # type: ignore[arg-type]
+        self.reactor = reactor
+        self.ready = ready
+
+    def buildProtocol(self, addr: IAddress | None) -> TLSGuard:
+        # The application protocol is built later, once the peer is trusted.
+        guard: TLSGuard = self.protocol(self, addr)
+        return guard
+
+
+@implementer(IHandshakeListener)
+class TLSGuard(ProtocolWrapper):
+    """
+    See the module docstring.  C{self.handshake} holds the L{HandshakeFacts}
+    once the handshake is done.
+    """
+
+    factory: TLSGuardFactory
+    wrappedProtocol: Any
+    # The TLS transport (TLSMemoryBIOProtocol): ITransport plus ISSLTransport,
+    # abortConnection and getHandle.
+    transport: Any
+    handshake: HandshakeFacts | None = None
+
+    def __init__(self, factory: TLSGuardFactory, addr: IAddress | None) -> None:
+        ProtocolWrapper.__init__(self, factory, None)  # type: ignore[arg-type]
+        self.addr = addr
+        self._timer: IDelayedCall | None = None
+        self._timedOut = False
+        self._appConnected = False
+
+    # -- connection set-up -------------------------------------------------
+
+    @property
+    def role(self) -> str:
+        state = self.tlsState()
+        return state.role if state is not None else "server"
+
+    def tlsState(self) -> ConnectionState | None:
+        return state_of(getattr(self.transport, "getHandle", lambda: None)())
+
+    def makeConnection(self, transport: Any) -> None:
+        # ProtocolWrapper.makeConnection would connect the application now;
+        # we only do that once the peer is trusted.
+        self._provideLike(transport)
+        Protocol.makeConnection(self, transport)
+        self.factory.registerProtocol(self)
+
+    def _provideLike(self, transport: Any) -> None:
+        """
+        Provide the interfaces C{transport} provides, as ProtocolWrapper
+        does.  zope.interface builds the same declaration for every
+        connection over the same kind of transport (and caches it), but
+        flattening the interfaces again costs several microseconds per new
+        connection: remember the declaration per (class, transport's
+        declaration) and set it as C{directlyProvides} would.
+        """
+        key = (type(self), providedBy(transport))
+        declaration = _DECLARATIONS.get(key)
+        if declaration is None:
+            directlyProvides(self, key[1])
+            # What directlyProvides stored on this instance.
+            _DECLARATIONS[key] = getattr(self, "__provides__")  # noqa: B009 - a dunder mypy cannot type
+        else:
+            setattr(self, "__provides__", declaration)  # noqa: B010 - the same
+
+    def connectionMade(self) -> None:
+        state = self.tlsState()
+        timeout = state.handshake_timeout if state is not None else 10.0
+        self._timer = self.factory.reactor.callLater(timeout, self._handshakeTimedOut, timeout)
+        # Nagle's algorithm holds back the last small TLS record of a response
+        # until the peer's delayed ACK (about 40 ms per round trip); TLS
+        # already coalesces writes into records, so turn it off.
+        tcp = getattr(self.transport, "transport", None)
+        if tcp is not None and hasattr(tcp, "setTcpNoDelay"):
+            tcp.setTcpNoDelay(True)
+
+    def _handshakeTimedOut(self, timeout: float) -> None:
+        self._timer = None
+        self._timedOut = True
+        self._timeout = timeout
+        self.transport.abortConnection()
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def peerDescription(self) -> str:
+        return describe_address(self.addr)
+
+    def handshakeCompleted(self) -> None:
+        self._cancelTimer()
+        state = self.tlsState()
+        role = state.role if state is not None else "server"
+        if state is not None:
+            state.handshake_done()
+        seen: list[Any] = []
+        if state is not None and role == "server" and state.error is None and 0 in state.chain:
+            # The client's chain as CA verification saw it (depth 0 = leaf).
+            seen = state.seen_chain()
+        self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription(), seen)
+        self.reportHandshake()
+        self.handshakeSucceeded()
+
+    def reportHandshake(self) -> None:
+        """Emit the C{tls.handshake} event of the successful handshake."""
+        assert self.handshake is not None
+        log.info(
+            "TLS handshake with {peer} succeeded: {tls_version} {cipher}, peer {peer_subject}",
+            securenet_event="tls.handshake",
+            role=self.handshake.role,
+            result="ok",
+            reason=None,
+            **self.handshake.log_fields(),
+        )
+
+    def handshakeSucceeded(self) -> None:
+        """The peer is trusted: connect the application.  Subclasses authenticate first."""
+        self.connectApplication()
+
+    def connectApplication(self) -> IProtocol | None:
+        """Build the application protocol and connect it to this transport."""
+        app = self.factory.wrappedFactory.buildProtocol(self.addr)
+        if app is None:
+            self.transport.loseConnection()
+            return None
+        self.wrappedProtocol = app
+        self._appConnected = True
+        app.makeConnection(self)
+        if IHandshakeListener.providedBy(app):
+            app.handshakeCompleted()
+        ready, self.factory.ready = self.factory.ready, None
+        if ready is not None:
+            ready.callback(app)
+        return app  # type: ignore[no-any-return]
+
+    # -- traffic ---------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._appConnected:
+            self.wrappedProtocol.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        if self._appConnected and IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.readConnectionLost()
+
+    def writeConnectionLost(self) -> None:
+        if self._appConnected and IHalfCloseableProtocol.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.writeConnectionLost()
+
+    def logPrefix(self) -> str:
+        if self.wrappedProtocol is not None:
+            return ProtocolWrapper.logPrefix(self)
+        return "securenet"
+
+    # -- tear-down -------------------------------------------------------------
+
+    def failureFor(self, reason: Failure) -> Failure:
+        """
+        The typed failure for C{reason}: a verification refusal recorded by
+        the policy wins, then a handshake timeout, then OpenSSL's error.
+        """
+        state = self.tlsState()
+        if state is not None and state.error is not None:
+            return Failure(state.error)
+        if self._timedOut:
+            return Failure(HandshakeTimeout(f"TLS handshake did not finish within {self._timeout:g} s"))
+        if isinstance(reason.value, (SSL.Error, TLSError)):
+            return Failure(classify(reason.value))
+        if self.handshake is None and isinstance(reason.value, (ConnectionDone, ConnectionLost)):
+            return Failure(ConnectionClosedDuringHandshake("peer closed the connection before the TLS handshake finished"))
+        return reason
+
+    def failedHandshakeFields(self) -> dict[str, object]:
+        """
+        The C{tls.handshake} fields of a failed handshake: the same keys as a
+        successful one, C{None} where nothing was negotiated, and the refused
+        peer certificate's subject and pin when verification saw it.
+        """
+        fields: dict[str, object] = dict.fromkeys(
+            ("tls_version", "cipher", "group", "sni", "alpn", "resumed", "peer_subject", "peer_pin")
+        )
+        fields["peer"] = self.peerDescription()
+        connection = getattr(self.transport, "getHandle", lambda: None)()
+        if connection is not None and connection.get_cipher_name() is not None:
+            # Before a cipher is agreed OpenSSL reports a version it never
+            # negotiated; only trust these once the peer's hello was accepted.
+            fields["tls_version"] = connection.get_protocol_version_name()
+            fields["cipher"] = connection.get_cipher_name()
+            fields["group"] = connection.get_group_name()
+        state = self.tlsState()
+        leaf = state.certificate(0) if state is not None else None
+        if leaf is not None:
+            facts = CertificateFacts.of(leaf)
+            fields["peer_subject"] = facts.subject
+            fields["peer_pin"] = facts.pin
+        return fields
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        # Nothing resets BaseProtocol.connected for us: callers that finish
+        # later (an authentication Deferred) check it.
+        self.connected = False
+        self._cancelTimer()
+        failure = self.failureFor(reason)
+        state = self.tlsState()
+        if state is not None and state.role == "client" and self.handshake is not None:
+            state.connection_closed(self.transport.getHandle(), clean=failure.check(ConnectionDone) is not None)
+        if self.handshake is None:
+            log.warn(
+                "TLS handshake with {peer} failed: {reason}",
+                securenet_event="tls.handshake",
+                role=self.role,
+                result="failed",
+                reason=str(failure.value),
+                error_type=type(failure.value).__name__,
+                **self.failedHandshakeFields(),
+            )
+        ready, self.factory.ready = self.factory.ready, None
+        if self._appConnected:
+            ProtocolWrapper.connectionLost(self, failure)
+        else:
+            self.factory.unregisterProtocol(self)
+            self.wrappedProtocol = None
+            self.connectionLostBeforeApplication(failure)
+        if ready is not None:
+            ready.errback(failure)
+
+    def connectionLostBeforeApplication(self, failure: Failure) -> None:
+        """Hook: the connection ended before the application was connected."""
+
+
+TLSGuardFactory.protocol = TLSGuard  # type: ignore[assignment]

@@ -1,0 +1,177 @@
+"""
+The HTTP side of C{twistd securenet}: C{--http ENDPOINT} serves the
+built-in API (L{securenet.web.api}) on C{securenet:} TLS endpoints, with
+the service's portal, throttle and policy; C{--token-key PATH} makes it
+issue tokens -- and makes the same key verify bearer tokens everywhere, in
+HTTP requests and in stream sessions (C{OAUTHBEARER}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from zope.interface import implementer
+
+from securenet.interfaces import IPolicy
+from securenet.interfaces import ITokenCredentials
+from securenet.cred._passwords import PasswordChecker, PasswordHasher
+from securenet._threads import Runner, reactor_thread_pool_runner
+from securenet.cred._scram import DEFAULT_ITERATIONS
+from securenet.interfaces import ICredentialStore
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._throttle import Throttle
+from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.pki._tokenkeys import load_signing_key
+from securenet._errors import SecurenetError
+from securenet.pki._pins import spki_pin
+from securenet.tls._endpoints import SecureServerEndpoint, server_endpoint
+from securenet.web._api import BuiltinAPI
+from securenet.web._auth import WebAuthenticator
+from securenet.web._errors import WebConfigurationError
+from securenet.web._guard import WebGuard
+from securenet.interfaces import IRefreshTokenStore
+from securenet.store._memory import MemoryRefreshStore
+from securenet.web._site import SecureSite
+from securenet.web._tokens import TokenLifetimes, TokenService
+from securenet._logs import SecurenetLogger
+
+log = SecurenetLogger(namespace="securenet.tap")
+
+
+@attrs.frozen
+class WebSettings:
+    """
+    @ivar endpoints: the C{--http} endpoint strings.
+    @ivar max_body: the largest request body, in bytes.
+    """
+
+    endpoints: tuple[str, ...] = ()
+    max_body: int = 64 * 1024
+
+
+def _password_settings(checkers: Sequence[object]) -> tuple[PasswordHasher | None, int]:
+    """The hasher and SCRAM count of the configured password checker, so new users match the others."""
+    for checker in checkers:
+        if isinstance(checker, StoreChecker):
+            return checker.passwords.hasher, checker.scram.default_iterations
+        if isinstance(checker, PasswordChecker):
+            return checker.hasher, DEFAULT_ITERATIONS
+    return None, DEFAULT_ITERATIONS
+
+
+def token_service(
+    reactor: Any,
+    key_path: str,
+    *,
+    portal: Portal,
+    store: ICredentialStore | None,
+    lifetimes: TokenLifetimes = TokenLifetimes(),
+) -> TokenService:
+    """
+    The token service of C{--token-key}: its key signs access tokens, and a
+    L{TokenChecker} over the same key pair (with revocation in C{store}) is
+    registered with C{portal}, for HTTP and stream sessions alike.
+
+    @raise WebConfigurationError: no credential store, or another checker
+        already takes bearer tokens (C{--auth jwt}).
+    @raise SecurenetError: the key file cannot be used.
+    """
+    if store is None:
+        raise WebConfigurationError(
+            f"--token-key {key_path}: issuing tokens needs a credential database (--auth sqlite:PATH)"
+        )
+    if ITokenCredentials in portal.checkers:
+        raise WebConfigurationError(
+            f"--token-key {key_path}: bearer tokens are already checked by an --auth jwt checker; "
+            "--token-key verifies the tokens it issues itself: use one or the other"
+        )
+    try:
+        key = load_signing_key(key_path)
+    except SecurenetError as e:
+        # The key-file errors name the file themselves.
+        raise WebConfigurationError(f"--token-key: {e}") from None
+    settings = TokenSettings([key])
+    portal.registerChecker(TokenChecker(settings, store, reactor))
+    refreshes: IRefreshTokenStore = store.refresh_tokens
+    if isinstance(refreshes, MemoryRefreshStore):
+        log.warn("refresh tokens are kept in memory: they do not survive a restart")
+    return TokenService(TokenIssuer(settings, reactor), store, refreshes, reactor, lifetimes)
+
+
+@implementer(IStreamServerEndpoint)
+class _Announced:
+    """An endpoint that logs where it listens, once it does (with the port the kernel chose)."""
+
+    def __init__(self, endpoint: SecureServerEndpoint, description: str) -> None:
+        self.endpoint = endpoint
+        self.description = description
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        def listening(port: IListeningPort) -> IListeningPort:
+            address = port.getHost()
+            host = getattr(address, "host", "?")
+            shown = f"[{host}]" if ":" in host else host
+            policy = self.endpoint.policy
+            log.info(
+                "securenet HTTP API listening on https://{address}:{port}/ ({endpoint}): profile {profile}, clientAuth {client_auth}, server pin {pin}",
+                address=shown,
+                port=getattr(address, "port", "?"),
+                endpoint=self.description,
+                profile=policy.profile.name,
+                client_auth=policy.client_auth,
+                pin=spki_pin(policy.certificate_chain[0]),
+                securenet_event="service.listening",
+                kind="http",
+            )
+            return port
+
+        return self.endpoint.listen(protocolFactory).addCallback(listening)
+
+
+def web_service(
+    reactor: Any,
+    settings: WebSettings,
+    *,
+    portal: Portal,
+    store: ICredentialStore | None,
+    throttle: Throttle | None,
+    policy: IPolicy | None,
+    checkers: Sequence[object],
+    tokens: TokenService | None = None,
+    runner: Runner | None = None,
+) -> MultiService:
+    """
+    A service listening on every endpoint of C{settings.endpoints} with the
+    built-in API.
+
+    @raise WebConfigurationError: an endpoint string is refused.
+    """
+    hasher, iterations = _password_settings(checkers)
+    authenticator = WebAuthenticator(portal, reactor, throttle=throttle)
+    api = BuiltinAPI(
+        guard=WebGuard(authenticator, policy),
+        store=store,
+        tokens=tokens,
+        hasher=hasher if hasher is not None else PasswordHasher(),
+        runner=runner if runner is not None else reactor_thread_pool_runner(reactor),
+        scram_iterations=iterations,
+    )
+    site = SecureSite(api.resource(), reactor=reactor, max_body=settings.max_body)
+    service = MultiService()
+    for description in settings.endpoints:
+        try:
+            endpoint = server_endpoint(reactor, description)
+        except SecurenetError as e:
+            raise WebConfigurationError(f"--http {description}: {e}") from None
+        StreamServerEndpointService(_Announced(endpoint, description), site).setServiceParent(service)
+    return service
+
+
+__all__ = ["WebSettings", "token_service", "web_service"]
