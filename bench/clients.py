@@ -174,7 +174,9 @@ def _cached_pbkdf2() -> None:
         scram.salted_password = lru_cache(maxsize=16)(scram.salted_password)
 
 
-def login_once(mech: str, certs: Path, port: int, ctx: ssl.SSLContext, password: str = LOGIN_PASSWORD, user: str = LOGIN_USER) -> str:
+def login_once(
+    mech: str, certs: Path, port: int, ctx: ssl.SSLContext, password: str = LOGIN_PASSWORD, user: str = LOGIN_USER
+) -> str:
     """One connection, one login; returns the server's final line."""
     conn = LineSocket(ctx, port, timeout=30)
     try:

@@ -162,8 +162,19 @@ def start_peer(name: str, certs: Path, work: Path, *, extra: list[str] | None = 
     tag = instance or name
     if kind == "nginx":
         return NginxProcess(tag, certs, work, client_auth="--client-auth=none" not in (extra or []))
-    argv = [PYTHON, "-m", "bench.servers", kind, "--certs", str(certs), "--log", str(work / f"{tag}.log"),
-            "--max-seconds", str(SERVER_MAX_SECONDS), *(extra or [])]
+    argv = [
+        PYTHON,
+        "-m",
+        "bench.servers",
+        kind,
+        "--certs",
+        str(certs),
+        "--log",
+        str(work / f"{tag}.log"),
+        "--max-seconds",
+        str(SERVER_MAX_SECONDS),
+        *(extra or []),
+    ]
     return ServerProcess(tag, argv, work)
 
 

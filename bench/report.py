@@ -125,11 +125,15 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             elif key == "storm":
                 s = r["samples"]["securenet"][0]
                 v["value"] = s.get(ours)
-                v["note"] = f"timer lag p99 {fmt(s.get('timer_lag_p99_ms'))} ms; idle p99 {fmt(s.get('idle_p99_ms'))} ms; {s.get('storm', {}).get('ok', 0)} logins"
+                v["note"] = (
+                    f"timer lag p99 {fmt(s.get('timer_lag_p99_ms'))} ms; idle p99 {fmt(s.get('idle_p99_ms'))} ms; {s.get('storm', {}).get('ok', 0)} logins"
+                )
             elif key == "failtime":
                 s = r["samples"]["securenet"][0]
                 v["value"] = s.get("ratio")
-                v["note"] = f"median {fmt(s.get('median_unknown_ms'))} ms vs {fmt(s.get('median_wrong_ms'))} ms ({len(s.get('unknown_ms', []))} tries each)"
+                v["note"] = (
+                    f"median {fmt(s.get('median_unknown_ms'))} ms vs {fmt(s.get('median_wrong_ms'))} ms ({len(s.get('unknown_ms', []))} tries each)"
+                )
             elif key == "memory":
                 mine = {x["count"]: x.get("kib_per_conn") for x in r["samples"].get(ours, [])}
                 theirs = {x["count"]: x.get("kib_per_conn") for x in r["samples"].get(peer, [])}
@@ -188,8 +192,13 @@ def extra_tables(results: dict[str, Any]) -> list[str]:
     if mem:
         counts = sorted({x["count"] for xs in mem["samples"].values() for x in xs})
         names = list(mem["samples"])
-        lines += ["", "Memory per idle authenticated connection (server RSS delta ÷ connections, KiB):", "",
-                  "| connections | " + " | ".join(label(n) for n in names) + " |", "|---|" + "---|" * len(names)]
+        lines += [
+            "",
+            "Memory per idle authenticated connection (server RSS delta ÷ connections, KiB):",
+            "",
+            "| connections | " + " | ".join(label(n) for n in names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
         for n in counts:
             cells = []
             for name in names:
@@ -198,20 +207,35 @@ def extra_tables(results: dict[str, Any]) -> list[str]:
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
     cpu = results.get("login_cpu")
     if cpu:
-        lines += ["", "Server CPU per successful login (one connection each, TLS handshake included):", "",
-                  "| mechanism | ms CPU per login | logins/s (2 clients) |", "|---|---|---|"]
+        lines += [
+            "",
+            "Server CPU per successful login (one connection each, TLS handshake included):",
+            "",
+            "| mechanism | ms CPU per login | logins/s (2 clients) |",
+            "|---|---|---|",
+        ]
         for mech, xs in cpu["samples"].items():
-            lines.append(f"| {mech} | {fmt(median(_values(xs, 'server_cpu_ms_per_login')))} | {fmt(median(_values(xs, 'rate')))} |")
+            lines.append(
+                f"| {mech} | {fmt(median(_values(xs, 'server_cpu_ms_per_login')))} | {fmt(median(_values(xs, 'rate')))} |"
+            )
     storm = results.get("storm")
     if storm:
         s = storm["samples"]["securenet"][0]
-        lines += ["", f"Login storm: {s['storm'].get('ok', 0)} PLAIN logins in {fmt(s['storm'].get('seconds'))} s; "
-                  f"echo probe every 10 ms: p50 {fmt(s['probe_p50_ms'])} ms, p99 {fmt(s['probe_p99_ms'])} ms, max {fmt(s['probe_max_ms'])} ms "
-                  f"(idle p99 {fmt(s['idle_p99_ms'])} ms); reactor timer lag p99 {fmt(s.get('timer_lag_p99_ms'))} ms, max {fmt(s.get('timer_lag_max_ms'))} ms."]
+        lines += [
+            "",
+            f"Login storm: {s['storm'].get('ok', 0)} PLAIN logins in {fmt(s['storm'].get('seconds'))} s; "
+            f"echo probe every 10 ms: p50 {fmt(s['probe_p50_ms'])} ms, p99 {fmt(s['probe_p99_ms'])} ms, max {fmt(s['probe_max_ms'])} ms "
+            f"(idle p99 {fmt(s['idle_p99_ms'])} ms); reactor timer lag p99 {fmt(s.get('timer_lag_p99_ms'))} ms, max {fmt(s.get('timer_lag_max_ms'))} ms.",
+        ]
     cal = results.get("calibration")
     if cal:
-        lines += ["", "Load generator calibration (nginx, server-authenticated TLS, same run):", "",
-                  "| measure | wrk | tlsload | tlsload, resumed sessions |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Load generator calibration (nginx, server-authenticated TLS, same run):",
+            "",
+            "| measure | wrk | tlsload | tlsload, resumed sessions |",
+            "|---|---|---|---|",
+        ]
         for key, x in cal["samples"].items():
             lines.append(f"| {key} | {fmt(x['wrk'])} | {fmt(x['tlsload'])} | {fmt(x.get('tlsload_resumed'))} |")
     return lines
@@ -255,9 +279,29 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         written.append(f"{name}.png")
 
-    bars("connections", "New connections/s (medians, min–max over repeats)", [("conn_full", "full handshake"), ("conn_resumed", "resumed")], "connections/s")
-    bars("request_response", "Requests/s on one connection (64 B)", [("rr_1", "1 in flight"), ("rr_32", "32 in flight")], "requests/s")
-    bars("rpc", "RPC calls/s", [("rpc_c_1", "C client, 1"), ("rpc_c_32", "C client, 32"), ("rpc_py_1", "Python client, 1"), ("rpc_py_32", "Python client, 32")], "calls/s")
+    bars(
+        "connections",
+        "New connections/s (medians, min–max over repeats)",
+        [("conn_full", "full handshake"), ("conn_resumed", "resumed")],
+        "connections/s",
+    )
+    bars(
+        "request_response",
+        "Requests/s on one connection (64 B)",
+        [("rr_1", "1 in flight"), ("rr_32", "32 in flight")],
+        "requests/s",
+    )
+    bars(
+        "rpc",
+        "RPC calls/s",
+        [
+            ("rpc_c_1", "C client, 1"),
+            ("rpc_c_32", "C client, 32"),
+            ("rpc_py_1", "Python client, 1"),
+            ("rpc_py_32", "Python client, 32"),
+        ],
+        "calls/s",
+    )
     bars("bulk", "Bulk transfer over one connection", [("bulk", "1 MiB responses")], "MB/s")
 
     def lines_plot(name: str, title: str, prefix: str, xlabel: str, ylabel: str) -> None:
@@ -284,7 +328,9 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         written.append(f"{name}.png")
 
-    lines_plot("growth_connections", "Requests/s vs connection count (1 in flight each)", "growth_conns_", "connections", "requests/s")
+    lines_plot(
+        "growth_connections", "Requests/s vs connection count (1 in flight each)", "growth_conns_", "connections", "requests/s"
+    )
     lines_plot("growth_size", "Throughput vs response size (1 connection)", "growth_size_", "response bytes", "MB/s")
 
     mem = results.get("memory")
@@ -317,7 +363,13 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
         if storm:
             s = storm["samples"]["securenet"][0]
             names = ["idle p99", "storm p50", "storm p99", "storm max", "timer lag p99"]
-            vals = [s.get("idle_p99_ms") or 0, s.get("probe_p50_ms") or 0, s.get("probe_p99_ms") or 0, s.get("probe_max_ms") or 0, s.get("timer_lag_p99_ms") or 0]
+            vals = [
+                s.get("idle_p99_ms") or 0,
+                s.get("probe_p50_ms") or 0,
+                s.get("probe_p99_ms") or 0,
+                s.get("probe_max_ms") or 0,
+                s.get("timer_lag_p99_ms") or 0,
+            ]
             axes[1].bar(names, vals, color="tab:orange")
             axes[1].axhline(50, color="red", linestyle="--", label="target p99 50 ms")
             axes[1].set_ylabel("ms")
@@ -331,7 +383,9 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
-def report(results: dict[str, Any], unavailable: dict[str, str], machine: dict[str, Any], failures: list[str], out: Path, mode: str) -> list[dict[str, Any]]:
+def report(
+    results: dict[str, Any], unavailable: dict[str, str], machine: dict[str, Any], failures: list[str], out: Path, mode: str
+) -> list[dict[str, Any]]:
     lines, summary = series_table(results, unavailable)
     vs = verdicts(results)
     text = [
@@ -371,7 +425,19 @@ def report(results: dict[str, Any], unavailable: dict[str, str], machine: dict[s
         pngs = []
         print(f"plots failed: {type(e).__name__}: {e}")
     (out / "table.md").write_text(markdown)
-    (out / "summary.json").write_text(json.dumps(
-        {"machine": machine, "mode": mode, "series": summary, "targets": vs, "unavailable": unavailable, "failures": failures, "plots": pngs},
-        indent=1, default=str))
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "machine": machine,
+                "mode": mode,
+                "series": summary,
+                "targets": vs,
+                "unavailable": unavailable,
+                "failures": failures,
+                "plots": pngs,
+            },
+            indent=1,
+            default=str,
+        )
+    )
     return vs

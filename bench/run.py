@@ -82,20 +82,60 @@ CONFIGS: dict[str, dict[str, Any]] = {
 #: (id, what, measure key, securenet series, peer series, comparison, bound)
 TARGETS = [
     ("conn-full", "new connections/s, full handshakes, vs bare Twisted", "conn_full", "securenet", "twisted-tls", ">=", 0.9),
-    ("conn-full-early", "new connections/s, full handshakes, early data, vs bare Twisted", "conn_full", "securenet-early", "twisted-tls", ">=", 0.9),
-    ("conn-resumed", "new connections/s, resumed ÷ securenet's own full", "conn_resumed", "securenet", "securenet:conn_full", ">=", 2.5),
-    ("conn-resumed-early", "new connections/s, resumed ÷ own full, early data", "conn_resumed", "securenet-early", "securenet-early:conn_full", ">=", 2.5),
+    (
+        "conn-full-early",
+        "new connections/s, full handshakes, early data, vs bare Twisted",
+        "conn_full",
+        "securenet-early",
+        "twisted-tls",
+        ">=",
+        0.9,
+    ),
+    (
+        "conn-resumed",
+        "new connections/s, resumed ÷ securenet's own full",
+        "conn_resumed",
+        "securenet",
+        "securenet:conn_full",
+        ">=",
+        2.5,
+    ),
+    (
+        "conn-resumed-early",
+        "new connections/s, resumed ÷ own full, early data",
+        "conn_resumed",
+        "securenet-early",
+        "securenet-early:conn_full",
+        ">=",
+        2.5,
+    ),
     ("rr-1", "request/response, 1 in flight, vs bare Twisted TLS", "rr_1", "securenet", "twisted-tls", ">=", 0.95),
     ("rr-32", "request/response, 32 in flight, vs bare Twisted TLS", "rr_32", "securenet", "twisted-tls", ">=", 0.95),
     ("amp-1", "AMP calls/s, 1 outstanding, vs plain AMP over TLS (C client)", "rpc_c_1", "securenet-amp", "amp-tls", ">=", 0.9),
-    ("amp-32", "AMP calls/s, 32 outstanding, vs plain AMP over TLS (C client)", "rpc_c_32", "securenet-amp", "amp-tls", ">=", 0.9),
+    (
+        "amp-32",
+        "AMP calls/s, 32 outstanding, vs plain AMP over TLS (C client)",
+        "rpc_c_32",
+        "securenet-amp",
+        "amp-tls",
+        ">=",
+        0.9,
+    ),
     ("fool-1", "AMP calls/s, 1 outstanding, vs Foolscap (Python clients)", "rpc_py_1", "securenet-amp", "foolscap", ">=", 2.5),
     ("fool-32", "AMP calls/s, 32 outstanding, vs Foolscap (Python clients)", "rpc_py_32", "securenet-amp", "foolscap", ">=", 2.5),
     ("bulk", "bulk MB/s over one connection, vs bare Twisted", "bulk", "securenet", "twisted-tls", ">=", 1.0),
     ("scram-cpu", "server CPU per login, SCRAM-SHA-256 ÷ PLAIN/argon2id", "login_cpu", "SCRAM-SHA-256", "PLAIN", "<=", 1 / 20),
     ("storm-p99", "p99 echo latency during a PLAIN login storm (ms)", "storm", "probe_p99_ms", None, "<=", 50.0),
     ("memory", "memory per idle authenticated connection, vs bare Twisted", "memory", "securenet", "twisted-tls", "<=", 1.2),
-    ("timing", "PLAIN failure time, unknown user ÷ known user + wrong password", "failtime", "unknown", "wrong", "within", (0.9, 1.1)),
+    (
+        "timing",
+        "PLAIN failure time, unknown user ÷ known user + wrong password",
+        "failtime",
+        "unknown",
+        "wrong",
+        "within",
+        (0.9, 1.1),
+    ),
 ]
 
 
@@ -122,7 +162,10 @@ class Bench:
         try:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             want = 65536
-            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, hard)) if hard < want else want, max(hard, want) if os.geteuid() == 0 else hard))
+            resource.setrlimit(
+                resource.RLIMIT_NOFILE,
+                (max(soft, min(want, hard)) if hard < want else want, max(hard, want) if os.geteuid() == 0 else hard),
+            )
         except (ValueError, OSError):
             pass
         write_pki(self.certs)
@@ -138,8 +181,10 @@ class Bench:
         RESULTS.mkdir(parents=True, exist_ok=True)
 
     def machine(self) -> dict[str, Any]:
-        import OpenSSL
         import ssl
+
+        import OpenSSL
+
         import twisted
 
         cpu = "unknown"
@@ -203,17 +248,25 @@ class Bench:
 
     # -- running the load generator -----------------------------------------------------------
 
-    def tlsload(self, name: str, port: int, *args: str, duration: float | None = None, warmup: float | None = None, pid: int | None = None) -> dict[str, Any]:
+    def tlsload(
+        self, name: str, port: int, *args: str, duration: float | None = None, warmup: float | None = None, pid: int | None = None
+    ) -> dict[str, Any]:
         duration = self.cfg["duration"] if duration is None else duration
         warmup = self.cfg["warmup"] if warmup is None else warmup
         argv = [
             self.loader,
-            "--port", str(port),
-            "--ca", str(self.certs / "ca.pem"),
-            "--cert", str(self.certs / f"{CLIENT}.pem"),
-            "--key", str(self.certs / f"{CLIENT}.key"),
-            "--duration", str(duration),
-            "--warmup", str(warmup),
+            "--port",
+            str(port),
+            "--ca",
+            str(self.certs / "ca.pem"),
+            "--cert",
+            str(self.certs / f"{CLIENT}.pem"),
+            "--key",
+            str(self.certs / f"{CLIENT}.key"),
+            "--duration",
+            str(duration),
+            "--warmup",
+            str(warmup),
             *args,
         ]
         if name.startswith("securenet"):
@@ -252,7 +305,16 @@ class Bench:
         wall = time.monotonic() - t0
         return {"server_cpu_s": c1 - c0, "server_util": (c1 - c0) / wall if wall > 0 else 0.0}
 
-    def series(self, key: str, title: str, unit: str, names: list[str], run: Callable[[str, Any], dict[str, Any]], value: str = "rate", repeats: int | None = None) -> None:
+    def series(
+        self,
+        key: str,
+        title: str,
+        unit: str,
+        names: list[str],
+        run: Callable[[str, Any], dict[str, Any]],
+        value: str = "rate",
+        repeats: int | None = None,
+    ) -> None:
         """Run C{run(name, server)} for each peer, C{repeats} times interleaved; keep every sample."""
         if self.only and key not in self.only and key.rsplit("_", 1)[0] not in self.only:
             return
@@ -276,37 +338,81 @@ class Bench:
             ("conn_resumed", ["--resume"], "new connections/s (resumed handshakes)"),
         ):
             self.series(
-                key, title, "conn/s", P.CONN_PEERS,
-                lambda n, s, extra=extra: self.tlsload(n, s.port, "--mode", "conn", "--conns", c, "--path", "/64", *extra, pid=s.pid),
+                key,
+                title,
+                "conn/s",
+                P.CONN_PEERS,
+                lambda n, s, extra=extra: self.tlsload(
+                    n, s.port, "--mode", "conn", "--conns", c, "--path", "/64", *extra, pid=s.pid
+                ),
                 repeats=self.cfg["close_repeats"],
             )
 
     def measure_request_response(self) -> None:
         for depth in (1, 32):
             self.series(
-                f"rr_{depth}", f"requests/s on one authenticated connection, {depth} in flight (64 B)", "req/s", P.HTTP_PEERS,
-                lambda n, s, depth=depth: self.tlsload(n, s.port, "--mode", "keep", "--conns", "1", "--depth", str(depth), "--path", "/64", pid=s.pid),
+                f"rr_{depth}",
+                f"requests/s on one authenticated connection, {depth} in flight (64 B)",
+                "req/s",
+                P.HTTP_PEERS,
+                lambda n, s, depth=depth: self.tlsload(
+                    n, s.port, "--mode", "keep", "--conns", "1", "--depth", str(depth), "--path", "/64", pid=s.pid
+                ),
                 repeats=self.cfg["close_repeats"],
             )
 
     def measure_rpc(self) -> None:
         for depth in (1, 32):
             self.series(
-                f"rpc_c_{depth}", f"AMP calls/s, {depth} outstanding (C client)", "calls/s", ["securenet-amp", "amp-tls"],
-                lambda n, s, depth=depth: self.tlsload(n, s.port, "--mode", "keep", "--proto", "amp", "--amp-size", "64", "--conns", "1", "--depth", str(depth), pid=s.pid),
+                f"rpc_c_{depth}",
+                f"AMP calls/s, {depth} outstanding (C client)",
+                "calls/s",
+                ["securenet-amp", "amp-tls"],
+                lambda n, s, depth=depth: self.tlsload(
+                    n,
+                    s.port,
+                    "--mode",
+                    "keep",
+                    "--proto",
+                    "amp",
+                    "--amp-size",
+                    "64",
+                    "--conns",
+                    "1",
+                    "--depth",
+                    str(depth),
+                    pid=s.pid,
+                ),
                 repeats=self.cfg["close_repeats"],
             )
         for depth in (1, 32):
             self.series(
-                f"rpc_py_{depth}", f"RPC calls/s, {depth} outstanding (each framework's Python client)", "calls/s",
+                f"rpc_py_{depth}",
+                f"RPC calls/s, {depth} outstanding (each framework's Python client)",
+                "calls/s",
                 ["securenet-amp", "amp-tls", "foolscap"],
                 lambda n, s, depth=depth: self.rpc_client(n, s, depth),
             )
 
     def rpc_client(self, name: str, server: Any, depth: int) -> dict[str, Any]:
         duration, warmup = self.cfg["duration"], self.cfg["warmup"] + 0.5
-        argv = [PYTHON, "-m", "bench.clients", "rpc", name, "--port", str(server.port), "--certs", str(self.certs),
-                "--depth", str(depth), "--duration", str(duration), "--warmup", str(warmup)]
+        argv = [
+            PYTHON,
+            "-m",
+            "bench.clients",
+            "rpc",
+            name,
+            "--port",
+            str(server.port),
+            "--certs",
+            str(self.certs),
+            "--depth",
+            str(depth),
+            "--duration",
+            str(duration),
+            "--warmup",
+            str(warmup),
+        ]
         if name == "foolscap":
             argv += ["--furl", server.info["furl"]]
         proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
@@ -328,8 +434,13 @@ class Bench:
 
     def measure_bulk(self) -> None:
         self.series(
-            "bulk", "bulk transfer over one connection (1 MiB responses, 4 in flight)", "MB/s", P.HTTP_PEERS,
-            lambda n, s: self.tlsload(n, s.port, "--mode", "keep", "--conns", "1", "--depth", "4", "--path", "/1048576", pid=s.pid),
+            "bulk",
+            "bulk transfer over one connection (1 MiB responses, 4 in flight)",
+            "MB/s",
+            P.HTTP_PEERS,
+            lambda n, s: self.tlsload(
+                n, s.port, "--mode", "keep", "--conns", "1", "--depth", "4", "--path", "/1048576", pid=s.pid
+            ),
             value="mbps",
         )
 
@@ -338,14 +449,37 @@ class Bench:
         for count in self.cfg["conn_counts"]:
             threads = "1"  # the other core is the server's
             self.series(
-                f"growth_conns_{count}", f"requests/s with {count} connections (1 in flight each)", "req/s", names,
-                lambda n, s, count=count, threads=threads: self.tlsload(n, s.port, "--mode", "keep", "--conns", str(count), "--threads", threads, "--depth", "1", "--path", "/64", pid=s.pid, warmup=max(self.cfg["warmup"], count / 500)),
+                f"growth_conns_{count}",
+                f"requests/s with {count} connections (1 in flight each)",
+                "req/s",
+                names,
+                lambda n, s, count=count, threads=threads: self.tlsload(
+                    n,
+                    s.port,
+                    "--mode",
+                    "keep",
+                    "--conns",
+                    str(count),
+                    "--threads",
+                    threads,
+                    "--depth",
+                    "1",
+                    "--path",
+                    "/64",
+                    pid=s.pid,
+                    warmup=max(self.cfg["warmup"], count / 500),
+                ),
                 repeats=self.cfg["growth_repeats"],
             )
         for size in self.cfg["sizes"]:
             self.series(
-                f"growth_size_{size}", f"MB/s with {size} B responses (1 connection, 1 in flight)", "MB/s", names,
-                lambda n, s, size=size: self.tlsload(n, s.port, "--mode", "keep", "--conns", "1", "--depth", "1", "--path", f"/{size}", pid=s.pid),
+                f"growth_size_{size}",
+                f"MB/s with {size} B responses (1 connection, 1 in flight)",
+                "MB/s",
+                names,
+                lambda n, s, size=size: self.tlsload(
+                    n, s.port, "--mode", "keep", "--conns", "1", "--depth", "1", "--path", f"/{size}", pid=s.pid
+                ),
                 value="mbps",
                 repeats=self.cfg["growth_repeats"],
             )
@@ -359,7 +493,12 @@ class Bench:
                 r = self.memory_once(name, count)
                 samples.setdefault(name, []).append(r)
                 self.log(f"memory {name} n={count}: {r.get('kib_per_conn', 0):.1f} KiB/conn {r.get('error') or ''}")
-        self.results["memory"] = {"title": "server memory per idle authenticated connection", "unit": "KiB/conn", "value": "kib_per_conn", "samples": samples}
+        self.results["memory"] = {
+            "title": "server memory per idle authenticated connection",
+            "unit": "KiB/conn",
+            "value": "kib_per_conn",
+            "samples": samples,
+        }
 
     def memory_once(self, name: str, count: int, tracemalloc: Path | None = None) -> dict[str, Any]:
         extra = ["--tracemalloc", str(tracemalloc)] if tracemalloc else None
@@ -375,9 +514,25 @@ class Bench:
                 os.kill(server.pid, signal.SIGUSR1)
                 time.sleep(1.0)
             base = P.rss_bytes(server.pid)
-            argv = [self.loader, "--port", str(server.port), "--ca", str(self.certs / "ca.pem"),
-                    "--cert", str(self.certs / f"{CLIENT}.pem"), "--key", str(self.certs / f"{CLIENT}.key"),
-                    "--mode", "hold", "--conns", str(count), "--path", "/64", "--hold-seconds", str(60 + count / 100)]
+            argv = [
+                self.loader,
+                "--port",
+                str(server.port),
+                "--ca",
+                str(self.certs / "ca.pem"),
+                "--cert",
+                str(self.certs / f"{CLIENT}.pem"),
+                "--key",
+                str(self.certs / f"{CLIENT}.key"),
+                "--mode",
+                "hold",
+                "--conns",
+                str(count),
+                "--path",
+                "/64",
+                "--hold-seconds",
+                str(60 + count / 100),
+            ]
             if name.startswith("securenet"):
                 argv.append("--auth-external")
             hold = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.PIPE)
@@ -425,14 +580,36 @@ class Bench:
             # server CPU per successful login (the connection's handshake included)
             cpu: dict[str, list[dict[str, Any]]] = {}
             for rep in range(self.cfg["repeats"]):
-                for mech, count in (("EXTERNAL", self.cfg["ext_logins"]), ("SCRAM-SHA-256", self.cfg["scram_logins"]), ("PLAIN", self.cfg["plain_logins"])):
+                for mech, count in (
+                    ("EXTERNAL", self.cfg["ext_logins"]),
+                    ("SCRAM-SHA-256", self.cfg["scram_logins"]),
+                    ("PLAIN", self.cfg["plain_logins"]),
+                ):
                     r = self.login_client(server, mech, count, 2)
                     cpu.setdefault(mech, []).append(r)
-                self.log("login cpu ms: " + ", ".join(f"{m}={v[-1].get('server_cpu_ms_per_login', 0):.2f}" for m, v in cpu.items()))
-            self.results["login_cpu"] = {"title": "server CPU per successful login (TLS handshake included)", "unit": "ms CPU", "value": "server_cpu_ms_per_login", "samples": cpu}
+                self.log(
+                    "login cpu ms: " + ", ".join(f"{m}={v[-1].get('server_cpu_ms_per_login', 0):.2f}" for m, v in cpu.items())
+                )
+            self.results["login_cpu"] = {
+                "title": "server CPU per successful login (TLS handshake included)",
+                "unit": "ms CPU",
+                "value": "server_cpu_ms_per_login",
+                "samples": cpu,
+            }
 
             # timing of failures: unknown user vs known user with a wrong password
-            argv = [PYTHON, "-m", "bench.clients", "failtime", "--port", str(server.port), "--certs", str(self.certs), "--tries", str(self.cfg["fail_tries"])]
+            argv = [
+                PYTHON,
+                "-m",
+                "bench.clients",
+                "failtime",
+                "--port",
+                str(server.port),
+                "--certs",
+                str(self.certs),
+                "--tries",
+                str(self.cfg["fail_tries"]),
+            ]
             proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
             line = read_line(proc, 300)
             stop(proc)
@@ -441,21 +618,52 @@ class Bench:
             except ValueError:
                 fail = {"error": f"failtime client failed: {line}"}
             self.results["failtime"] = {"title": "PLAIN failure time", "unit": "ms", "samples": {"securenet": [fail]}}
-            self.log(f"failtime: unknown {fail.get('median_unknown_ms', 0):.1f} ms, wrong {fail.get('median_wrong_ms', 0):.1f} ms")
+            self.log(
+                f"failtime: unknown {fail.get('median_unknown_ms', 0):.1f} ms, wrong {fail.get('median_wrong_ms', 0):.1f} ms"
+            )
 
             storm_result = self.storm_once(server, lag_file)
         finally:
             server.close()
-        self.results["storm"] = {"title": "reactor responsiveness during a PLAIN login storm", "unit": "ms", "samples": {"securenet": [storm_result]}}
+        self.results["storm"] = {
+            "title": "reactor responsiveness during a PLAIN login storm",
+            "unit": "ms",
+            "samples": {"securenet": [storm_result]},
+        }
 
     def storm_once(self, server: Any, lag_file: Path) -> dict[str, Any]:
         """PLAIN logins by many clients while a probe sends one request every 10 ms on an authenticated connection."""
         seconds = self.cfg["storm_seconds"]
-        idle_probe = self.tlsload("securenet", server.port, "--mode", "keep", "--interval-ms", "10", "--path", "/64", duration=min(seconds, 3.0), warmup=0.2)
+        idle_probe = self.tlsload(
+            "securenet",
+            server.port,
+            "--mode",
+            "keep",
+            "--interval-ms",
+            "10",
+            "--path",
+            "/64",
+            duration=min(seconds, 3.0),
+            warmup=0.2,
+        )
         storm_start = time.monotonic()
         probe_holder: dict[str, Any] = {}
-        probe = threading.Thread(target=lambda: probe_holder.update(self.tlsload(
-            "securenet", server.port, "--mode", "keep", "--interval-ms", "10", "--path", "/64", duration=seconds, warmup=0.5)))
+        probe = threading.Thread(
+            target=lambda: probe_holder.update(
+                self.tlsload(
+                    "securenet",
+                    server.port,
+                    "--mode",
+                    "keep",
+                    "--interval-ms",
+                    "10",
+                    "--path",
+                    "/64",
+                    duration=seconds,
+                    warmup=0.5,
+                )
+            )
+        )
         probe.start()
         storm = self.login_client(server, "PLAIN", 1_000_000, self.cfg["storm_concurrency"], duration=seconds + 0.5)
         probe.join(seconds + 60)
@@ -480,8 +688,10 @@ class Bench:
             "timer_lag_max_ms": 1000 * lags[-1] if lags else None,
             "timer_samples": len(lags),
         }
-        self.log(f"storm: {storm.get('ok')} logins in {storm.get('seconds', 0):.1f}s; probe p99 {result['probe_p99_ms']:.1f} ms, "
-                 f"timer lag p99 {result['timer_lag_p99_ms']}")
+        self.log(
+            f"storm: {storm.get('ok')} logins in {storm.get('seconds', 0):.1f}s; probe p99 {result['probe_p99_ms']:.1f} ms, "
+            f"timer lag p99 {result['timer_lag_p99_ms']}"
+        )
         return result
 
     def storm_experiments(self) -> None:
@@ -489,19 +699,38 @@ class Bench:
         out = {}
         for threads in (1, 2, 4):
             lag_file = self.work / f"lag-{threads}.json"
-            server = self.start("securenet-login", extra=["--lag-file", str(lag_file), "--threads", str(threads)], instance=f"login-pool{threads}")
+            server = self.start(
+                "securenet-login", extra=["--lag-file", str(lag_file), "--threads", str(threads)], instance=f"login-pool{threads}"
+            )
             if server.error:
                 continue
             try:
                 out[threads] = self.storm_once(server, lag_file)
             finally:
                 server.close()
-            self.log(f"storm with a thread pool of {threads}: probe p99 {out[threads]['probe_p99_ms']:.1f} ms, logins {out[threads]['storm'].get('ok')}")
+            self.log(
+                f"storm with a thread pool of {threads}: probe p99 {out[threads]['probe_p99_ms']:.1f} ms, logins {out[threads]['storm'].get('ok')}"
+            )
         (RESULTS / "storm_experiments.json").write_text(json.dumps(out, indent=1, default=str))
 
     def login_client(self, server: Any, mech: str, count: int, concurrency: int, duration: float = 120.0) -> dict[str, Any]:
-        argv = [PYTHON, "-m", "bench.clients", "login", mech, "--port", str(server.port), "--certs", str(self.certs),
-                "--count", str(count), "--concurrency", str(concurrency), "--duration", str(duration)]
+        argv = [
+            PYTHON,
+            "-m",
+            "bench.clients",
+            "login",
+            mech,
+            "--port",
+            str(server.port),
+            "--certs",
+            str(self.certs),
+            "--count",
+            str(count),
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration),
+        ]
         proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         go = read_line(proc, 60)
         c0 = P.cpu_seconds(server.pid)
@@ -534,26 +763,58 @@ class Bench:
             secs = self.cfg["wrk_seconds"]
             # wrk resumes TLS sessions on its new connections: compare it with tlsload both ways
             for key, headers, conns, extra in (
-                ("new connections/s (Connection: close)", ["-H", "Connection: close"], 16, [["--mode", "conn"], ["--mode", "conn", "--resume"]]),
+                (
+                    "new connections/s (Connection: close)",
+                    ["-H", "Connection: close"],
+                    16,
+                    [["--mode", "conn"], ["--mode", "conn", "--resume"]],
+                ),
                 ("requests/s, 1 connection", [], 1, [["--mode", "keep"]]),
             ):
-                r = subprocess.run([wrk, "-t1", f"-c{conns}", f"-d{secs}s", *headers, f"https://127.0.0.1:{server.port}/64"],
-                                   capture_output=True, text=True, timeout=secs + 30)
+                r = subprocess.run(
+                    [wrk, "-t1", f"-c{conns}", f"-d{secs}s", *headers, f"https://127.0.0.1:{server.port}/64"],
+                    capture_output=True,
+                    text=True,
+                    timeout=secs + 30,
+                )
                 rate = next((float(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("Requests/sec")), 0.0)
                 own = []
                 for args in extra:
-                    argv = [self.loader, "--port", str(server.port), "--ca", str(self.certs / "ca.pem"), "--duration", str(secs),
-                            "--warmup", "0", "--path", "/64", "--conns", str(conns), *args]
+                    argv = [
+                        self.loader,
+                        "--port",
+                        str(server.port),
+                        "--ca",
+                        str(self.certs / "ca.pem"),
+                        "--duration",
+                        str(secs),
+                        "--warmup",
+                        "0",
+                        "--path",
+                        "/64",
+                        "--conns",
+                        str(conns),
+                        *args,
+                    ]
                     mine = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 30)
                     try:
                         own.append(json.loads(mine.stdout.strip().splitlines()[-1])["rate"])
                     except (ValueError, IndexError, KeyError):
                         own.append(0.0)
-                out[key] = {"wrk": rate, "tlsload": own[0], "tlsload_resumed": own[1] if len(own) > 1 else None, "wrk_output": r.stdout[-600:]}
+                out[key] = {
+                    "wrk": rate,
+                    "tlsload": own[0],
+                    "tlsload_resumed": own[1] if len(own) > 1 else None,
+                    "wrk_output": r.stdout[-600:],
+                }
                 self.log(f"calibration {key}: wrk {rate:.0f}/s, tlsload {own}")
         finally:
             server.close()
-        self.results["calibration"] = {"title": "load generator calibration against nginx (no client certificates)", "unit": "req/s", "samples": out}
+        self.results["calibration"] = {
+            "title": "load generator calibration against nginx (no client certificates)",
+            "unit": "req/s",
+            "samples": out,
+        }
 
     def profile_missed(self, verdicts: list[dict[str, Any]]) -> None:
         """Re-run the scenario of each missed target with securenet (and bare Twisted) under pyinstrument."""

@@ -155,13 +155,12 @@ def write_profile(profiler, path: str) -> None:  # type: ignore[no-untyped-def]
 def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # type: ignore[no-untyped-def]
     from twisted.cred.portal import Portal
 
+    from bench.apps import HTTPFactory
     from securenet.cred._checkers import CertificateChecker
     from securenet.cred._identity import IdentityRealm
     from securenet.session._server import SessionFactory
     from securenet.tls._endpoints import SecureServerEndpoint
     from securenet.tls._policy import ServerTLSPolicy
-
-    from bench.apps import HTTPFactory
 
     checkers: list[object] = [CertificateChecker("cn")]
     client_auth = args.client_auth
@@ -178,9 +177,8 @@ def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # 
     authz_policy = None
     if args.kind == "securenet-amp":
         # SecureAMP checks the command's permission against the policy on every call.
-        from securenet.authz import Policy
-
         from bench.apps import BENCH_POLICY, secure_amp_factory
+        from securenet.authz import Policy
 
         app = secure_amp_factory()
         authz_policy = Policy.parse(BENCH_POLICY, source="bench policy", clock=reactor)
@@ -201,11 +199,11 @@ LOGIN_PASSWORD = "correct horse battery staple"
 
 def login_checker(reactor):  # type: ignore[no-untyped-def]
     """securenet's credential-database checker (PLAIN, SCRAM) over a MemoryStore, production parameters."""
+    from securenet._threads import hashing_runner
     from securenet.cred._passwords import PasswordHasher
+    from securenet.cred._storechecker import StoreChecker
     from securenet.cred._users import new_user
     from securenet.store._memory import MemoryStore
-    from securenet.cred._storechecker import StoreChecker
-    from securenet._threads import hashing_runner
 
     hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile: t=3, m=64 MiB, p=4
     store = MemoryStore()

@@ -11,8 +11,8 @@ import argparse
 import getpass
 from collections.abc import Callable, Sequence
 
-from securenet.sasl._mechanism import ChannelBindings
 from securenet.interfaces import IClientMechanism
+from securenet.sasl._mechanism import ChannelBindings
 from securenet.sasl._scram import ScramClientMechanism
 
 MechanismChooser = Callable[[Sequence[str], ChannelBindings, bool], IClientMechanism]

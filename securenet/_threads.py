@@ -13,24 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
-
-
-
-from typing import Protocol
-
-from twisted.internet.interfaces import IReactorThreads
-
-
-
-
-
-
 
 # -- the thread ----------------------------------------------------------------
 
@@ -115,7 +103,6 @@ def reactor_thread_pool_runner(reactor: IReactorThreads) -> Runner:
         return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
     return run
-
 
 
 def hashing_runner(reactor: Any) -> ThreadRunner:

@@ -109,7 +109,6 @@ class ICredentialStore(Interface):
         """Forget the failures of C{key} (after a success)."""
 
 
-
 class IRefreshTokenStore(Interface):
     """Persistence of refresh-token families.  Every method returns a Deferred."""
 
@@ -143,7 +142,6 @@ class IRefreshTokenStore(Interface):
         """Forget families whose session ended before C{before}; fires with how many."""
 
 
-
 # -- authorization and sessions ---------------------------------------------------
 
 
@@ -166,14 +164,12 @@ class IPolicy(Interface):
         """The allowing decision; raises L{AuthorizationDenied} when denied."""
 
 
-
 class ISession(Interface):
     """What the application's transport offers besides the usual ITransport."""
 
     identity = Attribute("The peer's Identity (set before the application is connected).")
     handshake = Attribute("The HandshakeFacts of the connection's TLS handshake.")
     policy = Attribute("The service's authorization policy (securenet.authz.IPolicy), or None.")
-
 
 
 class IIdentity(Interface):
@@ -184,7 +180,6 @@ class IIdentity(Interface):
     second_factor = Attribute("The second factor passed after the mechanism ('TOTP'), or None.")
     peer = Attribute("The peer's address, as host:port.")
     certificate = Attribute("CertificateFacts of the peer's verified certificate, or None.")
-
 
 
 # -- credentials (what a checker checks) -----------------------------------------
@@ -220,7 +215,6 @@ class ITOTPCredentials(ICredentials):
     code = Attribute("The 6-digit code the user typed (str).")
 
 
-
 # -- SASL mechanisms and second factors ---------------------------------------------
 
 
@@ -239,9 +233,7 @@ class IMechanismFactory(Interface):
     """Makes a fresh L{IServerMechanism} for each attempt."""
 
     name = Attribute("The SASL mechanism name, e.g. 'PLAIN' or 'SCRAM-SHA-256-PLUS'.")
-    second_factor_allowed = Attribute(
-        "True if a user who enrolled TOTP must pass it after this mechanism (password mechanisms)."
-    )
+    second_factor_allowed = Attribute("True if a user who enrolled TOTP must pass it after this mechanism (password mechanisms).")
 
     def __call__(bindings: ChannelBindings, peer: str) -> IServerMechanism:
         """A mechanism run for a connection with these channel bindings."""
@@ -304,7 +296,6 @@ class IClientMechanism(Interface):
         """
 
 
-
 class IScramCredentials(Interface):
     """
     The outcome of a SCRAM exchange, to be checked against the user's
@@ -314,9 +305,7 @@ class IScramCredentials(Interface):
     username = Attribute("The user, SASLprep'd and unescaped (str).")
     auth_message = Attribute("AuthMessage: client-first-bare,server-first,client-final-without-proof (bytes).")
     client_proof = Attribute("ClientProof from the client-final message (bytes).")
-    server_signature = Attribute(
-        "Set by the checker when the proof is right: ServerSignature (bytes), else None."
-    )
+    server_signature = Attribute("Set by the checker when the proof is right: ServerSignature (bytes), else None.")
 
     def server_final() -> bytes | None:
         """The server-final message (C{v=...}), or None before a successful check."""

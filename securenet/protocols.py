@@ -37,14 +37,13 @@ from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
+from securenet._logs import SecurenetLogger
 from securenet.authz._attributes import Context
 from securenet.authz._decisions import Decision, audit
 from securenet.authz._errors import AuthorizationDenied, AuthorizationError, AuthorizationSetupError
 from securenet.authz._patterns import is_action
-from securenet.interfaces import IPolicy
 from securenet.cred._identity import Identity
-from securenet._logs import SecurenetLogger
-from securenet.interfaces import ISession
+from securenet.interfaces import IPolicy, ISession
 from securenet.session._server import identity_of
 
 log = SecurenetLogger(namespace="securenet.protocols")
@@ -270,9 +269,7 @@ def _text(command: type[amp.Command], field: str, value: Any) -> str:
         return value.decode("utf-8")  # UnicodeDecodeError: refused by SecureAMP
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise CommandSetupError(
-        f"command {command.__name__}: argument {field!r} ({type(value).__name__}) cannot name a resource"
-    )
+    raise CommandSetupError(f"command {command.__name__}: argument {field!r} ({type(value).__name__}) cannot name a resource")
 
 
 def command_resource(command: type[amp.Command], arguments: Mapping[str, Any]) -> str | None:

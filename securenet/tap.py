@@ -30,21 +30,21 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import reflect, usage
 
-from securenet.apps import BUILTIN_APPS
-from securenet.authz import Policy
-from securenet.cred._checkers import CertificateChecker
-from securenet.cred._identity import IdentityRealm
-from securenet.interfaces import ICredentialStore
-from securenet.cred._throttle import Throttle
 from securenet._errors import SecurenetError
-from securenet.pki._pins import spki_pin
-from securenet.session._server import SessionFactory
-from securenet.tls._endpoints import SecureServerEndpoint, server_endpoint
-from securenet.web._tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
 from securenet._logs import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
 from securenet._logs import LEVELS as LOG_LEVELS
 from securenet._logs import SecurenetLogger
 from securenet._logs import set_level as set_log_level
+from securenet.apps import BUILTIN_APPS
+from securenet.authz import Policy
+from securenet.cred._checkers import CertificateChecker
+from securenet.cred._identity import IdentityRealm
+from securenet.cred._throttle import Throttle
+from securenet.interfaces import ICredentialStore
+from securenet.pki._pins import spki_pin
+from securenet.session._server import SessionFactory
+from securenet.tls._endpoints import SecureServerEndpoint, server_endpoint
+from securenet.web._tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
 
 log = SecurenetLogger(namespace="securenet.tap")
 
@@ -64,7 +64,7 @@ def dev_listen(certs: Path = DEV_CERTS, port: int = DEV_PORT) -> str:
 CONFIG_KEYS = {
     "listen": "list of securenet: server endpoint strings",
     "app": "built-in app name or dotted path of a factory/protocol",
-    "auth": "list of --auth values, e.g. [\"certificate:map=spiffe\"]",
+    "auth": 'list of --auth values, e.g. ["certificate:map=spiffe"]',
     "policy": "path of the authorization policy (TOML)",
     "http": "list of securenet: server endpoint strings for the HTTP API",
     "token_key": "path of the token signing key (securenet tokens keygen) for the HTTP API",
@@ -86,7 +86,9 @@ class StartupError(SystemExit):
 
 
 class Options(usage.Options, strcred.AuthOptionMixin):
-    synopsis = "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--config FILE] [--http ENDPOINT ...] [--token-key PATH]"
+    synopsis = (
+        "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--config FILE] [--http ENDPOINT ...] [--token-key PATH]"
+    )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
         "ENDPOINT is a securenet: server endpoint string (see the README). "
@@ -96,8 +98,18 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "/auth/logout, /admin/users) on a securenet: endpoint, with the same --auth checkers and --policy."
     )
     optParameters = [
-        ["app", "a", None, f"Application: one of {', '.join(BUILTIN_APPS)} or a dotted path to a factory or protocol class (default echo)."],
-        ["config", "c", None, "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); command-line values win."],
+        [
+            "app",
+            "a",
+            None,
+            f"Application: one of {', '.join(BUILTIN_APPS)} or a dotted path to a factory or protocol class (default echo).",
+        ],
+        [
+            "config",
+            "c",
+            None,
+            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); command-line values win.",
+        ],
         ["policy", "p", None, "TOML authorization policy (docs/authz.md); applications find it as their session's policy."],
         [
             "token-key",

@@ -34,8 +34,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.test import iosim
 
 from securenet.cred._checkers import CertificateChecker
-from securenet.interfaces import IClientMechanism
 from securenet.cred._identity import IdentityRealm
+from securenet.interfaces import IClientMechanism
 from securenet.pki._ca import CertificateAuthority, IssuedCertificate, default_server_sans, save_ca
 from securenet.session._client import ClientCredentials, ClientSessionFactory, MechanismChooser
 from securenet.session._server import SessionFactory
@@ -149,7 +149,9 @@ def connect_in_memory(
     ready: Deferred[IProtocol] = Deferred()
     client_guard: TLSGuardFactory
     if isinstance(server_factory, SessionFactory) and not raw_client:
-        client_guard = ClientSessionFactory(client_factory, clock, ClientCredentials(mechanism, totp), early_data=early_data, ready=ready)
+        client_guard = ClientSessionFactory(
+            client_factory, clock, ClientCredentials(mechanism, totp), early_data=early_data, ready=ready
+        )
     else:
         if not isinstance(server_factory, TLSGuardFactory):
             server_factory = TLSGuardFactory(server_factory, clock)
@@ -174,13 +176,13 @@ import pyotp  # noqa: E402
 from twisted.internet.interfaces import IReactorTime  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
-from securenet.cred._passwords import PasswordHasher
-from securenet.cred._users import new_user
 from securenet._threads import synchronous_runner
+from securenet.cred._passwords import PasswordHasher
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._users import new_user
+from securenet.session._exchange import ExchangeSettings
 from securenet.store._memory import MemoryStore
 from securenet.store._records import User
-from securenet.cred._storechecker import StoreChecker
-from securenet.session._exchange import ExchangeSettings
 
 #: The SCRAM iteration count of L{memory_portal}'s users (cheap: tests only).
 TEST_SCRAM_ITERATIONS = 4096

@@ -41,7 +41,14 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(args: Sequence[str], *, input: bytes | None = None, cwd: Path | None = None, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def run(
+    args: Sequence[str],
+    *,
+    input: bytes | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         list(args),
         input=input,
@@ -62,9 +69,7 @@ class Twistd:
         self.cwd = cwd
         self.log = cwd / f"twistd-{os.getpid()}-{time.monotonic_ns()}.log"
         self.args = [script("twistd"), "-n", "--pidfile=", "-l", str(self.log), "securenet", *args]
-        self.process = subprocess.Popen(
-            self.args, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        self.process = subprocess.Popen(self.args, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.ports = self._waitForPorts(timeout)
 
     def logText(self) -> str:

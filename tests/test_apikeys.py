@@ -28,20 +28,19 @@ from zope.interface.verify import verifyObject
 import securenet.cred._apikeys
 import securenet.cred._strcred
 from securenet.cred._apikeys import APIKeyChecker, APIKeyRefused, PresentedAPIKey, VerifiedAPIKey, create_api_key, parse_api_key
-from securenet.sasl._apikey import APIKeyClientMechanism, APIKeyMechanismFactory
 from securenet.cred._credentials import APIKeyCredentials
 from securenet.cred._identity import IdentityRealm
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
-from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
-from securenet.store._records import APIKey, User
-from securenet.interfaces import ICredentialStore
-from securenet.store._memory import MemoryStore
-from securenet.store._errors import NoSuchUser
 from securenet.cred._strcred import CheckerArgumentError, apiKeyCheckerFactory
+from securenet.interfaces import IClientMechanism, ICredentialStore, IMechanismFactory, IServerMechanism
+from securenet.sasl._apikey import APIKeyClientMechanism, APIKeyMechanismFactory
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError
+from securenet.sasl._offer import offered_mechanisms
 from securenet.session._errors import AuthenticationFailed
 from securenet.session._server import SessionFactory, identity_of
+from securenet.store._errors import NoSuchUser
+from securenet.store._memory import MemoryStore
+from securenet.store._records import APIKey, User
 from securenet.testing import EphemeralPKI, connect_in_memory
-from securenet.sasl._offer import offered_mechanisms
 
 NOW = 1_800_000_000
 UTC = datetime.timezone.utc
@@ -203,7 +202,9 @@ class CheckTests(APIKeyTestCase):
 
     def test_naive_stored_expiry_is_utc(self) -> None:
         key, record = self.create()
-        self.store.api_keys[record.key_id] = attrs.evolve(record, expires=datetime.datetime.fromtimestamp(NOW + 10, UTC).replace(tzinfo=None))
+        self.store.api_keys[record.key_id] = attrs.evolve(
+            record, expires=datetime.datetime.fromtimestamp(NOW + 10, UTC).replace(tzinfo=None)
+        )
         self.assertAccepted(key)
         self.clock.advance(10)
         self.assertRefused(key, "key expired")

@@ -22,12 +22,26 @@ from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.authz import AuthorizationDenied, AuthorizationSetupError, Context, Decision, Location, MatchedRule, Policy, PolicyError, can, parse_spiffe_id, peer_address, requires, spiffe_id_of
-from securenet.interfaces import IPolicy
+from securenet._errors import SecurenetError
+from securenet.authz import (
+    AuthorizationDenied,
+    AuthorizationSetupError,
+    Context,
+    Decision,
+    Location,
+    MatchedRule,
+    Policy,
+    PolicyError,
+    can,
+    parse_spiffe_id,
+    peer_address,
+    requires,
+    spiffe_id_of,
+)
 from securenet.authz._patterns import ActionPattern, Glob, PatternError, Permission, ResourcePattern
 from securenet.authz._source import locate
 from securenet.cred._identity import Identity
-from securenet._errors import SecurenetError
+from securenet.interfaces import IPolicy
 from securenet.pki._facts import CertificateFacts
 from tests.test_tls import debug_events
 
@@ -180,7 +194,7 @@ class LoadTests(SynchronousTestCase):
 
     def test_not_utf8(self) -> None:
         path = Path(self.mktemp())
-        path.write_bytes(b'version = 1\n# caf\xe9\n')
+        path.write_bytes(b"version = 1\n# caf\xe9\n")
         with self.assertRaises(PolicyError) as caught:
             Policy.load(path)
         self.assertEqual(str(caught.exception), f"{path}:2: policy file is not UTF-8 text")
@@ -252,7 +266,7 @@ class LoadTests(SynchronousTestCase):
         self.assertRefused('[audit]\nlog_allow = "info"\n', 2, "unknown key 'log_allow' in [audit] (known: log_allows)")
 
     def test_bad_log_level(self) -> None:
-        self.assertRefused('[audit]\nlog_allows = "trace"\n', 2, "log_allows is \"debug\" or \"info\", not 'trace'")
+        self.assertRefused('[audit]\nlog_allows = "trace"\n', 2, 'log_allows is "debug" or "info", not \'trace\'')
 
     def test_bad_version(self) -> None:
         self.assertRefused("version = 2\n", 1, "unsupported policy version 2 (this securenet reads version 1)")
@@ -324,7 +338,9 @@ class LoadTests(SynchronousTestCase):
         )
 
     def test_bad_role_name(self) -> None:
-        self.assertRefused('[roles."two words"]\n', 1, "role name 'two words' contains whitespace, a control character or a comma")
+        self.assertRefused(
+            '[roles."two words"]\n', 1, "role name 'two words' contains whitespace, a control character or a comma"
+        )
 
     def test_inheritance_cycle(self) -> None:
         self.assertRefused(
@@ -348,7 +364,9 @@ class LoadTests(SynchronousTestCase):
     def test_rule_needs_effect_and_permissions(self) -> None:
         self.assertRefused('version = 1\n[[rules]]\npermissions = ["x"]\n', 2, 'rule 1 needs effect = "allow" or "deny"')
         self.assertRefused('[[rules]]\nname = "r"\neffect = "allow"\n', 1, 'rule 1 "r" needs permissions = [...]')
-        self.assertRefused('[[rules]]\neffect = "permit"\npermissions = ["x"]\n', 2, "effect is \"allow\" or \"deny\", not 'permit'")
+        self.assertRefused(
+            '[[rules]]\neffect = "permit"\npermissions = ["x"]\n', 2, 'effect is "allow" or "deny", not \'permit\''
+        )
 
     def test_duplicate_rule_names(self) -> None:
         self.assertRefused(
@@ -362,19 +380,43 @@ class LoadTests(SynchronousTestCase):
 
     def test_bad_conditions(self) -> None:
         for condition, line, reason in [
-            ('when = { "identity.mecanism" = "PLAIN" }', 4, "unknown attribute 'identity.mecanism' (did you mean identity.mechanism?)"),
-            ('[rules.when]\n"identity.mechanism" = "PLAIN"\n"identity.mfa" = { is = true }', 6, "unknown test 'is' for identity.mfa (known: equals, in, glob, cidr, between, present)"),
+            (
+                'when = { "identity.mecanism" = "PLAIN" }',
+                4,
+                "unknown attribute 'identity.mecanism' (did you mean identity.mechanism?)",
+            ),
+            (
+                '[rules.when]\n"identity.mechanism" = "PLAIN"\n"identity.mfa" = { is = true }',
+                6,
+                "unknown test 'is' for identity.mfa (known: equals, in, glob, cidr, between, present)",
+            ),
             ('when = { "identity.mfa" = "yes" }', 4, 'identity.mfa is true or false, not "yes"'),
             ('when = { "identity.mechanism" = 1 }', 4, "identity.mechanism is text; compare it with a string, not 1"),
-            ('when = { "context.weekday" = ["mon", "funday"] }', 4, 'bad weekday "funday": one of mon, tue, wed, thu, fri, sat, sun'),
+            (
+                'when = { "context.weekday" = ["mon", "funday"] }',
+                4,
+                'bad weekday "funday": one of mon, tue, wed, thu, fri, sat, sun',
+            ),
             ("when = {}", 4, "a condition table must not be empty"),
             ('when = "always"', 4, 'a condition is a table of tests, not "always"'),
             ('when = { any = { "identity.mfa" = true } }', 4, "'any' is a non-empty array of condition tables"),
             ('unless = { "identity.mfa" = {} }', 4, "the test of identity.mfa is an empty table"),
             ('when = { "identity.mechanism" = { glob = 3 } }', 4, "expected a glob (a string), not 3"),
-            ('when = { "identity.attributes.a b" = 1 }', 4, "'identity.attributes.a b' is not a valid attribute reference (keys are letters, digits, '_', '-')"),
-            ('when = { "identity.certificate.san.X400" = "x" }', 4, "'identity.certificate.san.X400': the SAN kinds are DNS, IP, URI and email"),
-            ('when = { "context.weekday" = { present = true } }', 4, "context.weekday always has a value; 'present' cannot be tested"),
+            (
+                'when = { "identity.attributes.a b" = 1 }',
+                4,
+                "'identity.attributes.a b' is not a valid attribute reference (keys are letters, digits, '_', '-')",
+            ),
+            (
+                'when = { "identity.certificate.san.X400" = "x" }',
+                4,
+                "'identity.certificate.san.X400': the SAN kinds are DNS, IP, URI and email",
+            ),
+            (
+                'when = { "context.weekday" = { present = true } }',
+                4,
+                "context.weekday always has a value; 'present' cannot be tested",
+            ),
         ]:
             with self.subTest(condition=condition):
                 self.assertRefused(self.rule(condition), line, reason)
@@ -543,9 +585,7 @@ class DecisionTests(SynchronousTestCase):
         self.assertFalse(decision.allowed)
         self.assertEqual(
             decision.rule,
-            MatchedRule(
-                "rule", "audit trail is append-only", 1, "deny", "kv.write:data/audit/**", Location("policy.toml", 18)
-            ),
+            MatchedRule("rule", "audit trail is append-only", 1, "deny", "kv.write:data/audit/**", Location("policy.toml", 18)),
         )
         self.assertEqual(decision.reason, 'denied by rule 1 "audit trail is append-only"')
         self.assertTrue(self.policy.can(admin, "kv.write", "data/auditing"))
@@ -572,9 +612,7 @@ class DecisionTests(SynchronousTestCase):
     def test_rules_without_roles_are_for_everyone(self) -> None:
         policy = parse('[[rules]]\neffect = "allow"\npermissions = ["status.read"]\n')
         self.assertTrue(policy.can(identity("anonymous", mechanism="ANONYMOUS"), "status.read"))
-        policy = parse(
-            '[[rules]]\neffect = "allow"\npermissions = ["status.read"]\nwhen = { "identity.anonymous" = false }\n'
-        )
+        policy = parse('[[rules]]\neffect = "allow"\npermissions = ["status.read"]\nwhen = { "identity.anonymous" = false }\n')
         self.assertFalse(policy.can(identity("anonymous", mechanism="ANONYMOUS"), "status.read"))
         self.assertTrue(policy.can(identity("alice"), "status.read"))
 
@@ -855,7 +893,9 @@ def rule(when: str, *, effect: str = "allow", permission: str = "x.do", extra: s
 
 class ConditionTests(SynchronousTestCase):
     def test_store_attributes(self) -> None:
-        policy = parse(rule('{ "identity.attributes.department" = ["finance", "audit"], "identity.attributes.clearance.level" = 3 }'))
+        policy = parse(
+            rule('{ "identity.attributes.department" = ["finance", "audit"], "identity.attributes.clearance.level" = 3 }')
+        )
         self.assertTrue(policy.can(identity(attributes={"department": "audit", "clearance": {"level": 3}}), "x.do"))
         self.assertFalse(policy.can(identity(attributes={"department": "sales", "clearance": {"level": 3}}), "x.do"))
         self.assertFalse(policy.can(identity(attributes={"department": "audit", "clearance": {"level": 2}}), "x.do"))
@@ -879,7 +919,9 @@ class ConditionTests(SynchronousTestCase):
         self.assertFalse(policy.can(identity(attributes={"groups": []}), "x.do"))
 
     def test_certificate_subject(self) -> None:
-        policy = parse(rule('{ "identity.certificate.subject.OU" = "devices", "identity.certificate.common_name" = { glob = "pump*" } }'))
+        policy = parse(
+            rule('{ "identity.certificate.subject.OU" = "devices", "identity.certificate.common_name" = { glob = "pump*" } }')
+        )
         self.assertTrue(policy.can(device("spiffe://example.org/a"), "x.do"))
         self.assertTrue(policy.can(identity(cert=certificate("CN=pump1,OU=ops,OU=devices")), "x.do"))
         self.assertFalse(policy.can(identity(cert=certificate("CN=pump1,OU=ops")), "x.do"))
@@ -908,8 +950,18 @@ class ConditionTests(SynchronousTestCase):
     def test_spiffe_parsing(self) -> None:
         parsed = parse_spiffe_id("spiffe://example.org/ns/prod/sa/web")
         assert parsed is not None
-        self.assertEqual((parsed.trust_domain, parsed.path, str(parsed)), ("example.org", "ns/prod/sa/web", "spiffe://example.org/ns/prod/sa/web"))
-        for bad in ["spiffe://Example.org/x", "spiffe://example.org/", "spiffe://example.org/a/../b", "spiffe://example.org/a?b", "https://example.org/x", "spiffe:///x"]:
+        self.assertEqual(
+            (parsed.trust_domain, parsed.path, str(parsed)),
+            ("example.org", "ns/prod/sa/web", "spiffe://example.org/ns/prod/sa/web"),
+        )
+        for bad in [
+            "spiffe://Example.org/x",
+            "spiffe://example.org/",
+            "spiffe://example.org/a/../b",
+            "spiffe://example.org/a?b",
+            "https://example.org/x",
+            "spiffe:///x",
+        ]:
             with self.subTest(bad=bad):
                 self.assertIsNone(parse_spiffe_id(bad))
         self.assertIsNone(spiffe_id_of(None))
@@ -925,7 +977,11 @@ class ConditionTests(SynchronousTestCase):
         """Only certificate- or MFA-authenticated sessions may admin.*."""
         policy = parse(
             '[roles.admin]\npermissions = ["admin.*"]\n'
-            + rule('{ any = [ { "identity.mechanism" = "EXTERNAL" }, { "identity.mfa" = true } ] }', effect="deny", permission="admin.*").replace("when =", "unless =")
+            + rule(
+                '{ any = [ { "identity.mechanism" = "EXTERNAL" }, { "identity.mfa" = true } ] }',
+                effect="deny",
+                permission="admin.*",
+            ).replace("when =", "unless =")
         )
         self.assertFalse(policy.can(identity("root", "admin"), "admin.stop"))
         self.assertTrue(policy.can(identity("root", "admin", second_factor="TOTP"), "admin.stop"))
@@ -934,7 +990,12 @@ class ConditionTests(SynchronousTestCase):
 
     def test_time_of_day_with_a_fake_clock(self) -> None:
         clock = Clock()
-        policy = parse(rule('{ "context.time" = { between = ["08:00", "18:00"] }, "context.weekday" = ["mon", "tue", "wed", "thu", "fri"] }'), clock)
+        policy = parse(
+            rule(
+                '{ "context.time" = { between = ["08:00", "18:00"] }, "context.weekday" = ["mon", "tue", "wed", "thu", "fri"] }'
+            ),
+            clock,
+        )
         monday = MONDAY_0930.timestamp()
         for moment, allowed in [
             (monday, True),
@@ -951,7 +1012,15 @@ class ConditionTests(SynchronousTestCase):
     def test_time_wraps_past_midnight(self) -> None:
         policy = parse(rule('{ "context.time" = { between = ["22:00", "06:00"] } }'))
         day = MONDAY_0930.replace(hour=0, minute=0)
-        for hour, minute, allowed in [(22, 0, True), (23, 59, True), (0, 0, True), (5, 59, True), (6, 0, False), (21, 59, False), (12, 0, False)]:
+        for hour, minute, allowed in [
+            (22, 0, True),
+            (23, 59, True),
+            (0, 0, True),
+            (5, 59, True),
+            (6, 0, False),
+            (21, 59, False),
+            (12, 0, False),
+        ]:
             with self.subTest(time=f"{hour}:{minute}"):
                 context = Context(now=day.replace(hour=hour, minute=minute))
                 self.assertEqual(policy.can(identity(), "x.do", None, context), allowed)
@@ -991,11 +1060,17 @@ class ConditionTests(SynchronousTestCase):
         self.assertFalse(policy.can(identity(peer="somewhere"), "admin.stop"))
 
     def test_resource_and_context_attributes(self) -> None:
-        policy = parse(rule('{ "resource.attributes.owner" = "alice", "context.attributes.channel" = { present = true }, "resource.name" = { glob = "docs/*" } }'))
+        policy = parse(
+            rule(
+                '{ "resource.attributes.owner" = "alice", "context.attributes.channel" = { present = true }, "resource.name" = { glob = "docs/*" } }'
+            )
+        )
         context = Context(resource_attributes={"owner": "alice"}, attributes={"channel": "web"})
         self.assertTrue(policy.can(identity(), "x.do", "docs/a", context))
         self.assertFalse(policy.can(identity(), "x.do", "other/a", context))
-        self.assertFalse(policy.can(identity(), "x.do", "docs/a", Context(resource_attributes={"owner": "bob"}, attributes={"channel": "web"})))
+        self.assertFalse(
+            policy.can(identity(), "x.do", "docs/a", Context(resource_attributes={"owner": "bob"}, attributes={"channel": "web"}))
+        )
         self.assertFalse(policy.can(identity(), "x.do", "docs/a", Context(resource_attributes={"owner": "alice"})))
 
     def test_present_and_absent(self) -> None:
@@ -1004,7 +1079,11 @@ class ConditionTests(SynchronousTestCase):
         self.assertFalse(policy.can(device("spiffe://td/x"), "x.do"))
 
     def test_all_any_not(self) -> None:
-        policy = parse(rule('{ all = [ { "identity.mechanism" = "PLAIN" }, { any = [ { "identity.attributes.a" = 1 }, { "identity.attributes.b" = 2 } ] } ], not = { "identity.attributes.c" = 3 } }'))
+        policy = parse(
+            rule(
+                '{ all = [ { "identity.mechanism" = "PLAIN" }, { any = [ { "identity.attributes.a" = 1 }, { "identity.attributes.b" = 2 } ] } ], not = { "identity.attributes.c" = 3 } }'
+            )
+        )
         self.assertTrue(policy.can(identity(attributes={"a": 1}), "x.do"))
         self.assertTrue(policy.can(identity(attributes={"b": 2}), "x.do"))
         self.assertFalse(policy.can(identity(attributes={"a": 1, "c": 3}), "x.do"))
@@ -1096,7 +1175,21 @@ class AuditTests(SynchronousTestCase):
         self.assertEqual(event["log_level"], LogLevel.warn)
         self.assertEqual(event["log_namespace"], "securenet.authz")
         self.assertEqual(
-            {k: event[k] for k in ("result", "identity", "action", "resource", "permission", "rule", "rule_location", "reason", "mechanism", "peer")},
+            {
+                k: event[k]
+                for k in (
+                    "result",
+                    "identity",
+                    "action",
+                    "resource",
+                    "permission",
+                    "rule",
+                    "rule_location",
+                    "reason",
+                    "mechanism",
+                    "peer",
+                )
+            },
             {
                 "result": "deny",
                 "identity": "root",
@@ -1115,7 +1208,10 @@ class AuditTests(SynchronousTestCase):
         events = Events(self)
         self.assertFalse(parse(RBAC).can(identity("bob"), "kv.read"))
         [event] = events
-        self.assertEqual((event["log_level"], event["rule"], event["rule_location"], event["reason"]), (LogLevel.warn, None, None, "no rule matched: denied by default"))
+        self.assertEqual(
+            (event["log_level"], event["rule"], event["rule_location"], event["reason"]),
+            (LogLevel.warn, None, None, "no rule matched: denied by default"),
+        )
 
     def test_reusable(self) -> None:
         """A decision is reusable unless a condition read the time (whatever its answer)."""
@@ -1180,7 +1276,9 @@ class Handler:
     def stop(self) -> None:
         self.calls.append(("stop",))
 
-    @requires("kv.read", resource=lambda self, key, **kw: f"data/{key}", context=lambda self, key, **kw: Context(peer=kw.get("via")))
+    @requires(
+        "kv.read", resource=lambda self, key, **kw: f"data/{key}", context=lambda self, key, **kw: Context(peer=kw.get("via"))
+    )
     def get(self, key: str, **kw: Any) -> str:
         self.calls.append(("get", key))
         return "value"
@@ -1214,7 +1312,12 @@ class DecoratorTests(SynchronousTestCase):
         self.assertEqual([e["result"] for e in events], ["deny", "deny"])
 
     def test_keyword_arguments_and_context(self) -> None:
-        handler = Handler(parse('[[rules]]\neffect = "allow"\npermissions = ["kv.read:data/*"]\nwhen = { "context.peer" = { cidr = "10.0.0.0/8" } }\n'), identity("r"))
+        handler = Handler(
+            parse(
+                '[[rules]]\neffect = "allow"\npermissions = ["kv.read:data/*"]\nwhen = { "context.peer" = { cidr = "10.0.0.0/8" } }\n'
+            ),
+            identity("r"),
+        )
         self.assertEqual(handler.get(key="k", via="10.1.1.1"), "value")
         self.assertRaises(AuthorizationDenied, handler.get, "k", via="192.0.2.1")
         self.assertEqual(handler.calls, [("get", "k")])
@@ -1245,7 +1348,9 @@ class DecoratorTests(SynchronousTestCase):
         handler = Handler(None, identity("root", "admin"))
         with self.assertRaises(AuthorizationSetupError) as caught:
             handler.stop()
-        self.assertEqual(str(caught.exception), "cannot authorize Handler.stop: Handler has no policy (set self.policy or self.factory.policy)")
+        self.assertEqual(
+            str(caught.exception), "cannot authorize Handler.stop: Handler has no policy (set self.policy or self.factory.policy)"
+        )
         self.assertEqual(handler.calls, [])
 
     def test_not_a_policy(self) -> None:

@@ -26,11 +26,11 @@ from twisted.trial.unittest import SynchronousTestCase
 import securenet.cli._apikeys
 import securenet.cli._tokens
 from securenet.cred._apikeys import APIKeyChecker, APIKeyRefused, PresentedAPIKey, hash_secret
-from securenet.store._sqlite import SQLiteStore
-from securenet.store._records import User
-from securenet.cred._strcred import jwtCheckerFactory
 from securenet.cred._jwt import PresentedToken, TokenChecker, TokenRefused
+from securenet.cred._strcred import jwtCheckerFactory
 from securenet.pki._tokenkeys import load_verification_key
+from securenet.store._records import User
+from securenet.store._sqlite import SQLiteStore
 from tests.test_cli_pki import Result, run
 
 NOW = 1_800_000_000
@@ -131,10 +131,14 @@ class APIKeysCreateTests(CLITestCase):
         cases = [
             (["--user", "carol"], f"no user 'carol' in {self.db}"),
             (["--user", ""], "--user must not be empty"),
-            (["--user", "alice", "--scope", "has space"],
-             "--scope: invalid scope 'has space': a scope is printable ASCII without spaces, quotes or backslashes"),
-            (["--user", "alice", "--scope", ""],
-             "--scope: invalid scope '': a scope is printable ASCII without spaces, quotes or backslashes"),
+            (
+                ["--user", "alice", "--scope", "has space"],
+                "--scope: invalid scope 'has space': a scope is printable ASCII without spaces, quotes or backslashes",
+            ),
+            (
+                ["--user", "alice", "--scope", ""],
+                "--scope: invalid scope '': a scope is printable ASCII without spaces, quotes or backslashes",
+            ),
             (["--user", "alice", "--expires", "0"], "--expires must be between 1 and 3650 days, not 0"),
             (["--user", "alice", "--expires", "3651"], "--expires must be between 1 and 3650 days, not 3651"),
         ]
@@ -204,7 +208,12 @@ class APIKeysListRevokeTests(CLITestCase):
         secret = key.split(".")[1]
         digest = hash_secret(secret)
         out = self.assertOK(self.cli("apikeys", "list", "--db", self.db)).out
-        for forbidden in (secret, digest.hex(), base64.b64encode(digest).decode(), base64.urlsafe_b64encode(digest).decode().rstrip("=")):
+        for forbidden in (
+            secret,
+            digest.hex(),
+            base64.b64encode(digest).decode(),
+            base64.urlsafe_b64encode(digest).decode().rstrip("="),
+        ):
             self.assertNotIn(forbidden, out)
 
     def test_list_by_user(self) -> None:
@@ -293,9 +302,7 @@ class TokensKeygenTests(CLITestCase):
         before = snapshot(self.dir)
         self.assertFails(self.cli("tokens", "keygen", "--out", out), f"{out}: already exists; refusing to overwrite it")
         os.unlink(out)
-        self.assertFails(
-            self.cli("tokens", "keygen", "--out", out), f"{out}.pub: already exists; refusing to overwrite it"
-        )
+        self.assertFails(self.cli("tokens", "keygen", "--out", out), f"{out}.pub: already exists; refusing to overwrite it")
         self.assertFalse(out.exists())
         self.assertEqual(snapshot(self.dir), {k: v for k, v in before.items() if k != str(out)})
 
@@ -376,7 +383,10 @@ class TokensIssueTests(CLITestCase):
         short.write_bytes(b"s" * 20)
         os.chmod(short, 0o600)
         cases = [
-            (["alice", "--key", loose], f"{loose}: private key file has mode 0644; it must not be accessible by group or others (chmod 600 {loose})"),
+            (
+                ["alice", "--key", loose],
+                f"{loose}: private key file has mode 0644; it must not be accessible by group or others (chmod 600 {loose})",
+            ),
             (["alice", "--key", short], f"{short}: HS256 secret is 20 bytes; it must be at least 32 (256 bits)"),
             (["alice", "--key", f"{ed}.pub"], f"{ed}.pub: is a public key; issuing tokens needs the private key"),
             (["alice", "--key", ed, "--alg", "ES256"], f"{ed}: holds an Ed25519 (EdDSA) key, not a P-256 (ES256) key"),
@@ -384,7 +394,10 @@ class TokensIssueTests(CLITestCase):
             (["alice", "--key", hs, "--alg", "EdDSA"], f"{hs}: not a PEM private key (EdDSA needs one)"),
             (["alice", "--key", self.dir / "missing.key"], f"{self.dir / 'missing.key'}: token key file does not exist"),
             (["alice", "--key", ed, "--ttl", "0"], "--ttl must be between 1 and 31622400 seconds, not 0"),
-            (["alice", "--key", ed, "--scope", 'a"b'], "--scope: invalid scope 'a\"b': a scope is printable ASCII without spaces, quotes or backslashes"),
+            (
+                ["alice", "--key", ed, "--scope", 'a"b'],
+                "--scope: invalid scope 'a\"b': a scope is printable ASCII without spaces, quotes or backslashes",
+            ),
             (["", "--key", ed], "the token subject must be 1-256 characters"),
             (["alice", "--key", ed, "--audience", ""], "the token audience must be a non-empty string"),
             (["alice", "--key", ed, "--issuer", ""], "the token issuer must be a non-empty string (or None to not check it)"),
@@ -455,9 +468,18 @@ class TokensRevokeTests(CLITestCase):
         cases = [
             ([], "give either a token id (JTI, with --expires) or --token TOKEN"),
             ([self.jti, "--token", self.token], "give either a token id (JTI, with --expires) or --token TOKEN"),
-            (["--token", self.token, "--expires", "1"], "--expires comes from the token's exp claim; do not give it with --token"),
-            ([self.jti], "--expires is required with a token id: the token's exp (POSIX seconds) or an ISO 8601 time; the revocation is kept until then"),
-            ([self.jti, "--expires", "tomorrow"], "--expires 'tomorrow' is not a time: give the token's exp (POSIX seconds) or an ISO 8601 date/time"),
+            (
+                ["--token", self.token, "--expires", "1"],
+                "--expires comes from the token's exp claim; do not give it with --token",
+            ),
+            (
+                [self.jti],
+                "--expires is required with a token id: the token's exp (POSIX seconds) or an ISO 8601 time; the revocation is kept until then",
+            ),
+            (
+                [self.jti, "--expires", "tomorrow"],
+                "--expires 'tomorrow' is not a time: give the token's exp (POSIX seconds) or an ISO 8601 date/time",
+            ),
             (["--token", "not-a-token"], "--token is not a JWT"),
             (["--token", no_jti], "--token has no jti claim, so it cannot be revoked (securenet refuses such tokens anyway)"),
             (["", "--expires", "1"], "the token id must be 1-256 characters"),

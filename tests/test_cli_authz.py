@@ -17,11 +17,11 @@ from twisted.internet import defer
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import CLIResult, run_cli
-from securenet.store._sqlite import SQLiteStore
-from securenet.store._records import User
 from securenet.pki import CertificateAuthority, parse_san
+from securenet.store._records import User
+from securenet.store._sqlite import SQLiteStore
 from tests import support
+from tests.support import CLIResult, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,9 @@ class AuthzCLITestCase(SynchronousTestCase):
     def assertAllowed(self, result: Result, rule: str, reason: str, head: str) -> None:
         self.assertEqual(result, Result(0, f"ALLOW: {head}\nrule: {rule}\nreason: {reason}\n", ""))
 
-    def assertDenied(self, result: Result, head: str, rule: str = "none", reason: str = "no rule matched: denied by default") -> None:
+    def assertDenied(
+        self, result: Result, head: str, rule: str = "none", reason: str = "no rule matched: denied by default"
+    ) -> None:
         self.assertEqual(result, Result(3, f"DENY: {head}\nrule: {rule}\nreason: {reason}\n", ""))
 
     def assertFails(self, result: Result, message: str) -> None:
@@ -136,8 +138,13 @@ class CheckTests(AuthzCLITestCase):
         self.assertEqual(self.check(*argv, "--peer", "192.0.2.1:5000").code, 3)
         self.assertEqual(self.check(*argv).code, 3)  # no peer: not in any network
         # A JSON string "true" is not the boolean true.
-        self.assertEqual(self.check("--user", "root", "--attr", 'admin="true"', "--mfa", "--peer", "10.0.0.1", "--action", "admin.stop").code, 3)
-        self.assertEqual(self.check("--user", "root", "--attr", "admin=yes", "--mfa", "--peer", "10.0.0.1", "--action", "admin.stop").code, 3)
+        self.assertEqual(
+            self.check("--user", "root", "--attr", 'admin="true"', "--mfa", "--peer", "10.0.0.1", "--action", "admin.stop").code,
+            3,
+        )
+        self.assertEqual(
+            self.check("--user", "root", "--attr", "admin=yes", "--mfa", "--peer", "10.0.0.1", "--action", "admin.stop").code, 3
+        )
 
     def test_mechanism(self) -> None:
         argv = ("--user", "root", "--attr", "admin=true", "--peer", "10.0.0.1", "--action", "admin.stop")
@@ -145,8 +152,12 @@ class CheckTests(AuthzCLITestCase):
         self.assertEqual(self.check(*argv, "--mechanism", "PLAIN").code, 3)
 
     def test_scopes(self) -> None:
-        self.assertEqual(self.check("--user", "svc", "--scope", "kv:read", "--action", "kv.read", "--resource", "public/x").code, 0)
-        self.assertEqual(self.check("--user", "svc", "--scope", "kv:write", "--action", "kv.read", "--resource", "public/x").code, 3)
+        self.assertEqual(
+            self.check("--user", "svc", "--scope", "kv:read", "--action", "kv.read", "--resource", "public/x").code, 0
+        )
+        self.assertEqual(
+            self.check("--user", "svc", "--scope", "kv:write", "--action", "kv.read", "--resource", "public/x").code, 3
+        )
 
     def test_time(self) -> None:
         argv = ("--user", "bob", "--action", "report.run")
@@ -205,7 +216,10 @@ class CheckTests(AuthzCLITestCase):
             self.check("--user", "x", "--action", "a", "--san", "FTP:x"),
             "--san: unknown SAN kind 'FTP' in 'FTP:x' (use DNS:, IP:, URI:, email:)",
         )
-        self.assertFails(self.check("--user", "x", "--action", "a", "--cert", self.dir / "none.pem"), f"{self.dir / 'none.pem'}: certificate file does not exist")
+        self.assertFails(
+            self.check("--user", "x", "--action", "a", "--cert", self.dir / "none.pem"),
+            f"{self.dir / 'none.pem'}: certificate file does not exist",
+        )
 
     def test_bad_request_is_a_deny(self) -> None:
         self.assertDenied(
@@ -222,7 +236,9 @@ class CheckTests(AuthzCLITestCase):
 
     def test_missing_policy(self) -> None:
         missing = self.dir / "missing.toml"
-        self.assertFails(run("authz", "check", "--policy", missing, "--user", "x", "--action", "a"), f"{missing}: policy file does not exist")
+        self.assertFails(
+            run("authz", "check", "--policy", missing, "--user", "x", "--action", "a"), f"{missing}: policy file does not exist"
+        )
 
     def test_usage(self) -> None:
         result = run("authz", "check", "--policy", self.policy, "--user", "x")
@@ -283,11 +299,15 @@ class DatabaseTests(AuthzCLITestCase):
         )
 
     def test_unknown_user(self) -> None:
-        self.assertFails(self.check("--db", self.db, "--user", "mallory", "--action", "kv.read"), f"no user 'mallory' in {self.db}")
+        self.assertFails(
+            self.check("--db", self.db, "--user", "mallory", "--action", "kv.read"), f"no user 'mallory' in {self.db}"
+        )
 
     def test_missing_database(self) -> None:
         missing = self.dir / "none.db"
-        self.assertFails(self.check("--db", missing, "--user", "alice", "--action", "kv.read"), f"{missing}: no credential database here")
+        self.assertFails(
+            self.check("--db", missing, "--user", "alice", "--action", "kv.read"), f"{missing}: no credential database here"
+        )
         self.assertFalse(missing.exists())
 
     def test_insecure_database(self) -> None:
@@ -322,7 +342,10 @@ class LintTests(AuthzCLITestCase):
 
     def test_syntax_error(self) -> None:
         self.policy.write_text('[roles.a]\npermissions = ["x"]\n[[rules]\n')
-        self.assertFails(run("authz", "lint", "--policy", self.policy), f"{self.policy}:3: TOML syntax error: Expected ']]' at the end of an array declaration")
+        self.assertFails(
+            run("authz", "lint", "--policy", self.policy),
+            f"{self.policy}:3: TOML syntax error: Expected ']]' at the end of an array declaration",
+        )
 
 
 class DocumentationTests(AuthzCLITestCase):
@@ -336,7 +359,9 @@ class DocumentationTests(AuthzCLITestCase):
         argv = session.group(1).replace("\\\n", " ").split()[1:]
         argv = [str(self.policy) if a == "policy.toml" else a for a in argv]
         result = run(*argv)
-        self.assertEqual(result, Result(int(session.group(3)), session.group(2).replace("policy.toml", str(self.policy)) + "\n", ""))
+        self.assertEqual(
+            result, Result(int(session.group(3)), session.group(2).replace("policy.toml", str(self.policy)) + "\n", "")
+        )
 
 
 class ConsoleScriptTests(SynchronousTestCase):
@@ -346,7 +371,17 @@ class ConsoleScriptTests(SynchronousTestCase):
         directory.mkdir()
         policy = directory / "policy.toml"
         policy.write_text('[roles.reader]\npermissions = ["kv.read"]\n')
-        command = [sys.executable, "-c", "from securenet.cli import run; run()", "authz", "check", "--policy", str(policy), "--user", "u"]
+        command = [
+            sys.executable,
+            "-c",
+            "from securenet.cli import run; run()",
+            "authz",
+            "check",
+            "--policy",
+            str(policy),
+            "--user",
+            "u",
+        ]
         allowed = support.run([*command, "--role", "reader", "--action", "kv.read"])
         self.assertEqual((allowed.returncode, allowed.stderr), (0, b""), allowed)
         self.assertTrue(allowed.stdout.startswith(b"ALLOW: u may kv.read\n"), allowed)

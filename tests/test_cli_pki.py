@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 import securenet.pki._ca
-from tests.support import CLIResult, run_cli
 from securenet.pki import (
     CertificateAuthority,
     CertificateFacts,
@@ -33,6 +32,7 @@ from securenet.pki import (
 from securenet.pki._ca import KeyType, generate_private_key
 from securenet.pki._files import PrivateKey
 from tests import test_pki
+from tests.support import CLIResult, run_cli
 from tests.test_pki import openssl, rsa_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -176,8 +176,16 @@ class IssueTests(CLITestCase):
         """A serverAuth certificate with the SANs given (lists and repeats), 90 days, and its pin."""
         result = self.assertOK(
             run(
-                "pki", "issue", "server", "server", "--dir", self.dir,
-                "--san", "DNS:localhost,IP:127.0.0.1", "--san", "URI:spiffe://example.org/svc",
+                "pki",
+                "issue",
+                "server",
+                "server",
+                "--dir",
+                self.dir,
+                "--san",
+                "DNS:localhost,IP:127.0.0.1",
+                "--san",
+                "URI:spiffe://example.org/svc",
             )
         )
         cert_path, key_path = self.dir / "server.pem", self.dir / "server.key"

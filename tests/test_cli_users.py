@@ -26,8 +26,8 @@ from securenet.cli import main
 from securenet.cli._users import FAST_HASH_VARIABLE, qr_text
 from securenet.cred._passwords import PasswordHasher
 from securenet.cred._scram import derive_scram_keys
-from securenet.store._sqlite import SQLiteStore
 from securenet.store._records import APIKey, User
+from securenet.store._sqlite import SQLiteStore
 from tests import support
 
 
@@ -207,7 +207,9 @@ class AddTests(UsersTestCase):
 
     def test_badName(self) -> None:
         pw = self.password_file("pw")
-        self.assertRefused(("add", "al ice", "--password-file", pw), "user name 'al ice' contains whitespace or a control character")
+        self.assertRefused(
+            ("add", "al ice", "--password-file", pw), "user name 'al ice' contains whitespace or a control character"
+        )
         self.assertRefused(("add", "", "--password-file", pw), "user name must not be empty")
         self.assertRefused(
             ("add", "a" * 65, "--password-file", pw), f"user name {'a' * 65!r} is 65 characters; at most 64 are allowed"
@@ -283,8 +285,7 @@ class AddTests(UsersTestCase):
         before = self.db.read_bytes()
         self.assertFails(
             self.users("add", "alice", "--password-file", self.password_file("pw")),
-            f"{self.db}: credential database has mode 0644; it must not be accessible by group or others "
-            f"(chmod 600 {self.db})",
+            f"{self.db}: credential database has mode 0644; it must not be accessible by group or others (chmod 600 {self.db})",
         )
         self.assertEqual(self.db.read_bytes(), before)
         self.assertEqual(self.users("list").err.splitlines()[0][:40], f"securenet: error: {self.db}"[:40])
@@ -411,7 +412,9 @@ class RolesTests(UsersTestCase):
 
     def test_badRole(self) -> None:
         self.add("alice", "pw", "admin")
-        self.assertRefused(("roles", "alice", "ok", "not ok"), "role name 'not ok' contains whitespace, a control character or a comma")
+        self.assertRefused(
+            ("roles", "alice", "ok", "not ok"), "role name 'not ok' contains whitespace, a control character or a comma"
+        )
 
     def test_unknownUser(self) -> None:
         self.add("alice")
@@ -449,9 +452,7 @@ class TotpEnrollTests(UsersTestCase):
         self.add("alice")
         result = self.assertOK(self.users("totp-enroll", "alice"))
         lines = result.out.splitlines(keepends=True)
-        self.assertEqual(
-            lines[0], "enrolled alice for TOTP; scan the QR code with an authenticator app, or give it this URI:\n"
-        )
+        self.assertEqual(lines[0], "enrolled alice for TOTP; scan the QR code with an authenticator app, or give it this URI:\n")
         uri = lines[1].rstrip("\n")
         secret = self.user("alice").totp_secret
         assert secret is not None

@@ -169,9 +169,7 @@ class EchoTests(E2EBase):
     def test_configFile(self) -> None:
         """--config FILE (TOML) gives the same settings as the command line."""
         config = self.base / "securenet.toml"
-        config.write_text(
-            f'listen = ["{server_listen(self.certs)}"]\napp = "echo"\nauth = ["certificate:map=cn"]\n'
-        )
+        config.write_text(f'listen = ["{server_listen(self.certs)}"]\napp = "echo"\nauth = ["certificate:map=cn"]\n')
         server = self.startServer("--config", str(config))
         result = self.connect(client_endpoint(self.certs, server.port), b"from config\n", "-q")
         self.assertEqual((result.returncode, result.stdout), (0, b"from config\n"), result.stderr)
@@ -210,13 +208,23 @@ class OpenSSLClientTests(E2EBase):
     """openssl s_client, a client we did not write, against our server."""
 
     def s_client(self, port: int, *args: str) -> list[str]:
-        return ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", str(self.certs / "ca.pem"),
-                "-verify_return_error", *args]
+        return [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-CAfile",
+            str(self.certs / "ca.pem"),
+            "-verify_return_error",
+            *args,
+        ]
 
     def test_echoWithClientCertificate(self) -> None:
         server = self.startServer("--listen", server_listen(self.certs))
         out, _ = converse(
-            self.s_client(server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"),
+            self.s_client(
+                server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"
+            ),
             b"AUTH EXTERNAL =\r\nvia openssl\n",
             b"via openssl\n",
         )
@@ -226,7 +234,9 @@ class OpenSSLClientTests(E2EBase):
         """docs/protocol.md, early application data: the line to echo leaves with AUTH ... EARLY, before any answer."""
         server = self.startServer("--listen", server_listen(self.certs))
         out, _ = converse(
-            self.s_client(server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"),
+            self.s_client(
+                server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"
+            ),
             b"AUTH EXTERNAL = EARLY\r\nearly via openssl\n",
             b"early via openssl\n",
         )
@@ -235,7 +245,9 @@ class OpenSSLClientTests(E2EBase):
     def test_earlyDataRefused(self) -> None:
         """A server without a certificate checker does not offer EXTERNAL: one NO line, it closes, the early bytes never echo."""
         server = self.startServer("--listen", server_listen(self.certs), "--auth", "anonymous")
-        argv = self.s_client(server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet")
+        argv = self.s_client(
+            server.port, "-cert", str(self.certs / "dev-client.pem"), "-key", str(self.certs / "dev-client.key"), "-quiet"
+        )
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=child_env())
         self.addCleanup(proc.kill)
         assert proc.stdin is not None and proc.stdout is not None
@@ -253,7 +265,10 @@ class OpenSSLClientTests(E2EBase):
         self.assertTrue(ended, f"the server did not close the connection; s_client read {out!r}")
         self.assertIsNotNone(proc.wait(timeout=20))
         proc.stdin.close()
-        self.assertEqual(out.split(b"\r\n")[:2], [b"SECURENET 1 AUTH ANONYMOUS", b"NO UNKNOWN-MECHANISM mechanism not offered; use one of ANONYMOUS"])
+        self.assertEqual(
+            out.split(b"\r\n")[:2],
+            [b"SECURENET 1 AUTH ANONYMOUS", b"NO UNKNOWN-MECHANISM mechanism not offered; use one of ANONYMOUS"],
+        )
         self.assertNotIn(b"secret", out)
 
     def test_tls11Refused(self) -> None:
@@ -326,9 +341,12 @@ class SslyzeComplianceTests(E2EBase):
     def test_intermediateAndModern(self) -> None:
         """Each profile passes sslyze's Mozilla check for that profile."""
         server = self.startServer(
-            "--listen", server_listen(self.certs, clientAuth="none", trustRoots=""),
-            "--listen", server_listen(self.certs, clientAuth="none", trustRoots="", profile="modern"),
-            "--auth", "anonymous",
+            "--listen",
+            server_listen(self.certs, clientAuth="none", trustRoots=""),
+            "--listen",
+            server_listen(self.certs, clientAuth="none", trustRoots="", profile="modern"),
+            "--auth",
+            "anonymous",
         )
         for port, profile in zip(server.ports, ("intermediate", "modern")):
             result = self.scan(port, profile)
@@ -347,7 +365,9 @@ class SslyzeComplianceTests(E2EBase):
         """The control: Twisted's CertificateOptions defaults fail Mozilla intermediate."""
         proc = subprocess.Popen(
             [sys.executable, "-c", _PLAIN_TWISTED_SERVER, str(self.certs / "server.pem"), str(self.certs / "server.key")],
-            stdout=subprocess.PIPE, env=child_env(), cwd=REPO,
+            stdout=subprocess.PIPE,
+            env=child_env(),
+            cwd=REPO,
         )
         self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout and proc.stdout.close()))
         assert proc.stdout is not None

@@ -69,16 +69,16 @@ class AuthE2ETests(SynchronousTestCase):
         self.db = work / "securenet.db"
         shutil.copyfile(str(self.creds["db"]), self.db)
         self.db.chmod(0o600)
-        listen = (
-            f"securenet:0:interface=127.0.0.1:certKey={self.certs / 'server.pem'}"
-            f":privateKey={self.certs / 'server.key'}"
-        )
+        listen = f"securenet:0:interface=127.0.0.1:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
         self.server = Twistd(
             work,
             [
-                "--listen", listen,
-                "--auth", f"sqlite:db={self.db},scramIterations=4096",
-                "--auth", f"jwt:key={self.base / 'tokens.key.pub'},db={self.db}",
+                "--listen",
+                listen,
+                "--auth",
+                f"sqlite:db={self.db},scramIterations=4096",
+                "--auth",
+                f"jwt:key={self.base / 'tokens.key.pub'},db={self.db}",
             ],
         )
         self.addCleanup(self.server.stop)
@@ -101,9 +101,7 @@ class AuthE2ETests(SynchronousTestCase):
         return self.server.waitForLog(f"by {mechanism}: {identity}")
 
     def test_greetingOffersTheDatabaseMechanisms(self) -> None:
-        out, _ = converse(
-            ["openssl", "s_client", "-connect", f"127.0.0.1:{self.server.port}", "-quiet"], b"", b"PLAIN\r\n"
-        )
+        out, _ = converse(["openssl", "s_client", "-connect", f"127.0.0.1:{self.server.port}", "-quiet"], b"", b"PLAIN\r\n")
         self.assertIn(b"SECURENET 1 AUTH SCRAM-SHA-256-PLUS SCRAM-SHA-256 OAUTHBEARER APIKEY PLAIN\r\n", out)
 
     def test_plain(self) -> None:
@@ -123,16 +121,22 @@ class AuthE2ETests(SynchronousTestCase):
                 "--mechanism", mechanism, "--user", "alice", "--password-file", str(self.base / "wrong.pw")
             )
             self.assertEqual((code, out), (1, b""))
-            self.assertEqual(err.strip().splitlines()[-1], "securenet: error: authentication failed: AUTH-FAILED authentication failed")
+            self.assertEqual(
+                err.strip().splitlines()[-1], "securenet: error: authentication failed: AUTH-FAILED authentication failed"
+            )
         log = self.server.waitForLog("wrong SCRAM proof")
         self.assertIn("authentication denied for 127.0.0.1", log)
 
     def test_unknownUserLooksTheSame(self) -> None:
         """An unknown user gets exactly what a wrong password gets, on the wire."""
         (self.base / "mallory.pw").write_text("whatever\n")
-        code, out, err = self.connect("--mechanism", "PLAIN", "--user", "mallory", "--password-file", str(self.base / "mallory.pw"))
+        code, out, err = self.connect(
+            "--mechanism", "PLAIN", "--user", "mallory", "--password-file", str(self.base / "mallory.pw")
+        )
         self.assertEqual((code, out), (1, b""))
-        self.assertEqual(err.strip().splitlines()[-1], "securenet: error: authentication failed: AUTH-FAILED authentication failed")
+        self.assertEqual(
+            err.strip().splitlines()[-1], "securenet: error: authentication failed: AUTH-FAILED authentication failed"
+        )
 
     def test_token(self) -> None:
         self.assertLoggedIn("OAUTHBEARER", "alice", "--token-file", str(self.base / "alice.token"))

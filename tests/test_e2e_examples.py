@@ -167,11 +167,16 @@ class ExampleE2E(SynchronousTestCase):
         server = Twistd(
             self.work,
             [
-                "--listen", listen,
-                "--auth", "certificate",
-                "--auth", f"sqlite:db={self.db},{SCRAM}",
-                "--app", f"examples.{self.example}.server.{factory}",
-                "--policy", str(REPO / "examples" / self.example / "policy.toml"),
+                "--listen",
+                listen,
+                "--auth",
+                "certificate",
+                "--auth",
+                f"sqlite:db={self.db},{SCRAM}",
+                "--app",
+                f"examples.{self.example}.server.{factory}",
+                "--policy",
+                str(REPO / "examples" / self.example / "policy.toml"),
                 *extra,
             ],
         )
@@ -207,7 +212,9 @@ class ChatE2ETests(ExampleE2E):
         alice = self.interactive(*connect, self.endpoint(server, "alice"))
         self.assertIn("* alice joined lobby", alice.expect("* alice joined lobby"))
 
-        bob = run([*connect, "--linger", "0.5", self.endpoint(server, "bob")], input=b"/rooms\n<mod> I am the moderator\n", timeout=20)
+        bob = run(
+            [*connect, "--linger", "0.5", self.endpoint(server, "bob")], input=b"/rooms\n<mod> I am the moderator\n", timeout=20
+        )
         self.assertEqual(bob.returncode, 0, bob.stderr)
         self.assertEqual(
             bob.stdout.decode().splitlines(),
@@ -281,9 +288,21 @@ class TelemetryE2ETests(ExampleE2E):
         server = self.serve("TelemetryFactory")
         code = pyotp.TOTP(str(self.totp_secret)).now()
         ops = self.interactive(
-            sys.executable, "-m", "examples.telemetry.client", "--endpoint", self.endpoint(server),
-            "--user", "ops", "--password-file", self.password, "--totp", code,
-            "subscribe", "device/**", "--count", "1",
+            sys.executable,
+            "-m",
+            "examples.telemetry.client",
+            "--endpoint",
+            self.endpoint(server),
+            "--user",
+            "ops",
+            "--password-file",
+            self.password,
+            "--totp",
+            code,
+            "subscribe",
+            "device/**",
+            "--count",
+            "1",
         )
         self.assertIn("telemetry: subscribed to device/**", ops.expect("subscribed to"))
 

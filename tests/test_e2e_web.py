@@ -139,12 +139,18 @@ class Server:
         self.twistd = WebTwistd(
             work,
             [
-                "--http", http,
-                "--listen", listen,
-                "--auth", f"sqlite:db={db},scramIterations=4096",
-                "--auth", "certificate",
-                "--token-key", str(self.base / "tokens.key"),
-                "--policy", str(self.base / "policy.toml"),
+                "--http",
+                http,
+                "--listen",
+                listen,
+                "--auth",
+                f"sqlite:db={db},scramIterations=4096",
+                "--auth",
+                "certificate",
+                "--token-key",
+                str(self.base / "tokens.key"),
+                "--policy",
+                str(self.base / "policy.toml"),
             ],
         )
         case.addCleanup(self.twistd.stop)
@@ -251,7 +257,9 @@ class Scenarios(_Base):
     async def test_clientCertificate(self) -> None:
         me = await self.request("GET", "/me", cert=True)
         self.assertEqual(me.code, 200)
-        self.assertEqual((me.json()["name"], me.json()["mechanism"], me.json()["scheme"]), ("dev-client", "EXTERNAL", "certificate"))
+        self.assertEqual(
+            (me.json()["name"], me.json()["mechanism"], me.json()["scheme"]), ("dev-client", "EXTERNAL", "certificate")
+        )
         self.assertEqual(me.json()["certificate"]["subject"], "CN=dev-client")
         self.assertEqual((await self.request("GET", "/me")).code, 401)
 
@@ -299,7 +307,9 @@ class Scenarios(_Base):
 
     async def test_logout(self) -> None:
         tokens = await self.tokens()
-        out = await self.post_json("/auth/logout", {"refresh_token": tokens["refresh_token"]}, ("Authorization", f"Bearer {tokens['access_token']}"))
+        out = await self.post_json(
+            "/auth/logout", {"refresh_token": tokens["refresh_token"]}, ("Authorization", f"Bearer {tokens['access_token']}")
+        )
         self.assertEqual((out.code, out.json()), (200, {"status": "logged out"}))
         self.assertEqual((await self.me(tokens["access_token"])).code, 401)
         self.assertEqual((await self.post_json("/auth/refresh", {"refresh_token": tokens["refresh_token"]})).code, 401)
@@ -446,9 +456,16 @@ class StreamSessionTests(SynchronousTestCase):
         certs = server.certs
         login = run(
             [
-                "curl", "-sS", "--noproxy", "*", "--cacert", str(certs / "ca.pem"),
-                "-H", "Content-Type: application/json",
-                "--data-binary", json.dumps({"username": "alice", "password": PASSWORDS["alice"]}),
+                "curl",
+                "-sS",
+                "--noproxy",
+                "*",
+                "--cacert",
+                str(certs / "ca.pem"),
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                json.dumps({"username": "alice", "password": PASSWORDS["alice"]}),
                 server.url + "/auth/login",
             ],
             timeout=10,
@@ -536,7 +553,11 @@ class ExampleTests(SynchronousTestCase):
             return int(code), json.loads(body)
 
         code, tokens = curl(
-            "/login", "-H", "Content-Type: application/json", "-d", json.dumps({"username": "alice", "password": PASSWORDS["alice"]})
+            "/login",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            json.dumps({"username": "alice", "password": PASSWORDS["alice"]}),
         )
         self.assertEqual(code, 200, tokens)
         alice = ("-H", f"Authorization: Bearer {tokens['access_token']}")
@@ -545,6 +566,13 @@ class ExampleTests(SynchronousTestCase):
         self.assertEqual(curl("/admin", *alice)[0], 403)
         self.assertEqual(curl("/protected")[0], 401)
         _, root_tokens = curl(
-            "/login", "-H", "Content-Type: application/json", "-d", json.dumps({"username": "root", "password": PASSWORDS["root"]})
+            "/login",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            json.dumps({"username": "root", "password": PASSWORDS["root"]}),
         )
-        self.assertEqual(curl("/admin", "-H", f"Authorization: Bearer {root_tokens['access_token']}"), (200, {"message": "hello root, you are an admin"}))
+        self.assertEqual(
+            curl("/admin", "-H", f"Authorization: Bearer {root_tokens['access_token']}"),
+            (200, {"message": "hello root, you are an admin"}),
+        )

@@ -27,7 +27,16 @@ from securenet.pki._pins import spki_pin
 from securenet.session._client import connect
 from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI
-from securenet.tls._endpoints import CLIENT_KEYS, SERVER_KEYS, EndpointConfigurationError, SecureClientEndpoint, SecureServerEndpoint, client_endpoint, server_endpoint, split_description
+from securenet.tls._endpoints import (
+    CLIENT_KEYS,
+    SERVER_KEYS,
+    EndpointConfigurationError,
+    SecureClientEndpoint,
+    SecureServerEndpoint,
+    client_endpoint,
+    server_endpoint,
+    split_description,
+)
 from securenet.tls._errors import TLSConfigurationError
 from securenet.tls._guard import TLSGuardFactory
 from securenet.tls._profiles import INTERMEDIATE, MODERN
@@ -225,17 +234,13 @@ class ServerEndpointTests(EndpointTestCase):
         """A key file that does not exist: FileMissing naming it."""
         missing = self.dir / "nope.key"
         with self.assertRaises(FileMissing) as caught:
-            server_endpoint(
-                self.reactor, f"securenet:8443:certKey={self.path('server.pem')}:privateKey={escape(str(missing))}"
-            )
+            server_endpoint(self.reactor, f"securenet:8443:certKey={self.path('server.pem')}:privateKey={escape(str(missing))}")
         self.assertEqual(caught.exception.path, missing)
 
     def test_certificateKeyMismatch(self) -> None:
         """The server certificate with the CA's key: KeyMismatch naming the key file."""
         with self.assertRaises(KeyMismatch) as caught:
-            server_endpoint(
-                self.reactor, f"securenet:8443:certKey={self.path('server.pem')}:privateKey={self.path('ca.key')}"
-            )
+            server_endpoint(self.reactor, f"securenet:8443:certKey={self.path('server.pem')}:privateKey={self.path('ca.key')}")
         self.assertEqual(caught.exception.path, self.dir / "ca.key")
 
 
@@ -395,9 +400,9 @@ class EndpointRoundTripTests(EndpointTestCase):
         aggregation) run on the endpoint's reactor, not the global one.
         """
         server_apps = RecordingFactory(SERVER_DATA)
-        server_endpoint(
-            self.reactor, self.server(f":trustRoots={self.path('ca.pem')}:handshakeTimeout=3")
-        ).listen(SessionFactory(server_apps, pki().certificate_portal(), self.reactor))
+        server_endpoint(self.reactor, self.server(f":trustRoots={self.path('ca.pem')}:handshakeTimeout=3")).listen(
+            SessionFactory(server_apps, pki().certificate_portal(), self.reactor)
+        )
         client_apps = RecordingFactory(CLIENT_DATA)
         ready = connect(
             self.reactor,
@@ -442,4 +447,3 @@ class EndpointRoundTripTests(EndpointTestCase):
         self.assertEqual(call.getTime(), self.reactor.seconds() + 3)
         self.reactor.advance(3)
         self.assertTrue(transport.disconnecting)
-

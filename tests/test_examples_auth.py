@@ -23,12 +23,12 @@ import examples.chat
 import examples.kv
 import examples.telemetry
 from examples.chat.server import ChatFactory
-from examples.kv.commands import BadKey, Delete, Get, List, NoSuchKey, Set, CommandDenied
+from examples.kv.commands import BadKey, CommandDenied, Delete, Get, List, NoSuchKey, Set
 from examples.kv.server import KVFactory
 from examples.telemetry.server import TelemetryFactory
 from securenet.authz import Policy
-from securenet.sasl._plain import PlainClientMechanism
 from securenet.pki._ca import IssuedCertificate
+from securenet.sasl._plain import PlainClientMechanism
 from securenet.testing import AppConnection, EphemeralPKI, connect_app_in_memory, memory_portal, totp_code
 from tests.test_tls import EventCapture
 
@@ -221,9 +221,7 @@ class KVTests(Harness):
 
     def setUp(self) -> None:
         super().setUp()
-        self.portal = memory_portal(
-            {"alice": ["writer"], "bob": ["reader"], "root": ["admin"], "eve": []}, clock=self.clock
-        )
+        self.portal = memory_portal({"alice": ["writer"], "bob": ["reader"], "root": ["admin"], "eve": []}, clock=self.clock)
         self.kv = KVFactory()
         self.kv.data.update({"users/bob/notes": "bob's", "config/motd": "hello"})
 
@@ -361,14 +359,20 @@ class TelemetryTests(Harness):
         for topic in ("device/dev2/temperature", "device/dev1", "device/dev1/a/b", "alerts/fire"):
             self.assertEqual(
                 self.send(dev1, f"PUB {topic} 99"),
-                [f"ERR DENIED dev1 may not telemetry.publish telemetry/{topic}: missing permission telemetry.publish:telemetry/{topic}"],
+                [
+                    f"ERR DENIED dev1 may not telemetry.publish telemetry/{topic}: missing permission telemetry.publish:telemetry/{topic}"
+                ],
                 topic,
             )
         self.assertEqual(ops.new(), [])
 
     def test_otherTrustDomainOrNoSpiffe(self) -> None:
         """A certificate from the same CA without the right SPIFFE ID publishes nothing."""
-        for certificate in (device("dev1", "spiffe://evil.example/device/dev1"), device("dev9", "spiffe://example.org/robot/dev9"), "alice"):
+        for certificate in (
+            device("dev1", "spiffe://evil.example/device/dev1"),
+            device("dev9", "spiffe://example.org/robot/dev9"),
+            "alice",
+        ):
             conn = self.connectTo(self.telemetry, Factory.forProtocol(Lines), certificate)
             name = conn.server.identity.avatar_id
             path = "device/dev1" if name == "dev1" else f"device/{name}"
@@ -381,7 +385,9 @@ class TelemetryTests(Harness):
         ops2 = self.person("ops2", "ops2-pw", totp=False)
         self.assertEqual(
             self.send(ops2, "SUB device/**"),
-            ["ERR DENIED ops2 may not telemetry.subscribe telemetry/device/**: missing permission telemetry.subscribe:telemetry/device/**"],
+            [
+                "ERR DENIED ops2 may not telemetry.subscribe telemetry/device/**: missing permission telemetry.subscribe:telemetry/device/**"
+            ],
         )
         [deny] = self.log.of("authz.decision", action="telemetry.subscribe")
         self.assertEqual(deny["rule"], 'rule 2 "subscribing takes a second factor"')
@@ -412,9 +418,7 @@ class TelemetryTests(Harness):
         is checked for its own topic: a permission for device/* does not
         reach device/x/y through a device/** subscription.
         """
-        narrow = Policy.parse(
-            '[roles.operator]\npermissions = ["telemetry.subscribe:telemetry/device/*", "telemetry.publish"]\n'
-        )
+        narrow = Policy.parse('[roles.operator]\npermissions = ["telemetry.subscribe:telemetry/device/*", "telemetry.publish"]\n')
         conn = connect_app_in_memory(
             self.telemetry,
             Factory.forProtocol(Lines),

@@ -30,20 +30,33 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from securenet.sasl._channel import channel_bindings
 from securenet.cred._checkers import CertificateChecker
-from securenet.sasl._builtin import ExternalClientMechanism
-from securenet.interfaces import ITOTPCredentials
 from securenet.cred._identity import Identity, IdentityRealm
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
-from securenet.interfaces import IClientMechanism, IMechanismFactory, IMechanismProvider, ISecondFactor, IServerMechanism
-from securenet.store._memory import MemoryStore
 from securenet.cred._throttle import Throttle, ThrottlePolicy
+from securenet.interfaces import (
+    IClientMechanism,
+    IMechanismFactory,
+    IMechanismProvider,
+    ISecondFactor,
+    IServerMechanism,
+    ITOTPCredentials,
+)
+from securenet.sasl._builtin import ExternalClientMechanism
+from securenet.sasl._channel import channel_bindings
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError
+from securenet.session import _server as session_module
 from securenet.session._client import CLIENT_DEADLINE, ClientSession
 from securenet.session._errors import AuthenticationFailed, ProtocolViolation, ServerNotAuthenticated
-from securenet.session._exchange import MAX_LINE, ExchangeSettings, ServerExchange, decode_identity, encode_identity, offered_mechanisms
-from securenet.session import _server as session_module
+from securenet.session._exchange import (
+    MAX_LINE,
+    ExchangeSettings,
+    ServerExchange,
+    decode_identity,
+    encode_identity,
+    offered_mechanisms,
+)
 from securenet.session._server import ServerSession, SessionFactory, identity_of
+from securenet.store._memory import MemoryStore
 from securenet.testing import EphemeralPKI, MemoryConnection, connect_in_memory
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import TLSGuard
@@ -759,7 +772,8 @@ class SuccessTests(ExchangeTestCase):
         denied, ok_event = self.decisions()
         cipher = ok_event["cipher"]
         self.assertEqual(
-            formatEvent(ok_event), f"authentication ok for 127.0.0.1:54321 by TEST: x{{peer}}{{0}}{{log_format}}y over TLSv1.3 {cipher}"
+            formatEvent(ok_event),
+            f"authentication ok for 127.0.0.1:54321 by TEST: x{{peer}}{{0}}{{log_format}}y over TLSv1.3 {cipher}",
         )
         self.assertEqual(ok_event["identity"], "x{peer}{0}{log_format}y")
         self.assertEqual(ok_event["peer"], "127.0.0.1:54321")
@@ -784,7 +798,9 @@ class SuccessTests(ExchangeTestCase):
         self.assertEqual(decode_identity("Zo%C3%AB%20Doe/ops@example.org"), "Zo\u00eb Doe/ops@example.org")
         self.assertEqual(rest, SERVER_DATA)
         identity = self.appIdentity()
-        self.assertEqual((identity.avatar_id, identity.mechanism, identity.second_factor), ("Zo\u00eb Doe/ops@example.org", "TEST", None))
+        self.assertEqual(
+            (identity.avatar_id, identity.mechanism, identity.second_factor), ("Zo\u00eb Doe/ops@example.org", "TEST", None)
+        )
         self.assertFalse(identity.mfa)
         self.assertIs(self.session.identity, identity)
         [decision] = self.decisions()
@@ -1237,9 +1253,7 @@ class ClientTests(ExchangeTestCase):
         client app, no application byte sent.
         """
         server_apps = RecordingFactory(b"SECURENET 1 AUTH TEST\r\nOK alice\r\n")
-        conn = self.connect(
-            raw=False, client="alice", server_factory=NotSecurenetFactory(server_apps, self.portal(), self.clock)
-        )
+        conn = self.connect(raw=False, client="alice", server_factory=NotSecurenetFactory(server_apps, self.portal(), self.clock))
         error = self.failureResultOf(conn.client_ready, ProtocolViolation).value
         self.assertIn("pipelined AUTH EXTERNAL", error.text)
         self.assertEqual(self.client_apps.built, [])
@@ -1449,9 +1463,7 @@ class EarlyDataTests(ExchangeTestCase):
     def test_clientEarlyDataWithoutPipelining(self) -> None:
         """No pipelined EXTERNAL (no certificate): early_data changes nothing, the app waits for OK."""
         server_apps = RecordingFactory()
-        self.connect(
-            raw=False, early_data=True, server_factory=NotSecurenetFactory(server_apps, self.portal(), self.clock)
-        )
+        self.connect(raw=False, early_data=True, server_factory=NotSecurenetFactory(server_apps, self.portal(), self.clock))
         self.assertNoResult(self.conn.client_ready)
         self.assertEqual(self.client_apps.built, [])
         self.assertEqual(server_apps.received, b"")
@@ -1477,7 +1489,10 @@ class ThrottleTests(ExchangeTestCase):
 
     def connectThrottled(self, *checkers: Any, client: str | None = None) -> None:
         self.connect(
-            self.portal(*checkers), client=client, throttle=self.throttle, settings=ExchangeSettings(max_attempts=10, deadline=3600)
+            self.portal(*checkers),
+            client=client,
+            throttle=self.throttle,
+            settings=ExchangeSettings(max_attempts=10, deadline=3600),
         )
 
     def test_throttledAfterFreeFailures(self) -> None:
@@ -1537,7 +1552,10 @@ class ThrottleTests(ExchangeTestCase):
         self.connectThrottled()
         self.send("AUTH TEST", response("alice", "wonderland"), "AUTH TEST", response("bob", "builder"))
         lines = self.transcript()[0]
-        self.assertEqual(lines, [GREETING, CHALLENGE_LINE, "NO THROTTLED too many recent failures; try again in 11 s", CHALLENGE_LINE, ok("bob")])
+        self.assertEqual(
+            lines,
+            [GREETING, CHALLENGE_LINE, "NO THROTTLED too many recent failures; try again in 11 s", CHALLENGE_LINE, ok("bob")],
+        )
         self.assertEqual(self.passwords.calls, [b"bob"])
         self.assertEqual(self.store.failures, {"user:alice": (2, 0.0)})
 

@@ -38,29 +38,29 @@ from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.sasl._apikey import APIKeyClientMechanism
-from securenet.cred._apikeys import create_api_key, parse_api_key
-from securenet.sasl._channel import channel_bindings
-from securenet.cred._checkers import CertificateChecker
-from securenet.sasl._builtin import ExternalClientMechanism
-from securenet.sasl._plain import PlainClientMechanism
-from securenet.cred._identity import Identity, IdentityRealm
-from securenet.cred._passwords import PasswordHasher
-from securenet.cred._users import new_user
 from securenet._threads import synchronous_runner
-from securenet.sasl._mechanism import ChannelBindings
-from securenet.interfaces import IClientMechanism
-from securenet.sasl._scram import SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramClientMechanism
-from securenet.store._memory import MemoryStore
-from securenet.store._records import User
-from securenet.cred._storechecker import StoreChecker
-from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
+from securenet.cred._apikeys import create_api_key, parse_api_key
+from securenet.cred._checkers import CertificateChecker
+from securenet.cred._identity import Identity, IdentityRealm
 from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.cred._passwords import PasswordHasher
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._users import new_user
+from securenet.interfaces import IClientMechanism
 from securenet.pki._tokenkeys import TokenKey
-from securenet.session._errors import AuthenticationFailed
+from securenet.sasl._apikey import APIKeyClientMechanism
+from securenet.sasl._builtin import ExternalClientMechanism
+from securenet.sasl._channel import channel_bindings
+from securenet.sasl._mechanism import ChannelBindings
+from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
+from securenet.sasl._plain import PlainClientMechanism
+from securenet.sasl._scram import SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ScramClientMechanism
 from securenet.session._client import ClientSession
+from securenet.session._errors import AuthenticationFailed
 from securenet.session._exchange import MAX_LINE, ExchangeSettings, b64decode, b64encode
 from securenet.session._server import ServerSession, SessionFactory, identity_of
+from securenet.store._memory import MemoryStore
+from securenet.store._records import User
 from securenet.testing import EphemeralPKI, MemoryConnection, connect_in_memory
 from securenet.tls._policy import ClientTLSPolicy, ServerTLSPolicy
 from tests.test_tls import SERVER_DATA, EventCapture, RecordingFactory, RecordingProtocol
@@ -505,7 +505,9 @@ class MechanismTestCase(SynchronousTestCase):
         self.assertEqual(self.apps.received, b"", self.label)
         self.assertIsNone(self.session.identity, self.label)
 
-    def assertDenied(self, decision: dict[str, Any], driver: Driver, reason: str, *, mechanism: str | None, attempted: str | None) -> None:
+    def assertDenied(
+        self, decision: dict[str, Any], driver: Driver, reason: str, *, mechanism: str | None, attempted: str | None
+    ) -> None:
         self.assertEqual(decision["result"], "denied", self.label)
         self.assertIsNone(decision["identity"], self.label)
         self.assertEqual(decision["mechanism"], mechanism, self.label)
@@ -723,7 +725,9 @@ class TooManyAttemptsTests(MechanismTestCase):
         decisions = self.decisions()
         self.assertEqual(len(decisions), 3, self.label)
         for decision in decisions:
-            self.assertDenied(decision, driver, driver.reasons["wrong"], mechanism=driver.name, attempted=self.attemptedBy(driver, "wrong"))
+            self.assertDenied(
+                decision, driver, driver.reasons["wrong"], mechanism=driver.name, attempted=self.attemptedBy(driver, "wrong")
+            )
         # Nothing more is read on a closed exchange.
         self.write(b"AUTH PLAIN =\r\n")
         self.assertEqual(len(self.decisions()), 3, self.label)

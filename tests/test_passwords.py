@@ -21,25 +21,33 @@ from scramp.utils import saslprep as scramp_saslprep
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securenet.cred._passwords import DEFAULT_ARGON2, GENERIC_REFUSAL, InvalidPasswordHash, LoginRefused, PasswordChecker, PasswordError, PasswordHasher
-from securenet.sasl._plain import PLAIN, PlainMechanism, parse_plain
-from securenet.cred._saslprep import SASLprepError, normalize_password, saslprep
-from securenet.cred._names import UserRecordError, validate_roles, validate_user_name
-from securenet.cred._users import new_user
-from securenet.cred._scram import derive_scram_keys
+from securenet._errors import SecurenetError
 from securenet._threads import synchronous_runner
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
+from securenet.cred._identity import IdentityRealm
+from securenet.cred._names import UserRecordError, validate_roles, validate_user_name
+from securenet.cred._passwords import (
+    DEFAULT_ARGON2,
+    GENERIC_REFUSAL,
+    InvalidPasswordHash,
+    LoginRefused,
+    PasswordChecker,
+    PasswordError,
+    PasswordHasher,
+)
+from securenet.cred._saslprep import SASLprepError, normalize_password, saslprep
+from securenet.cred._scram import derive_scram_keys
+from securenet.cred._users import new_user
 from securenet.interfaces import IMechanismFactory, IServerMechanism
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError
+from securenet.sasl._offer import offered_mechanisms
+from securenet.sasl._plain import PLAIN, PlainMechanism, parse_plain
 from securenet.store._memory import MemoryStore
 from securenet.store._records import ScramKeys, User
-from securenet._errors import SecurenetError
-from twisted.cred.portal import Portal
-from securenet.sasl._offer import offered_mechanisms
-from securenet.cred._identity import IdentityRealm
 
 T = TypeVar("T")
 
@@ -79,9 +87,7 @@ def corpus(size: int = 4000, seed: int = 4013) -> list[str]:
     rng = random.Random(seed)
     strings = list(HANDPICKED)
     for _ in range(size):
-        strings.append(
-            "".join(chr(rng.randint(*rng.choice(CORPUS_RANGES))) for _ in range(rng.randint(0, 6)))
-        )
+        strings.append("".join(chr(rng.randint(*rng.choice(CORPUS_RANGES))) for _ in range(rng.randint(0, 6))))
     return strings
 
 
@@ -491,7 +497,9 @@ class PasswordCheckerTests(SynchronousTestCase):
 
     def test_badPassword(self) -> None:
         """A password SASLprep refuses is refused without naming it."""
-        e = self.assertRefused(self.check(b"alice", b"s3\x07cret"), "password refused: it contains a control character (user 'alice')")
+        e = self.assertRefused(
+            self.check(b"alice", b"s3\x07cret"), "password refused: it contains a control character (user 'alice')"
+        )
         self.assertNotIn("cret", e.reason)
         self.assertRefused(self.check(b"alice", b"\xff"), "password is not valid UTF-8")
 

@@ -290,9 +290,7 @@ class ParseSanTests(PKITestCase):
         self.assertEqual(parse_san("dns: example.org "), x509.DNSName("example.org"))
         self.assertEqual(parse_san("IP:10.0.0.1"), x509.IPAddress(ipaddress.ip_address("10.0.0.1")))
         self.assertEqual(parse_san("IP:2001:db8::1"), x509.IPAddress(ipaddress.ip_address("2001:db8::1")))
-        self.assertEqual(
-            parse_san("URI:spiffe://example.org/a"), x509.UniformResourceIdentifier("spiffe://example.org/a")
-        )
+        self.assertEqual(parse_san("URI:spiffe://example.org/a"), x509.UniformResourceIdentifier("spiffe://example.org/a"))
         self.assertEqual(parse_san("email:a@example.org"), x509.RFC822Name("a@example.org"))
 
     def test_errors(self) -> None:
@@ -425,8 +423,7 @@ class FileTests(PKITestCase):
         self.assertEqual(exc.mode, 0o644)
         self.assertEqual(
             str(exc),
-            f"{key_path}: private key file has mode 0644; it must not be accessible "
-            f"by group or others (chmod 600 {key_path})",
+            f"{key_path}: private key file has mode 0644; it must not be accessible by group or others (chmod 600 {key_path})",
         )
         os.chmod(key_path, 0o640)
         self.assertEqual(self.assertRaises(InsecurePermissions, load_private_key, key_path).mode, 0o640)
@@ -583,9 +580,18 @@ class RevocationTests(PKITestCase):
 
         def verify(path: Path) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [openssl(), "verify", "-crl_check", "-CAfile", str(self.dir / "ca.pem"),
-                 "-CRLfile", str(self.dir / "crl.pem"), str(path)],
-                capture_output=True, text=True,
+                [
+                    openssl(),
+                    "verify",
+                    "-crl_check",
+                    "-CAfile",
+                    str(self.dir / "ca.pem"),
+                    "-CRLfile",
+                    str(self.dir / "crl.pem"),
+                    str(path),
+                ],
+                capture_output=True,
+                text=True,
             )
 
         self.assertEqual(verify(self.cert_path).returncode, 0)

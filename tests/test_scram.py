@@ -35,23 +35,31 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securenet.sasl._channel import channel_bindings, tls_server_end_point
 from securenet.cred._identity import AuthenticationContext, IdentityRealm
-from securenet.interfaces import IIdentity
 from securenet.cred._passwords import GENERIC_REFUSAL, LoginRefused, PasswordError
-from securenet.cred._scram import derive_scram_keys
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
-from securenet.interfaces import IClientMechanism, IMechanismFactory, IScramChecker, IServerMechanism
-from securenet.cred._scram import MAX_ITERATIONS, ScramChecker, ScramCredentials
-from securenet.sasl._scram import SCRAM_SHA_256, SCRAM_SHA_256_PLUS, ChannelBindingError, ScramClientMechanism, ScramServerMechanism
-from securenet.interfaces import IScramCredentials
+from securenet.cred._scram import MAX_ITERATIONS, ScramChecker, ScramCredentials, derive_scram_keys
+from securenet.interfaces import (
+    IClientMechanism,
+    IIdentity,
+    IMechanismFactory,
+    IScramChecker,
+    IScramCredentials,
+    IServerMechanism,
+)
+from securenet.sasl._channel import channel_bindings, tls_server_end_point
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError
+from securenet.sasl._offer import offered_mechanisms
+from securenet.sasl._scram import (
+    SCRAM_SHA_256,
+    SCRAM_SHA_256_PLUS,
+    ChannelBindingError,
+    ScramClientMechanism,
+    ScramServerMechanism,
+)
 from securenet.store._memory import MemoryStore
 from securenet.store._records import ScramKeys, User
 from securenet.testing import EphemeralPKI, connect_in_memory
 from securenet.tls._profiles import INTERMEDIATE
-from securenet.sasl._offer import offered_mechanisms
-from securenet.cred._identity import IdentityRealm
-from twisted.cred.portal import Portal
 
 ITERATIONS = 4096
 PEER = "192.0.2.7:40000"
@@ -373,10 +381,7 @@ class RFC7677Tests(ScramTestCase):
     SERVER_NONCE = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"
     CLIENT_FIRST = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
     SERVER_FIRST = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
-    CLIENT_FINAL = (
-        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
-        b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
-    )
+    CLIENT_FINAL = b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
     SERVER_FINAL = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
 
     def test_client(self) -> None:
@@ -389,9 +394,7 @@ class RFC7677Tests(ScramTestCase):
         store = MemoryStore()
         store.users["user"] = User("user", scram=make_keys("pencil", salt=base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")))
         checker = ScramChecker(store, default_iterations=ITERATIONS)
-        server = ScramServerMechanism(
-            checker, ChannelBindings(), PEER, plus=False, offers_plus=False, nonce=self.SERVER_NONCE
-        )
+        server = ScramServerMechanism(checker, ChannelBindings(), PEER, plus=False, offers_plus=False, nonce=self.SERVER_NONCE)
         self.assertEqual(self.successResultOf(server.step(self.CLIENT_FIRST)), Challenge(self.SERVER_FIRST))
         final = self.successResultOf(server.step(self.CLIENT_FINAL))
         assert isinstance(final, Complete)
@@ -410,7 +413,9 @@ class ScrampInteropTests(ScramTestCase):
         )
         self.assertEqual(make_keys("pw", salt=salt), ScramKeys(salt_, iterations, stored, server_key))
 
-    def scramp_client_against_ours(self, mechanism: str, channel_binding: tuple[str, bytes] | None, bindings: ChannelBindings) -> None:
+    def scramp_client_against_ours(
+        self, mechanism: str, channel_binding: tuple[str, bytes] | None, bindings: ChannelBindings
+    ) -> None:
         checker = ScramChecker(make_store(alice="pw"), default_iterations=ITERATIONS)
         theirs = scramp.ScramClient([mechanism], "alice", "pw", channel_binding=channel_binding)
         server = server_mechanism(checker, plus=mechanism.endswith("-PLUS"), bindings=bindings)
@@ -433,10 +438,14 @@ class ScrampInteropTests(ScramTestCase):
             channel_bindings(server_handle, "server"),
         )
 
-    def our_client_against_scramp(self, mechanism: str, channel_binding: tuple[str, bytes] | None, client: ScramClientMechanism) -> None:
+    def our_client_against_scramp(
+        self, mechanism: str, channel_binding: tuple[str, bytes] | None, client: ScramClientMechanism
+    ) -> None:
         m = scramp.ScramMechanism(mechanism)
         salt, stored, server_key, iterations = m.make_auth_info("pw", iteration_count=ITERATIONS)
-        theirs = m.make_server(lambda name: (salt, stored, server_key, iterations) if name == "alice" else None, channel_binding=channel_binding)
+        theirs = m.make_server(
+            lambda name: (salt, stored, server_key, iterations) if name == "alice" else None, channel_binding=channel_binding
+        )
         theirs.set_client_first(client.initial().decode())
         theirs.set_client_final(client.respond(theirs.get_server_first().encode()).decode())  # raises on a bad proof
         client.verify_success(theirs.get_server_final().encode())
@@ -448,9 +457,7 @@ class ScrampInteropTests(ScramTestCase):
 
     def test_our_client_plain_could_bind(self) -> None:
         """Our 'y' flag is what scramp expects from a binding-capable client of a non-binding server."""
-        self.our_client_against_scramp(
-            "SCRAM-SHA-256", None, ScramClientMechanism("alice", "pw", plus=False, bindings=BINDINGS)
-        )
+        self.our_client_against_scramp("SCRAM-SHA-256", None, ScramClientMechanism("alice", "pw", plus=False, bindings=BINDINGS))
 
     def test_our_client_plus_end_point(self) -> None:
         pki = EphemeralPKI.create()

@@ -22,14 +22,22 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.session._server import identity_of
 from securenet import protocols as base_module
-from securenet.protocols import NOT_CONFIGURED, COMMAND_DENIED, CommandSetupError, SecureAMP, SecureCommand, SecureLineReceiver, CommandDenied, command_resource
 from securenet.authz import AuthorizationDenied, AuthorizationSetupError, Context, Policy, requires
-from securenet.sasl._plain import PlainClientMechanism
 from securenet.cred._identity import Identity
 from securenet.interfaces import ISession
-from securenet.session._server import NotASecureSession
+from securenet.protocols import (
+    COMMAND_DENIED,
+    NOT_CONFIGURED,
+    CommandDenied,
+    CommandSetupError,
+    SecureAMP,
+    SecureCommand,
+    SecureLineReceiver,
+    command_resource,
+)
+from securenet.sasl._plain import PlainClientMechanism
+from securenet.session._server import NotASecureSession, identity_of
 from securenet.testing import AppConnection, EphemeralPKI, connect_app_in_memory, memory_portal
 from tests.test_tls import EventCapture
 
@@ -234,9 +242,7 @@ class SecureAMPTestCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.log = EventCapture(self)
         self.clock = Clock()
-        self.portal = memory_portal(
-            {"alice": ["writer"], "bob": ["reader"], "root": ["admin"], "nobody": []}, clock=self.clock
-        )
+        self.portal = memory_portal({"alice": ["writer"], "bob": ["reader"], "root": ["admin"], "nobody": []}, clock=self.clock)
 
     def connect(self, name: str, *, with_policy: Policy | None | bool = True) -> AppConnection:
         chosen = policy() if with_policy is True else (with_policy or None)
@@ -371,7 +377,9 @@ class SecureAMPTests(SecureAMPTestCase):
         conn = self.connect("alice")
         server: Service = conn.server
         self.assertIsInstance(server.identity, Identity)
-        self.assertEqual((server.identity.avatar_id, server.identity.mechanism, server.identity.roles), ("alice", "EXTERNAL", ("writer",)))
+        self.assertEqual(
+            (server.identity.avatar_id, server.identity.mechanism, server.identity.roles), ("alice", "EXTERNAL", ("writer",))
+        )
         self.assertIs(server.policy, policy())
         self.assertIs(ISession(server.transport).policy, policy())
         self.assertEqual(self.call(conn, Whoami), {"name": "alice", "roles": ["writer"]})
@@ -403,7 +411,9 @@ class SecureAMPTests(SecureAMPTestCase):
         failure = self.refused(conn, Read, key="public/embargoed/report")
         failure.trap(CommandDenied)
         message = str(failure.value)
-        self.assertEqual(message, "bob may not kv.read public/embargoed/report: missing permission kv.read:public/embargoed/report")
+        self.assertEqual(
+            message, "bob may not kv.read public/embargoed/report: missing permission kv.read:public/embargoed/report"
+        )
         for secret in ("secret internal rule", "test-policy.toml", "rule", "reader"):
             self.assertNotIn(secret, message)
 
@@ -569,7 +579,11 @@ class NoPolicyTests(SecureAMPTestCase):
 class CommandDeclarationTests(SynchronousTestCase):
     def define(self, **attributes: Any) -> Callable[[], type]:
         def make() -> type:
-            return type("Bad", (SecureCommand,), {"arguments": [(b"key", amp.Unicode()), (b"opt", amp.Unicode(optional=True))], **attributes})
+            return type(
+                "Bad",
+                (SecureCommand,),
+                {"arguments": [(b"key", amp.Unicode()), (b"opt", amp.Unicode(optional=True))], **attributes},
+            )
 
         return make
 
@@ -691,7 +705,9 @@ class SecureLineReceiverTests(SynchronousTestCase):
                 "denied: alice may not kv.write users/bob/n: missing permission kv.write:users/bob/n",
             ],
         )
-        self.assertEqual([e["result"] for e in self.log.of("authz.decision", identity="alice")], ["allow", "deny", "allow", "deny"])
+        self.assertEqual(
+            [e["result"] for e in self.log.of("authz.decision", identity="alice")], ["allow", "deny", "allow", "deny"]
+        )
 
     def test_requiresOnAMethod(self) -> None:
         _, denied = self.converse("alice", b"stop")

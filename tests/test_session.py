@@ -31,15 +31,14 @@ from zope.interface.verify import verifyObject
 
 from securenet.cred._checkers import MAPPINGS, CertificateChecker, CertificateNotAccepted
 from securenet.cred._credentials import CertificateCredentials
-from securenet.interfaces import ICertificateCredentials
 from securenet.cred._identity import IdentityRealm
 from securenet.cred._strcred import CheckerArgumentError, certificateCheckerFactory
+from securenet.interfaces import ICertificateCredentials, ISession
 from securenet.pki._ca import IssuedCertificate, generate_private_key, parse_san
 from securenet.pki._pins import spki_pin
-from securenet.session._errors import AuthenticationFailed
 from securenet.session._client import connect
+from securenet.session._errors import AuthenticationFailed
 from securenet.session._exchange import ExchangeSettings
-from securenet.interfaces import ISession
 from securenet.session._server import NotASecureSession, ServerSession, SessionFactory, identity_of
 from securenet.testing import EphemeralPKI, MemoryConnection, connect_in_memory
 from securenet.tls._endpoints import SecureClientEndpoint

@@ -24,14 +24,21 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 import securenet.store._sqlite
-from securenet.store._sqlite import APPLICATION_ID, SQLiteStore
-from securenet.store._migrations import SCHEMA_VERSION
-from securenet.store._errors import DatabaseFileError, InsecureDatabaseFile, UnsupportedSchema
 from securenet._threads import thread_runner
-from securenet.store._records import APIKey, ScramKeys, User
 from securenet.interfaces import ICredentialStore
+from securenet.store._errors import (
+    DatabaseFileError,
+    InsecureDatabaseFile,
+    NoSuchAPIKey,
+    NoSuchUser,
+    StoreError,
+    UnsupportedSchema,
+    UserExists,
+)
 from securenet.store._memory import MemoryStore
-from securenet.store._errors import NoSuchAPIKey, NoSuchUser, StoreError, UserExists
+from securenet.store._migrations import SCHEMA_VERSION
+from securenet.store._records import APIKey, ScramKeys, User
+from securenet.store._sqlite import APPLICATION_ID, SQLiteStore
 
 T = TypeVar("T")
 
@@ -207,9 +214,7 @@ class StoreContract(_Base):
             self.ok(self.store.add_api_key(key))
         self.assertEqual(self.ok(self.store.get_api_key("k1")), api_key("k1", "alice"))
         self.assertEqual(self.ok(self.store.get_api_key("k3")), naive)
-        self.assertEqual(
-            self.ok(self.store.list_api_keys()), [api_key("k1", "alice"), api_key("k2", "bob"), naive]
-        )
+        self.assertEqual(self.ok(self.store.list_api_keys()), [api_key("k1", "alice"), api_key("k2", "bob"), naive])
         self.assertEqual(self.ok(self.store.list_api_keys("alice")), [api_key("k1", "alice"), naive])
         self.assertEqual(self.ok(self.store.list_api_keys("bob")), [api_key("k2", "bob")])
         self.assertEqual(self.ok(self.store.list_api_keys("nobody")), [])
@@ -448,8 +453,7 @@ class SQLiteFileTests(SynchronousTestCase):
             self.path.chmod(bad)
             e = self.refused(
                 InsecureDatabaseFile,
-                f"credential database has mode {bad:04o}; it must not be accessible by group or others "
-                f"(chmod 600 {self.path})",
+                f"credential database has mode {bad:04o}; it must not be accessible by group or others (chmod 600 {self.path})",
             )
             assert isinstance(e, InsecureDatabaseFile)
             self.assertEqual(e.mode, bad)

@@ -85,9 +85,7 @@ class OptionsTests(SynchronousTestCase):
 
     def test_config(self) -> None:
         """The config file's settings apply where the command line is silent."""
-        path = self.writeConfig(
-            'listen = ["securenet:9:x=y"]\napp = "echo"\nauth = ["certificate:map=dns"]\npolicy = "p.toml"\n'
-        )
+        path = self.writeConfig('listen = ["securenet:9:x=y"]\napp = "echo"\nauth = ["certificate:map=dns"]\npolicy = "p.toml"\n')
         options = self.parse("--config", str(path))
         self.assertEqual(options["listen"], ["securenet:9:x=y"])
         self.assertEqual(options["policy"], "p.toml")
@@ -149,7 +147,9 @@ class MakeServiceTests(SynchronousTestCase):
     def test_servicePerListen(self) -> None:
         listen = f"securenet:0:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
         options = tap.Options()
-        options.parseOptions(["--listen", listen, "--listen", listen.replace(":0:", ":0:interface=\\:\\:1:"), "--auth", "anonymous"])
+        options.parseOptions(
+            ["--listen", listen, "--listen", listen.replace(":0:", ":0:interface=\\:\\:1:"), "--auth", "anonymous"]
+        )
         service = tap.makeService(options)
         children = list(service)  # type: ignore[call-overload]
         self.assertEqual(len(children), 2)

@@ -20,12 +20,12 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from securenet import tap
-from securenet.interfaces import ITokenCredentials
 from securenet._threads import synchronous_runner
-from securenet.store._memory import MemoryStore
-from securenet.cred._storechecker import StoreChecker
 from securenet.cred._jwt import TokenChecker
+from securenet.cred._storechecker import StoreChecker
+from securenet.interfaces import ITokenCredentials
 from securenet.session._server import SessionFactory
+from securenet.store._memory import MemoryStore
 from securenet.testing import EphemeralPKI, weak_hasher
 from securenet.web._site import SecureSite
 from securenet.web._tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
@@ -111,10 +111,14 @@ class WebServiceTests(SynchronousTestCase):
         self.listen = f"securenet:0:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
         key = ed25519.Ed25519PrivateKey.generate()
         self.key = Path(self.mktemp())
-        self.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        self.key.write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
         self.key.chmod(0o600)
         self.public = Path(self.mktemp())
-        self.public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        self.public.write_bytes(
+            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
         self.stderr = io.StringIO()
         self.patch(sys, "stderr", self.stderr)
 
@@ -122,7 +126,9 @@ class WebServiceTests(SynchronousTestCase):
         options = tap.Options()
         if store:
             # A credential store in memory (an SQLite one would start a thread on the global reactor).
-            options.addChecker(StoreChecker(MemoryStore(), Clock(), runner=synchronous_runner, hasher=weak_hasher(), scram_iterations=4096))
+            options.addChecker(
+                StoreChecker(MemoryStore(), Clock(), runner=synchronous_runner, hasher=weak_hasher(), scram_iterations=4096)
+            )
         options.parseOptions(list(argv))
         return options
 
@@ -175,7 +181,12 @@ class WebServiceTests(SynchronousTestCase):
         self.assertRefused(
             self.options("--http", self.http, "--token-key", str(self.public)), f"--token-key: {self.public}: is a public key"
         )
-        self.assertRefused(self.options("--http", self.http, "--token-key", "/nonexistent/key"), "--token-key: /nonexistent/key: token key file does not exist")
+        self.assertRefused(
+            self.options("--http", self.http, "--token-key", "/nonexistent/key"),
+            "--token-key: /nonexistent/key: token key file does not exist",
+        )
 
     def test_badHttpEndpoint(self) -> None:
-        self.assertRefused(self.options("--http", "securenet:0:nokey=1"), "--http securenet:0:nokey=1: unknown server endpoint key")
+        self.assertRefused(
+            self.options("--http", "securenet:0:nokey=1"), "--http securenet:0:nokey=1: unknown server endpoint key"
+        )

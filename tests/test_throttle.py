@@ -10,8 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet.store._memory import MemoryStore
 from securenet.cred._throttle import Throttle, ThrottlePolicy, throttle_keys
+from securenet.store._memory import MemoryStore
 from tests.test_tls import EventCapture
 
 ALICE = "user:alice"
@@ -23,7 +23,14 @@ class PolicyTests(SynchronousTestCase):
         """The documented defaults: 3 free, 1 s doubling to 60 s, lockout at 20 (account) / 100 (address) for 15 min."""
         policy = ThrottlePolicy()
         self.assertEqual(
-            (policy.free_failures, policy.base_delay, policy.max_delay, policy.account_lockout, policy.address_lockout, policy.lockout_seconds),
+            (
+                policy.free_failures,
+                policy.base_delay,
+                policy.max_delay,
+                policy.account_lockout,
+                policy.address_lockout,
+                policy.lockout_seconds,
+            ),
             (3, 1.0, 60.0, 20, 100, 900.0),
         )
 

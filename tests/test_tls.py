@@ -40,7 +40,26 @@ from securenet.pki._pins import spki_pin
 from securenet.testing import CLIENT_ADDRESS, SERVER_ADDRESS, EphemeralPKI, MemoryConnection, connect_in_memory
 from securenet.tls._binding import set_groups
 from securenet.tls._certificates import as_cryptography
-from securenet.tls._errors import CertificateExpired, CertificateNotYetValid, CertificateRejected, CertificateRevoked, ClientCertificateRequired, CRLExpired, HandshakeFailed, HandshakeTimeout, HostnameMismatch, NoSharedCipher, NotTLS, PeerRejectedCertificate, PinMismatch, ProtocolVersionRejected, TLSConfigurationError, TLSError, TofuMismatch, UntrustedCertificate
+from securenet.tls._errors import (
+    CertificateExpired,
+    CertificateNotYetValid,
+    CertificateRejected,
+    CertificateRevoked,
+    ClientCertificateRequired,
+    CRLExpired,
+    HandshakeFailed,
+    HandshakeTimeout,
+    HostnameMismatch,
+    NoSharedCipher,
+    NotTLS,
+    PeerRejectedCertificate,
+    PinMismatch,
+    ProtocolVersionRejected,
+    TLSConfigurationError,
+    TLSError,
+    TofuMismatch,
+    UntrustedCertificate,
+)
 from securenet.tls._guard import TLSGuard, TLSGuardFactory
 from securenet.tls._policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
 from securenet.tls._profiles import INTERMEDIATE, MODERN
@@ -225,9 +244,7 @@ class EventCapture:
 
     def of(self, kind: str, **match: object) -> list[dict[str, Any]]:
         """The events of C{kind} whose fields equal C{match}."""
-        return [
-            e for e in self.events if e["securenet_event"] == kind and all(e.get(k) == v for k, v in match.items())
-        ]
+        return [e for e in self.events if e["securenet_event"] == kind and all(e.get(k) == v for k, v in match.items())]
 
 
 @attrs.define
@@ -529,9 +546,7 @@ class PinTests(TLSTestCase):
         self.assertIsInstance(error, PinMismatch)
         assert isinstance(error, PinMismatch)
         self.assertEqual(error.expected, (wanted,))
-        self.assertEqual(
-            set(error.presented), {spki_pin(pki().server.certificate), spki_pin(pki().ca_certificate)}
-        )
+        self.assertEqual(set(error.presented), {spki_pin(pki().server.certificate), spki_pin(pki().ca_certificate)})
         self.assertIn(wanted, str(error))
         self.assertRefusedBeforeClientApp(run)
 
@@ -647,9 +662,7 @@ class TofuTests(TLSTestCase):
         """The store is keyed by host:port: a new port is a first use, recorded on its own line."""
         path = Path(self.mktemp()) / "known_servers"
         self.assertConnected(handshake(pki().server_policy(), pki().client_policy(tofu=TofuStore.load(path)), port=1))
-        self.assertConnected(
-            handshake(other_pki().server_policy(), pki().client_policy(tofu=TofuStore.load(path)), port=2)
-        )
+        self.assertConnected(handshake(other_pki().server_policy(), pki().client_policy(tofu=TofuStore.load(path)), port=2))
         self.assertEqual(
             path.read_text("utf-8").splitlines(),
             [f"localhost:1 {spki_pin(pki().server.certificate)}", f"localhost:2 {spki_pin(other_pki().server.certificate)}"],
@@ -766,9 +779,7 @@ class ClientCertificateTests(TLSTestCase):
     def test_staleCRLRefusesEveryone(self) -> None:
         """A CRL past its next-update refuses every client certificate with CRLExpired, and the event says so."""
         now = _now()
-        stale = pki().ca.crl(
-            [], last_update=now - datetime.timedelta(days=10), next_update=now - datetime.timedelta(days=1)
-        )
+        stale = pki().ca.crl([], last_update=now - datetime.timedelta(days=10), next_update=now - datetime.timedelta(days=1))
         policy = pki().server_policy(client_auth="required", crl=stale, crl_source="/etc/securenet/crl.pem")
         for name in ("alice", "carol"):
             self.log.events.clear()
@@ -810,9 +821,7 @@ class ClientCertificateTests(TLSTestCase):
     def test_policyConflicts(self) -> None:
         """Conflicting server settings are refused at construction."""
         with self.assertRaises(TLSConfigurationError) as caught:
-            ServerTLSPolicy(
-                certificate_chain=(pki().server.certificate,), private_key=pki().server.key, client_auth="required"
-            )
+            ServerTLSPolicy(certificate_chain=(pki().server.certificate,), private_key=pki().server.key, client_auth="required")
         self.assertIn("trustRoots", str(caught.exception))
         with self.assertRaises(TLSConfigurationError):
             pki().server_policy(crl=pki().ca.crl([]))

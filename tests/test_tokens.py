@@ -36,22 +36,20 @@ from zope.interface.verify import verifyObject
 import securenet.cred._strcred
 from securenet.cred._credentials import TokenCredentials
 from securenet.cred._identity import AuthenticationContext, IdentityRealm
-from securenet.interfaces import IIdentity
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
-from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
-from securenet.interfaces import ICredentialStore
-from securenet.store._memory import MemoryStore
-from securenet.store._records import User
-from securenet.cred._strcred import CheckerArgumentError, jwtCheckerFactory
-from securenet.pki._tokenkeys import InvalidTokenKey, InvalidTokenSettings, TokenKey, load_signing_key, load_verification_key
-from securenet.sasl._oauthbearer import OAuthBearerClientMechanism, OAuthBearerMechanismFactory, parse_oauthbearer
 from securenet.cred._jwt import PresentedToken, TokenChecker, TokenIssuer, TokenRefused, TokenSettings, VerifiedToken
+from securenet.cred._strcred import CheckerArgumentError, jwtCheckerFactory
+from securenet.interfaces import IClientMechanism, ICredentialStore, IIdentity, IMechanismFactory, IServerMechanism
 from securenet.pki._errors import FileCorrupt, FileMissing, InsecurePermissions
 from securenet.pki._files import write_private_key
+from securenet.pki._tokenkeys import InvalidTokenKey, InvalidTokenSettings, TokenKey, load_signing_key, load_verification_key
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError
+from securenet.sasl._oauthbearer import OAuthBearerClientMechanism, OAuthBearerMechanismFactory, parse_oauthbearer
+from securenet.sasl._offer import offered_mechanisms
 from securenet.session._errors import AuthenticationFailed
 from securenet.session._server import SessionFactory, identity_of
+from securenet.store._memory import MemoryStore
+from securenet.store._records import User
 from securenet.testing import EphemeralPKI, connect_in_memory
-from securenet.sasl._offer import offered_mechanisms
 
 NOW = 1_800_000_000
 DROP = object()
@@ -78,9 +76,7 @@ def hs256_by_hand(header: dict[str, Any], claims: dict[str, Any], secret: bytes)
 
 def public_pem(key: TokenKey) -> bytes:
     assert not isinstance(key.verification_key, bytes)
-    return key.verification_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key.verification_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def public_raw(key: TokenKey) -> bytes:
@@ -149,9 +145,7 @@ class SettingsTests(TokenTestCase):
         """A public key can never be configured as an HMAC secret."""
         with self.assertRaises(InvalidTokenSettings) as e:
             TokenKey.hmac(public_pem(self.key))
-        self.assertEqual(
-            str(e.exception), "HS256 secret is a PEM key; an HS256 secret must not be a public or private key"
-        )
+        self.assertEqual(str(e.exception), "HS256 secret is a PEM key; an HS256 secret must not be a public or private key")
 
     def test_none_and_unknown_algorithms(self) -> None:
         for alg in ("none", "RS256", "HS512", "ES384"):
@@ -270,7 +264,10 @@ class IssueAndVerifyTests(TokenTestCase):
         cases: list[tuple[dict[str, Any], str]] = [
             ({"ttl": 0}, "token ttl must be a whole number of seconds, at least 1, not 0"),
             ({"ttl": 1.5}, "token ttl must be a whole number of seconds, at least 1, not 1.5"),
-            ({"ttl": 60, "scopes": ["a b"]}, "invalid scope 'a b': a scope is printable ASCII without spaces, quotes or backslashes"),
+            (
+                {"ttl": 60, "scopes": ["a b"]},
+                "invalid scope 'a b': a scope is printable ASCII without spaces, quotes or backslashes",
+            ),
             ({"ttl": 60, "extra_claims": {"exp": 1, "name": "x"}}, "extra_claims may not set exp"),
         ]
         for kwargs, message in cases:
@@ -416,9 +413,7 @@ class SignatureTests(TokenTestCase):
         for key in (self.key, ec_key):
             checker = TokenChecker(TokenSettings([key]), self.store, self.clock)
             assert not isinstance(key.verification_key, bytes)
-            der = key.verification_key.public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            der = key.verification_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
             secrets = [public_pem(key), der] + ([public_raw(key)] if key is self.key else [])
             for secret in secrets:
                 token = hs256_by_hand({"alg": "HS256", "typ": "JWT"}, self.claims(), secret)
@@ -501,7 +496,12 @@ class SignatureTests(TokenTestCase):
     def test_jwk_and_jku_headers_ignored(self) -> None:
         """A token carrying its own key (jwk/jku) is still checked against the configured key only."""
         attacker = TokenKey.private(ed25519.Ed25519PrivateKey.generate())
-        token = self.sign(self.claims(), attacker, jku="https://evil.example/jwks", jwk={"kty": "OKP", "crv": "Ed25519", "x": b64(public_raw(attacker))})
+        token = self.sign(
+            self.claims(),
+            attacker,
+            jku="https://evil.example/jwks",
+            jwk={"kty": "OKP", "crv": "Ed25519", "x": b64(public_raw(attacker))},
+        )
         self.assertRefused(token, "bad signature")
 
 
@@ -539,7 +539,9 @@ class StoreTests(TokenTestCase):
                 return super().is_token_revoked(jti)
 
         checker = TokenChecker(self.settings, Spy(), self.clock)
-        self.assertRefused(self.sign(self.claims(), TokenKey.private(ed25519.Ed25519PrivateKey.generate())), "bad signature", checker)
+        self.assertRefused(
+            self.sign(self.claims(), TokenKey.private(ed25519.Ed25519PrivateKey.generate())), "bad signature", checker
+        )
         self.assertRefused(self.sign(self.claims(exp=NOW - 100)), "token expired", checker)
         self.assertEqual(calls, [])
 
@@ -741,7 +743,9 @@ class StrcredTests(TokenTestCase):
 
     def test_defaults(self) -> None:
         checker = jwtCheckerFactory.generateChecker(f"key={self.pub()},alg=EdDSA")
-        self.assertEqual((checker.settings.audience, checker.settings.issuer, checker.settings.leeway), ("securenet", "securenet", 30))
+        self.assertEqual(
+            (checker.settings.audience, checker.settings.issuer, checker.settings.leeway), ("securenet", "securenet", 30)
+        )
 
     def test_db(self) -> None:
         opened: list[tuple[str, str]] = []

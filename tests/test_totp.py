@@ -20,12 +20,12 @@ from zope.interface.verify import verifyObject
 
 import securenet.cred._strcred
 from securenet.cred._credentials import TOTPCredentials
-from securenet.interfaces import ISecondFactor
-from securenet.store._memory import MemoryStore
-from securenet.store._errors import NoSuchUser
-from securenet.store._records import User
 from securenet.cred._strcred import CheckerArgumentError, totpCheckerFactory
 from securenet.cred._totp import AlreadyEnrolled, TOTPChecker, TOTPRefused, enroll
+from securenet.interfaces import ISecondFactor
+from securenet.store._errors import NoSuchUser
+from securenet.store._memory import MemoryStore
+from securenet.store._records import User
 
 #: A time in the middle of a 30 s step (so "one step ago" is unambiguous).
 NOW = 1_800_000_015

@@ -35,23 +35,40 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
+from securenet._threads import synchronous_runner
 from securenet.authz import Policy
 from securenet.cred._apikeys import create_api_key
 from securenet.cred._identity import Identity
-from securenet._threads import synchronous_runner
-from securenet.store._sqlite import SQLiteStore
-from securenet.store._errors import StoreError
-from securenet.cred._throttle import Throttle
-from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
 from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.cred._throttle import Throttle
+from securenet.interfaces import IRefreshTokenStore
 from securenet.pki._tokenkeys import TokenKey
+from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
 from securenet.session._server import identity_of
-from securenet.testing import EphemeralPKI, connect_app_in_memory, connect_in_memory, memory_portal, totp_code, weak_hasher
-from securenet.web import BuiltinAPI, JSONBodyError, JSONEndpoint, JSONLimits, PayloadTooLarge, RefreshRefused, SecureSite, TokenService, Unauthorized, UnsupportedMediaType, WebAuthenticator, WebGuard, parse_json, read_json, read_json_object, request_identity
+from securenet.store._errors import StoreError
 from securenet.store._memory import MemoryRefreshStore
 from securenet.store._records import RefreshToken
+from securenet.store._sqlite import SQLiteStore
+from securenet.testing import EphemeralPKI, connect_app_in_memory, connect_in_memory, memory_portal, totp_code, weak_hasher
+from securenet.web import (
+    BuiltinAPI,
+    JSONBodyError,
+    JSONEndpoint,
+    JSONLimits,
+    PayloadTooLarge,
+    RefreshRefused,
+    SecureSite,
+    TokenService,
+    Unauthorized,
+    UnsupportedMediaType,
+    WebAuthenticator,
+    WebGuard,
+    parse_json,
+    read_json,
+    read_json_object,
+    request_identity,
+)
 from securenet.web._api import user_resource
-from securenet.interfaces import IRefreshTokenStore
 from securenet.web._tokens import parse_refresh_token
 
 PKI = EphemeralPKI.create()
@@ -186,7 +203,9 @@ def b64url(data: bytes) -> str:
 class Service:
     """The built-in API over an in-memory store, as twistd builds it, on a fake clock."""
 
-    def __init__(self, *, certificate: bool = True, policy: Policy | None = None, max_body: int = 64 * 1024, throttle: bool = True) -> None:
+    def __init__(
+        self, *, certificate: bool = True, policy: Policy | None = None, max_body: int = 64 * 1024, throttle: bool = True
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(NOW)
         self.portal = memory_portal(
@@ -202,7 +221,9 @@ class Service:
         self.portal.registerChecker(TokenChecker(self.settings, self.store, self.clock))
         self.throttle = Throttle(self.store, self.clock) if throttle else None
         self.authenticator = WebAuthenticator(self.portal, self.clock, throttle=self.throttle)
-        self.guard = WebGuard(self.authenticator, policy if policy is not None else Policy.parse(POLICY_TEXT, source="policy.toml"))
+        self.guard = WebGuard(
+            self.authenticator, policy if policy is not None else Policy.parse(POLICY_TEXT, source="policy.toml")
+        )
         self.refreshes = MemoryRefreshStore()
         self.tokens = TokenService(TokenIssuer(self.settings, self.clock), self.store, self.refreshes, self.clock)
         self.api = BuiltinAPI(
@@ -414,7 +435,9 @@ class BearerTests(SynchronousTestCase):
     def test_algNone(self) -> None:
         header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
         claims = b64url(
-            json.dumps({"sub": "root", "jti": "x" * 32, "iat": int(NOW), "exp": int(NOW) + 600, "aud": "securenet", "iss": "securenet"}).encode()
+            json.dumps(
+                {"sub": "root", "jti": "x" * 32, "iat": int(NOW), "exp": int(NOW) + 600, "aud": "securenet", "iss": "securenet"}
+            ).encode()
         )
         self.assertInvalidToken(f"{header}.{claims}.")
         self.assertInvalidToken(f"{header}.{claims}")
@@ -460,7 +483,10 @@ class PasswordTests(SynchronousTestCase):
         unknown = self.service.login("mallory", "nope")
         self.assertEqual(wrong.code, 401)
         self.assertEqual(wrong.json(), {"error": "invalid_credentials", "message": "authentication failed"})
-        self.assertEqual((unknown.code, unknown.body, unknown.headers.get("www-authenticate")), (wrong.code, wrong.body, wrong.headers.get("www-authenticate")))
+        self.assertEqual(
+            (unknown.code, unknown.body, unknown.headers.get("www-authenticate")),
+            (wrong.code, wrong.body, wrong.headers.get("www-authenticate")),
+        )
         reasons = [e["reason"] for e in self.events.of("auth.decision") if e["result"] == "denied"]
         self.assertEqual(reasons, ["wrong password for 'alice'", "no user 'mallory'"])
         self.assertNotIn(b"mallory", unknown.body)
@@ -514,7 +540,9 @@ class PasswordTests(SynchronousTestCase):
             response = self.service.request("POST", "/auth/login", json_body=body)
             self.assertEqual(response.code, 400, body)
             self.assertIn(message, response.json()["message"])
-        plain = self.service.request("POST", "/auth/login", ("Content-Type", "text/plain"), body=b'{"username": "a", "password": "b"}')
+        plain = self.service.request(
+            "POST", "/auth/login", ("Content-Type", "text/plain"), body=b'{"username": "a", "password": "b"}'
+        )
         self.assertEqual((plain.code, plain.json()["error"]), (415, "unsupported_media_type"))
 
     def test_throttled(self) -> None:
@@ -539,7 +567,9 @@ class PasswordTests(SynchronousTestCase):
         """Over plain HTTP the password is not even checked (nor counted)."""
         response = self.service.me(basic("alice", "alice-pw"), tls=False)
         self.assertEqual(response.code, 401)
-        self.assertEqual(response.json(), {"error": "insecure_transport", "message": "Basic authentication is only accepted over TLS"})
+        self.assertEqual(
+            response.json(), {"error": "insecure_transport", "message": "Basic authentication is only accepted over TLS"}
+        )
         self.assertNotIn('Basic realm="securenet", charset="UTF-8"', response.headers["www-authenticate"])
         self.assertEqual(self.service.store.failures, {})
         self.assertIsNone(response.header("Strict-Transport-Security"))
@@ -551,7 +581,11 @@ class PasswordTests(SynchronousTestCase):
         self.assertEqual(response.json()["error"], "totp_required")
 
     def test_basicMalformed(self) -> None:
-        for value in ("Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Basic " + base64.b64encode(b"\xff:x").decode()):
+        for value in (
+            "Basic !!!",
+            "Basic " + base64.b64encode(b"no-colon").decode(),
+            "Basic " + base64.b64encode(b"\xff:x").decode(),
+        ):
             response = self.service.me(("Authorization", value))
             self.assertEqual((response.code, response.json()["error"]), (401, "invalid_request"), value)
 
@@ -566,7 +600,9 @@ class APIKeyAndCertificateTests(SynchronousTestCase):
         for header in (("X-API-Key", self.key), ("Authorization", f"ApiKey {self.key}")):
             me = self.service.me(header)
             self.assertEqual(me.code, 200, header)
-            self.assertEqual((me.json()["mechanism"], me.json()["scheme"], me.json()["scopes"]), ("APIKEY", "ApiKey", ["kv:read"]))
+            self.assertEqual(
+                (me.json()["mechanism"], me.json()["scheme"], me.json()["scopes"]), ("APIKEY", "ApiKey", ["kv:read"])
+            )
 
     def test_wrongApiKey(self) -> None:
         forged = self.key[:-4] + ("AAAA" if not self.key.endswith("AAAA") else "BBBB")
@@ -578,7 +614,9 @@ class APIKeyAndCertificateTests(SynchronousTestCase):
         me = self.service.me(client="alice")
         self.assertEqual(me.code, 200)
         body = me.json()
-        self.assertEqual((body["name"], body["mechanism"], body["scheme"], body["roles"]), ("alice", "EXTERNAL", "certificate", ["reader"]))
+        self.assertEqual(
+            (body["name"], body["mechanism"], body["scheme"], body["roles"]), ("alice", "EXTERNAL", "certificate", ["reader"])
+        )
         self.assertEqual(body["certificate"]["subject"], "CN=alice")
 
     def test_certificateNeedsACertificateChecker(self) -> None:
@@ -610,7 +648,9 @@ class APIKeyAndCertificateTests(SynchronousTestCase):
 
         self.service.portal.registerChecker(AllowAnonymousAccess())
         me = self.service.me()
-        self.assertEqual((me.code, me.json()["name"], me.json()["mechanism"], me.json()["anonymous"]), (200, "anonymous", "ANONYMOUS", True))
+        self.assertEqual(
+            (me.code, me.json()["name"], me.json()["mechanism"], me.json()["anonymous"]), (200, "anonymous", "ANONYMOUS", True)
+        )
         self.assertEqual(self.service.request("GET", "/admin/users").code, 403)
         self.assertEqual(self.service.me(bearer("garbage")).code, 401)
 
@@ -662,7 +702,11 @@ class RefreshTests(SynchronousTestCase):
         token_id, secret = parse_refresh_token(good)  # type: ignore[misc]
         wrong_secret = f"snrt_{token_id}.{'A' * 43 if not secret.startswith('A') else 'B' * 43}"
         for token in ("", "snrt_x.y", wrong_secret, f"snrt_{'A' * 22}.{secret}"):
-            response = self.refresh(token) if token else self.service.request("POST", "/auth/refresh", json_body={"refresh_token": token})
+            response = (
+                self.refresh(token)
+                if token
+                else self.service.request("POST", "/auth/refresh", json_body={"refresh_token": token})
+            )
             self.assertIn(response.code, (400, 401), token)
         # A wrong secret does not burn the real token.
         self.assertEqual(self.refresh(good).code, 200)
@@ -679,7 +723,9 @@ class RefreshTests(SynchronousTestCase):
 
     def test_logout(self) -> None:
         tokens = self.service.tokens_of()
-        out = self.service.request("POST", "/auth/logout", bearer(tokens["access_token"]), json_body={"refresh_token": tokens["refresh_token"]})
+        out = self.service.request(
+            "POST", "/auth/logout", bearer(tokens["access_token"]), json_body={"refresh_token": tokens["refresh_token"]}
+        )
         self.assertEqual((out.code, out.json()), (200, {"status": "logged out"}))
         self.assertEqual(self.service.me(bearer(tokens["access_token"])).code, 401)
         self.assertEqual(self.refresh(tokens["refresh_token"]).code, 401)
@@ -739,9 +785,7 @@ class RefreshStoreTests(SynchronousTestCase):
             self.assertFalse(self.successResultOf(store.consume("t1", 21.0)))
             self.assertEqual(self.successResultOf(store.get("t1")).used_at, 20.0)  # type: ignore[union-attr]
             self.successResultOf(store.add(self.record("t2")))
-            self.assertEqual(
-                sorted(self.successResultOf(store.revoke_family("fam", 30.0))), [("jti-t1", 50.0), ("jti-t2", 50.0)]
-            )
+            self.assertEqual(sorted(self.successResultOf(store.revoke_family("fam", 30.0))), [("jti-t1", 50.0), ("jti-t2", 50.0)])
             self.assertTrue(self.successResultOf(store.is_family_revoked("fam")))
             self.assertFalse(self.successResultOf(store.consume("t2", 31.0)))
             self.failureResultOf(store.add(self.record("t3")), StoreError)
@@ -821,7 +865,9 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(service.request("GET", "/admin/users", bearer(token)).code, 403)
 
     def test_createUser(self) -> None:
-        created = self.service.request("POST", "/admin/users", self.root, json_body={"name": "carol", "password": "carol-pw", "roles": ["reader"]})
+        created = self.service.request(
+            "POST", "/admin/users", self.root, json_body={"name": "carol", "password": "carol-pw", "roles": ["reader"]}
+        )
         self.assertEqual(created.code, 201)
         self.assertEqual(created.json()["name"], "carol")
         self.assertEqual(self.service.login("carol", "carol-pw").code, 200)
@@ -887,7 +933,9 @@ class SiteTests(SynchronousTestCase):
     def test_bodyAtTheLimit(self) -> None:
         body = json.dumps({"username": "alice", "password": "alice-pw"}).encode()
         body += b" " * (1024 - len(body))
-        response = parse_response(exchange_plain(self.service.site, raw_request("POST", "/auth/login", headers=[JSON], body=body))[0])
+        response = parse_response(
+            exchange_plain(self.service.site, raw_request("POST", "/auth/login", headers=[JSON], body=body))[0]
+        )
         self.assertEqual(response.code, 200)
 
     def test_bodyOverTheLimit(self) -> None:
@@ -1067,7 +1115,9 @@ class DecoratorTests(SynchronousTestCase):
         request = self.request(self.token)
         body = self.successResultOf(get(request, "x"))
         self.assertEqual(json.loads(body), {"who": "alice", "name": "x"})
-        self.assertEqual((request.responseCode, request.responseHeaders.getRawHeaders(b"content-type")), (200, [b"application/json"]))
+        self.assertEqual(
+            (request.responseCode, request.responseHeaders.getRawHeaders(b"content-type")), (200, [b"application/json"])
+        )
 
     def test_refusals(self) -> None:
         @self.service.guard.requires("admin.stop")
@@ -1181,7 +1231,9 @@ class ExampleAPITests(SynchronousTestCase):
         response = self.login("alice", "alice-pw")
         self.assertEqual(sorted(response.json()), ["access_token", "refresh_token"])
         self.assertEqual(response.header("Cache-Control"), "no-store")
-        self.assertEqual(self.login("alice", "wrong").json(), {"error": "invalid_credentials", "message": "authentication failed"})
+        self.assertEqual(
+            self.login("alice", "wrong").json(), {"error": "invalid_credentials", "message": "authentication failed"}
+        )
         self.assertEqual(self.request("POST", "/login", JSON, body=b'{"username": 1}').code, 400)
 
     def test_protected(self) -> None:

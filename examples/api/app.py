@@ -33,15 +33,23 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from securenet.interfaces import IPolicy
 from securenet.authz import Policy
 from securenet.cred._identity import IdentityRealm
-from securenet.interfaces import ICredentialStore
-from securenet.cred._throttle import Throttle
 from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.cred._throttle import Throttle
+from securenet.interfaces import ICredentialStore, IPolicy, IRefreshTokenStore
 from securenet.pki._tokenkeys import TokenKey
-from securenet.web import BadRequest, JSONEndpoint, JSONRouter, SecureSite, TokenService, WebAuthenticator, WebGuard, read_json_object, request_identity
-from securenet.interfaces import IRefreshTokenStore
+from securenet.web import (
+    BadRequest,
+    JSONEndpoint,
+    JSONRouter,
+    SecureSite,
+    TokenService,
+    WebAuthenticator,
+    WebGuard,
+    read_json_object,
+    request_identity,
+)
 
 POLICY = Path(__file__).with_name("policy.toml")
 DEFAULT_LISTEN = "securenet:8444:interface=127.0.0.1:certKey=certs/server.pem:privateKey=certs/server.key"
@@ -54,7 +62,7 @@ def make_resource(guard: WebGuard, tokens: TokenService) -> IResource:
         body = read_json_object(request)
         username, password, totp = body.get("username"), body.get("password"), body.get("totp")
         if not isinstance(username, str) or not isinstance(password, str) or not (totp is None or isinstance(totp, str)):
-            raise BadRequest("send {\"username\": ..., \"password\": ...} (and \"totp\" if you enrolled)")
+            raise BadRequest('send {"username": ..., "password": ...} (and "totp" if you enrolled)')
         authenticated = await guard.authenticator.password_login(request, username, password, totp)
         pair = await tokens.issue(authenticated.identity.avatar_id)
         return {"access_token": pair.access_token, "refresh_token": pair.refresh_token}
@@ -111,12 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 
     reactor: Any = _reactor
 
-    from securenet._threads import reactor_thread_pool_runner
-    from securenet.store._sqlite import SQLiteStore
-    from securenet._threads import thread_runner
+    from securenet._errors import SecurenetError
+    from securenet._threads import reactor_thread_pool_runner, thread_runner
     from securenet.cred._storechecker import StoreChecker
     from securenet.pki._tokenkeys import load_signing_key
-    from securenet._errors import SecurenetError
+    from securenet.store._sqlite import SQLiteStore
     from securenet.tls._endpoints import server_endpoint
 
     try:

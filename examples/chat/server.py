@@ -28,8 +28,8 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from securenet.protocols import SecureLineReceiver
 from securenet.authz import AuthorizationDenied, requires
+from securenet.protocols import SecureLineReceiver
 
 log = Logger(namespace="examples.chat")
 

@@ -34,7 +34,7 @@ from twisted.internet.task import react
 from twisted.protocols import amp
 
 from examples import clientauth
-from examples.kv.commands import BadKey, Delete, Get, List, NoSuchKey, Set, CommandDenied
+from examples.kv.commands import BadKey, CommandDenied, Delete, Get, List, NoSuchKey, Set
 from securenet.session._client import connect
 
 EXIT_DENIED = 3

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from twisted.protocols import amp
 
-from securenet.protocols import SecureCommand, CommandDenied
+from securenet.protocols import CommandDenied, SecureCommand
 
 
 class NoSuchKey(Exception):

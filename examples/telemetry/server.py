@@ -31,9 +31,9 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from securenet.protocols import SecureLineReceiver
 from securenet.authz import AuthorizationDenied
 from securenet.authz._patterns import Glob
+from securenet.protocols import SecureLineReceiver
 
 log = Logger(namespace="examples.telemetry")
 
@@ -56,7 +56,9 @@ def check_topic(topic: str, *, pattern: bool = False) -> str:
     for segment in topic.split("/"):
         if segment in (".", "..") or not allowed.fullmatch(segment) or ("**" in segment and segment != "**"):
             what = "pattern" if pattern else "topic"
-            raise BadRequest(f"bad {what} {topic!r}: segments are letters, digits, '_', '-', '.', ':'" + (", '*' or '**'" if pattern else ""))
+            raise BadRequest(
+                f"bad {what} {topic!r}: segments are letters, digits, '_', '-', '.', ':'" + (", '*' or '**'" if pattern else "")
+            )
     return topic
 
 

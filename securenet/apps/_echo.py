@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from twisted.internet.protocol import Factory, Protocol
 
-from securenet.session._server import identity_of
 from securenet._logs import SecurenetLogger
+from securenet.session._server import identity_of
 
 log = SecurenetLogger(namespace="securenet.apps.echo")
 

@@ -328,6 +328,4 @@ def parse_reference(text: str) -> Reference:
     close = difflib.get_close_matches(text, FIXED_REFERENCES, n=1)
     if close:
         raise ValueError(f"unknown attribute {text!r} (did you mean {close[0]}?)")
-    raise ValueError(
-        f"unknown attribute {text!r} (known: {', '.join(FIXED_REFERENCES)}, {', '.join(REFERENCE_FAMILIES)})"
-    )
+    raise ValueError(f"unknown attribute {text!r} (known: {', '.join(FIXED_REFERENCES)}, {', '.join(REFERENCE_FAMILIES)})")

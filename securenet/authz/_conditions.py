@@ -284,7 +284,9 @@ def _operator(reference: Reference, name: str, operand: Any, path: TomlPath) -> 
             try:
                 networks.append(ipaddress.ip_network(text, strict=True))
             except ValueError as e:
-                raise Invalid((*path, i) if isinstance(operand, list) else path, f"bad CIDR {text!r} for {reference}: {e}") from None
+                raise Invalid(
+                    (*path, i) if isinstance(operand, list) else path, f"bad CIDR {text!r} for {reference}: {e}"
+                ) from None
         return InNetwork(tuple(networks))
     assert name == "between"
     if kind != "time":

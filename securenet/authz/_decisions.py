@@ -11,8 +11,8 @@ import attrs
 from twisted.logger import LogLevel
 
 from securenet import _logs as logs
-from securenet.authz._errors import AuthorizationDenied
 from securenet._logs import SecurenetLogger
+from securenet.authz._errors import AuthorizationDenied
 
 log = SecurenetLogger(namespace="securenet.authz")
 

@@ -23,8 +23,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 from securenet.authz._attributes import Context
 from securenet.authz._errors import AuthorizationSetupError
 from securenet.authz._patterns import is_action
-from securenet.interfaces import IPolicy
 from securenet.cred._identity import Identity
+from securenet.interfaces import IPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -75,9 +75,7 @@ class ActionPattern:
             if not _ACTION_PATTERN_SEGMENT.fullmatch(part):
                 if "*" in part:
                     raise PatternError(f"action {text!r}: '*' must be a whole name (as in admin.*)")
-                raise PatternError(
-                    f"action {text!r}: names are letters, digits, '_' and '-', separated by '.'"
-                )
+                raise PatternError(f"action {text!r}: names are letters, digits, '_' and '-', separated by '.'")
             pieces.append(rf"{_NAME}(?:\.{_NAME})*" if part == "*" else re.escape(part))
         return cls(text, re.compile(r"\.".join(pieces)))
 
@@ -202,7 +200,10 @@ class ResourcePattern:
                 raise PatternError(f"resource pattern {text!r}: '**' must be a whole segment (as in data/**)")
             segments.append(cls._segment(text, piece, templates))
         static: tuple[_Matcher, ...] | None = None
-        if all(isinstance(s, _GlobStar) or (isinstance(s, _Segment) and not any(isinstance(p, Reference) for p in s.parts)) for s in segments):
+        if all(
+            isinstance(s, _GlobStar) or (isinstance(s, _Segment) and not any(isinstance(p, Reference) for p in s.parts))
+            for s in segments
+        ):
             static = tuple(
                 GLOBSTAR if isinstance(s, _GlobStar) else _segment_regex([p for p in s.parts if not isinstance(p, Reference)])
                 for s in segments

@@ -35,7 +35,7 @@ from securenet.authz._attributes import Context, Facts
 from securenet.authz._conditions import Condition, compile_condition
 from securenet.authz._decisions import AllowLogLevel, Decision, Effect, Location, MatchedRule, audit, log
 from securenet.authz._errors import PolicyError, requested_permission
-from securenet.authz._patterns import Permission, PatternError, dot_segment, is_action
+from securenet.authz._patterns import PatternError, Permission, dot_segment, is_action
 from securenet.authz._source import Invalid, Locator, TomlPath, parse_toml, read_policy_text
 from securenet.cred._identity import Identity
 from securenet.interfaces import IPolicy
@@ -79,9 +79,7 @@ class Rule:
     description: str = ""
     # (permission text, location) -> what deciding by that permission says;
     # rules are immutable, so each is built once (decisions are per RPC call).
-    _answers: dict[tuple[str, Location], tuple[MatchedRule, str]] = attrs.field(
-        factory=dict, init=False, eq=False, repr=False
-    )
+    _answers: dict[tuple[str, Location], tuple[MatchedRule, str]] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def for_roles(self, roles: frozenset[str]) -> bool:
         return self.roles is None or not self.roles.isdisjoint(roles)
@@ -110,7 +108,9 @@ class Rule:
         key = (permission.text, location)
         found = self._answers.get(key)
         if found is None:
-            matched = MatchedRule(self.kind, self.name, self.number, self.effect, permission.text, location, self.conditions_text())
+            matched = MatchedRule(
+                self.kind, self.name, self.number, self.effect, permission.text, location, self.conditions_text()
+            )
             found = self._answers[key] = (matched, _because("denied" if self.effect == "deny" else "allowed", matched))
         return found
 
@@ -281,7 +281,9 @@ class Policy:
                 continue
             if rule.conditions_hold(facts):
                 return answer(True, *rule.answer(*covering))
-            near.append(f"{rule.label} covers {requested_permission(action, resource)} but {rule.conditions_text()} does not hold")
+            near.append(
+                f"{rule.label} covers {requested_permission(action, resource)} but {rule.conditions_text()} does not hold"
+            )
         reason = "no rule matched: denied by default"
         unknown = sorted(set(identity.roles) - set(self.roles))
         if unknown:
@@ -375,7 +377,9 @@ def _role_name_problem(name: str) -> str | None:
     return None
 
 
-def _permissions(values: list[str], path: TomlPath, source: str, locator: Locator, where: str) -> tuple[tuple[Permission, Location], ...]:
+def _permissions(
+    values: list[str], path: TomlPath, source: str, locator: Locator, where: str
+) -> tuple[tuple[Permission, Location], ...]:
     compiled = []
     for i, text in enumerate(values):
         try:
@@ -389,7 +393,9 @@ def _permissions(values: list[str], path: TomlPath, source: str, locator: Locato
 def _compile(document: dict[str, Any], locator: Locator, source: str, clock: Clock) -> Policy:
     _check_keys(document, TOP_KEYS, (), "the policy")
     if "version" in document and (document["version"] != FORMAT_VERSION or isinstance(document["version"], bool)):
-        raise Invalid(("version",), f"unsupported policy version {document['version']!r} (this securenet reads version {FORMAT_VERSION})")
+        raise Invalid(
+            ("version",), f"unsupported policy version {document['version']!r} (this securenet reads version {FORMAT_VERSION})"
+        )
 
     log_allows: AllowLogLevel = "debug"
     if "audit" in document:
@@ -400,7 +406,7 @@ def _compile(document: dict[str, Any], locator: Locator, source: str, clock: Clo
         if "log_allows" in section:
             level = section["log_allows"]
             if level not in ("debug", "info"):
-                raise Invalid(("audit", "log_allows"), f"log_allows is \"debug\" or \"info\", not {level!r}")
+                raise Invalid(("audit", "log_allows"), f'log_allows is "debug" or "info", not {level!r}')
             log_allows = level
 
     roles_table = document.get("roles", {})
@@ -418,7 +424,10 @@ def _compile(document: dict[str, Any], locator: Locator, source: str, clock: Clo
         _check_keys(body, ROLE_KEYS, path, where)
         permissions = _permissions(
             _strings(body.get("permissions", []), (*path, "permissions"), "permissions", empty=True),
-            (*path, "permissions"), source, locator, where,
+            (*path, "permissions"),
+            source,
+            locator,
+            where,
         )
         inherits = _strings(body.get("inherits", []), (*path, "inherits"), "inherits", empty=True)
         description = body.get("description", "")
@@ -466,7 +475,10 @@ def _compile(document: dict[str, Any], locator: Locator, source: str, clock: Clo
             raise Invalid(path, f"{where} needs permissions = [...]")
         permissions = _permissions(
             _strings(body["permissions"], (*path, "permissions"), "permissions", empty=False),
-            (*path, "permissions"), source, locator, where,
+            (*path, "permissions"),
+            source,
+            locator,
+            where,
         )
         rule_roles: frozenset[str] | None = None
         if "roles" in body:
@@ -481,11 +493,33 @@ def _compile(document: dict[str, Any], locator: Locator, source: str, clock: Clo
         if not isinstance(description, str):
             raise Invalid((*path, "description"), f"description is a string, not {_type_name(description)}")
         rules.append(
-            Rule("rule", name, number, effect, rule_roles, permissions, when, unless, Location(source, locator.line(path)), description)
+            Rule(
+                "rule",
+                name,
+                number,
+                effect,
+                rule_roles,
+                permissions,
+                when,
+                unless,
+                Location(source, locator.line(path)),
+                description,
+            )
         )
 
     grants = [
-        Rule("role", role.name, None, "allow", frozenset({role.name}), tuple(zip(role.permissions, role.permission_locations)), None, None, role.location, role.description)
+        Rule(
+            "role",
+            role.name,
+            None,
+            "allow",
+            frozenset({role.name}),
+            tuple(zip(role.permissions, role.permission_locations)),
+            None,
+            None,
+            role.location,
+            role.description,
+        )
         for role in roles.values()
         if role.permissions
     ]

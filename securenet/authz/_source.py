@@ -298,7 +298,7 @@ class _Scanner:
         while self.s[self.i] != '"':
             self.i += 2 if self.s[self.i] == "\\" else 1
         self.i += 1
-        value: str = tomllib.loads(f"k = {self.s[start:self.i]}")["k"]
+        value: str = tomllib.loads(f"k = {self.s[start : self.i]}")["k"]
         return value
 
     def _literal_string(self) -> str:

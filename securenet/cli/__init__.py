@@ -12,8 +12,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from securenet._version import __version__
 from securenet._errors import SecurenetError
+from securenet._version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,15 +20,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-
 from securenet.cli._db import result as wait
 from securenet.cli._pki import UsageError
 from securenet.cred._apikeys import create_api_key, utc
-from securenet.store._records import APIKey, User
+from securenet.cred._jwt import check_scopes
 from securenet.interfaces import ICredentialStore
 from securenet.store._errors import NoSuchUser
-from securenet.cred._jwt import check_scopes
-
+from securenet.store._records import APIKey, User
 
 DEFAULT_DB = Path("var/securenet.db")
 
@@ -49,9 +47,7 @@ def open_store(path: Path) -> ICredentialStore:
     creates one at a mistyped path).  Its calls answer synchronously.
     """
     if not path.exists():
-        raise NoDatabase(
-            f"{path}: no credential database here (give --db PATH, or create one with 'securenet users add NAME')"
-        )
+        raise NoDatabase(f"{path}: no credential database here (give --db PATH, or create one with 'securenet users add NAME')")
     from securenet.store._sqlite import SQLiteStore
 
     return SQLiteStore.open(path)
@@ -140,7 +136,14 @@ def list_keys(args: argparse.Namespace) -> int:
         if k.expires is not None and _aware(k.expires) <= current:
             expires += " (expired)"
         rows.append(
-            (k.key_id, k.user, _describe_scopes(k.scopes), format_time(k.created, never="-"), expires, "yes" if k.revoked else "no")
+            (
+                k.key_id,
+                k.user,
+                _describe_scopes(k.scopes),
+                format_time(k.created, never="-"),
+                expires,
+                "yes" if k.revoked else "no",
+            )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -179,9 +182,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = commands.add_parser("create", help="create a key for a user and print it (once)")
     p.add_argument("--user", required=True, metavar="NAME", help="the user the key authenticates as")
-    p.add_argument(
-        "--scope", action="append", default=[], metavar="SCOPE", help="a scope the key carries (repeatable)"
-    )
+    p.add_argument("--scope", action="append", default=[], metavar="SCOPE", help="a scope the key carries (repeatable)")
     p.add_argument("--expires", type=int, default=None, metavar="DAYS", help="expire after DAYS days (default: never)")
     add_db(p)
     p.set_defaults(func=create)

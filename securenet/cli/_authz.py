@@ -33,11 +33,10 @@ from twisted.python.failure import Failure
 from securenet.authz import Context, Policy
 from securenet.cli._pki import UsageError
 from securenet.cred._identity import Identity
-from securenet.store._errors import DatabaseFileError
-from securenet.store._sqlite import SQLiteStore
-from securenet.store._errors import NoSuchUser
-from securenet.store._records import User
 from securenet.pki import CertificateFacts, load_certificates, parse_san
+from securenet.store._errors import DatabaseFileError, NoSuchUser
+from securenet.store._records import User
+from securenet.store._sqlite import SQLiteStore
 
 #: The exit code of C{securenet authz check} when the request is denied.
 EXIT_DENIED = 3
@@ -186,7 +185,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--at", metavar="TIME", help="decide at this ISO 8601 time (UTC unless it has an offset; default now)")
     p.add_argument("--cert", type=Path, metavar="FILE", help="the identity's certificate (PEM)")
     p.add_argument("--subject", metavar="DN", help="the certificate subject, without --cert (e.g. CN=dev1,OU=devices)")
-    p.add_argument("--san", action="append", default=[], metavar="KIND:VALUE", help="a certificate SAN, without --cert (repeatable)")
+    p.add_argument(
+        "--san", action="append", default=[], metavar="KIND:VALUE", help="a certificate SAN, without --cert (repeatable)"
+    )
     p.add_argument("--db", type=Path, metavar="PATH", help="read the user's roles and attributes from this credential database")
     p.set_defaults(func=check)
 

@@ -18,14 +18,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
+from securenet._errors import SecurenetError
+from securenet.interfaces import IClientMechanism
 from securenet.sasl._apikey import APIKeyClientMechanism
 from securenet.sasl._builtin import AnonymousClientMechanism, ExternalClientMechanism
-from securenet.sasl._plain import PlainClientMechanism
 from securenet.sasl._mechanism import ChannelBindings
-from securenet.interfaces import IClientMechanism
-from securenet.sasl._scram import ScramClientMechanism
 from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
-from securenet._errors import SecurenetError
+from securenet.sasl._plain import PlainClientMechanism
+from securenet.sasl._scram import ScramClientMechanism
 from securenet.tls._endpoints import CLIENT_KEYS
 
 
@@ -271,7 +271,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "Without these, EXTERNAL (the client certificate of the endpoint) or ANONYMOUS. "
         "Secrets are read from files or prompted for on the terminal, never taken as arguments.",
     )
-    auth.add_argument("--mechanism", metavar="NAME", help=f"one of {', '.join(MECHANISMS)} (default: chosen from the credentials given)")
+    auth.add_argument(
+        "--mechanism", metavar="NAME", help=f"one of {', '.join(MECHANISMS)} (default: chosen from the credentials given)"
+    )
     auth.add_argument("--user", metavar="NAME", help="user name for PLAIN and SCRAM (SCRAM-SHA-256-PLUS when offered)")
     auth.add_argument("--password-file", metavar="FILE", help="file whose first line is the password (default: prompt)")
     auth.add_argument("--token-file", metavar="FILE", help="file with a bearer token (OAUTHBEARER)")

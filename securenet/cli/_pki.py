@@ -32,7 +32,17 @@ from securenet.pki import (
     spki_pin,
     write_crl,
 )
-from securenet.pki._ca import CRL_FILE, DEFAULT_CA_DAYS, DEFAULT_CLIENT_DAYS, DEFAULT_CRL_DAYS, DEFAULT_SERVER_DAYS, REVOKED_FILE, KeyType, Kind, read_revoked
+from securenet.pki._ca import (
+    CRL_FILE,
+    DEFAULT_CA_DAYS,
+    DEFAULT_CLIENT_DAYS,
+    DEFAULT_CRL_DAYS,
+    DEFAULT_SERVER_DAYS,
+    REVOKED_FILE,
+    KeyType,
+    Kind,
+    read_revoked,
+)
 
 T = TypeVar("T")
 
@@ -74,8 +84,7 @@ def _check_common_name(name: str, option: str) -> str:
         raise UsageError(f"{option} must not be empty")
     if len(name) > MAX_COMMON_NAME:
         raise UsageError(
-            f"{option} {name!r} is {len(name)} characters; a certificate's "
-            f"common name holds at most {MAX_COMMON_NAME}"
+            f"{option} {name!r} is {len(name)} characters; a certificate's common name holds at most {MAX_COMMON_NAME}"
         )
     return name
 
@@ -87,10 +96,7 @@ def _check_file_name(name: str) -> str:
     """
     _check_common_name(name, "certificate name")
     if any(c in name for c in "/\\\0") or name.startswith("."):
-        raise UsageError(
-            f"certificate name {name!r} must be a plain file name "
-            "(no '/', '\\', or leading '.')"
-        )
+        raise UsageError(f"certificate name {name!r} must be a plain file name (no '/', '\\', or leading '.')")
     if name.lower() in RESERVED_NAMES:
         raise UsageError(f"certificate name {name!r} is reserved for the CA's own files")
     return name
@@ -222,9 +228,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_dir(p, "directory for the CA (created if missing)")
     _add_key_type(p)
     p.add_argument("--name", default="securenet development CA", metavar="CN", help="the CA's common name")
-    p.add_argument(
-        "--days", type=int, default=DEFAULT_CA_DAYS, metavar="N", help=f"validity (default {DEFAULT_CA_DAYS})"
-    )
+    p.add_argument("--days", type=int, default=DEFAULT_CA_DAYS, metavar="N", help=f"validity (default {DEFAULT_CA_DAYS})")
     p.set_defaults(func=init)
 
     p = commands.add_parser("issue", help="issue a server or client certificate (DIR/NAME.pem, DIR/NAME.key)")

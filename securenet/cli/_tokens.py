@@ -30,11 +30,10 @@ from cryptography.hazmat.primitives import serialization
 
 from securenet.cli._apikeys import add_db, close_store, format_time, open_store, parse_scopes, wait
 from securenet.cli._pki import UsageError
-from securenet.pki._tokenkeys import ALGORITHMS, InvalidTokenSettings, generate_signing_key, load_signing_key
 from securenet.cred._jwt import DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_NAME_LENGTH, TokenIssuer, TokenSettings
-from securenet.pki._tokenkeys import SigningKey
 from securenet.pki._errors import AlreadyExists, FileMissing
 from securenet.pki._files import write_private_key
+from securenet.pki._tokenkeys import ALGORITHMS, InvalidTokenSettings, SigningKey, generate_signing_key, load_signing_key
 
 DEFAULT_TTL = 3600
 
@@ -83,9 +82,7 @@ def keygen(args: argparse.Namespace) -> int:
     signing: SigningKey = key
     write_private_key(out, signing)
     try:
-        pem = signing.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        pem = signing.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         _write_new(public, pem, 0o644)
     except BaseException:
         out.unlink(missing_ok=True)

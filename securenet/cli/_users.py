@@ -44,16 +44,14 @@ import qrcode
 
 from securenet.cli._db import result as _result
 from securenet.cli._pki import UsageError
-from securenet.cred._passwords import PasswordHasher
 from securenet.cred._names import canonical_user_name, validate_roles, validate_user_name
-from securenet.cred._users import new_user
-from securenet.cred._scram import derive_scram_keys
+from securenet.cred._passwords import PasswordHasher
 from securenet.cred._saslprep import normalize_password
-from securenet.store._errors import DatabaseFileError
-from securenet.store._sqlite import SQLiteStore
-from securenet.store._errors import NoSuchUser, UserExists
+from securenet.cred._scram import derive_scram_keys
+from securenet.cred._users import new_user
+from securenet.store._errors import DatabaseFileError, NoSuchUser, UserExists
 from securenet.store._records import User
-
+from securenet.store._sqlite import SQLiteStore
 
 #: Where the credential database is unless C{--db} says otherwise.
 DEFAULT_DB = Path("var/securenet.db")
@@ -83,9 +81,7 @@ def _open(args: argparse.Namespace, *, create: bool = False) -> SQLiteStore:
     """The database at C{--db}; only C{add} may create it."""
     path: Path = args.db
     if not create and not path.exists():
-        raise DatabaseFileError(
-            path, f"no credential database here (create it with 'securenet users add NAME --db {path}')"
-        )
+        raise DatabaseFileError(path, f"no credential database here (create it with 'securenet users add NAME --db {path}')")
     return SQLiteStore.open(path)
 
 
@@ -142,9 +138,7 @@ def read_password(args: argparse.Namespace, name: str) -> str:
     else:
         line = sys.stdin.readline() if sys.stdin is not None else ""
         if not line:
-            raise UsageError(
-                "no password: give --password-file FILE, type it at a terminal, or send it on standard input"
-            )
+            raise UsageError("no password: give --password-file FILE, type it at a terminal, or send it on standard input")
         password = _strip_newline(line)
     normalize_password(password)
     return password

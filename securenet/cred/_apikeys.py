@@ -44,11 +44,10 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
 from zope.interface import implementer
 
-from securenet.interfaces import IAPIKeyCredentials
-from securenet.store._records import APIKey, User
-from securenet.interfaces import ICredentialStore
-from securenet.store._errors import NoSuchUser
 from securenet.cred._jwt import Clock, check_scopes, now
+from securenet.interfaces import IAPIKeyCredentials, ICredentialStore
+from securenet.store._errors import NoSuchUser
+from securenet.store._records import APIKey, User
 
 KEY_PREFIX = "sn_"
 KEY_ID_LENGTH = 12

@@ -11,8 +11,8 @@ import attrs
 from cryptography import x509
 from zope.interface import implementer
 
+from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, ITokenCredentials, ITOTPCredentials
 from securenet.pki._facts import CertificateFacts
-from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, ITOTPCredentials, ITokenCredentials
 
 
 def _certificates(certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:

@@ -18,10 +18,9 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from securenet.cred._passwords import LoginRefused
-from securenet.interfaces import ICredentialStore
-from securenet.store._records import User
+from securenet.interfaces import ICredentialStore, IIdentity
 from securenet.pki._facts import CertificateFacts
-from securenet.interfaces import IIdentity
+from securenet.store._records import User
 
 ANONYMOUS_ID = "anonymous"
 
@@ -83,9 +82,7 @@ class IdentityRealm:
     def __init__(self, store: ICredentialStore | None = None) -> None:
         self.store = store
 
-    def requestAvatar(
-        self, avatarId: object, mind: object, *interfaces: Any
-    ) -> Any:
+    def requestAvatar(self, avatarId: object, mind: object, *interfaces: Any) -> Any:
         if IIdentity not in interfaces:
             raise NotImplementedError("IdentityRealm only provides IIdentity")
         if not isinstance(mind, AuthenticationContext):

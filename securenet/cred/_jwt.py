@@ -54,10 +54,9 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from securenet.interfaces import ITokenCredentials
-from securenet.interfaces import ICredentialStore
-from securenet.store._records import User
+from securenet.interfaces import ICredentialStore, ITokenCredentials
 from securenet.pki._tokenkeys import MAX_NAME_LENGTH, Algorithm, InvalidTokenSettings, TokenKey
+from securenet.store._records import User
 
 #: Where "now" comes from: a reactor (C{seconds()}) or a callable returning POSIX time.
 Clock = Union[IReactorTime, Callable[[], float]]
@@ -73,7 +72,6 @@ MAX_TOKEN_LENGTH = 8192
 
 #: The claims L{TokenIssuer} sets itself; C{extra_claims} may not override them.
 RESERVED_CLAIMS = frozenset({"sub", "jti", "iat", "exp", "nbf", "aud", "iss", "scope"})
-
 
 
 def now(clock: Clock) -> float:
@@ -96,9 +94,7 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     result: list[str] = []
     for scope in scopes:
         if not isinstance(scope, str) or not _SCOPE.fullmatch(scope):
-            raise ValueError(
-                f"invalid scope {scope!r}: a scope is printable ASCII without spaces, quotes or backslashes"
-            )
+            raise ValueError(f"invalid scope {scope!r}: a scope is printable ASCII without spaces, quotes or backslashes")
         if scope not in result:
             result.append(scope)
     return tuple(result)
@@ -153,9 +149,7 @@ class TokenSettings:
             raise InvalidTokenSettings("the token audience must be a non-empty string")
         if self.issuer is not None and (not isinstance(self.issuer, str) or not self.issuer):
             raise InvalidTokenSettings("the token issuer must be a non-empty string (or None to not check it)")
-        if isinstance(self.leeway, bool) or not isinstance(self.leeway, (int, float)) or not (
-            0 <= self.leeway <= MAX_LEEWAY
-        ):
+        if isinstance(self.leeway, bool) or not isinstance(self.leeway, (int, float)) or not (0 <= self.leeway <= MAX_LEEWAY):
             raise InvalidTokenSettings(f"leeway must be between 0 and {MAX_LEEWAY:g} seconds, not {self.leeway!r}")
 
     @property

@@ -8,7 +8,6 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
-
 from securenet._errors import SecurenetError
 from securenet.cred._saslprep import SASLprepError, saslprep
 

@@ -28,11 +28,11 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from securenet._threads import Runner
+from securenet.cred._names import canonical_user_name
+from securenet.cred._saslprep import PasswordError, SASLprepError, normalize_password, saslprep
 from securenet.interfaces import ICredentialStore
 from securenet.store._errors import StoreError
-from securenet._threads import Runner
-from securenet.cred._saslprep import PasswordError, SASLprepError, normalize_password, saslprep
-from securenet.cred._names import canonical_user_name
 
 _log = Logger()
 
@@ -83,9 +83,7 @@ class PasswordHasher:
         parallelism: int = DEFAULT_ARGON2.parallelism,
         insecurely_weak: bool = False,
     ) -> None:
-        if not insecurely_weak and not any(
-            memory_cost >= m and time_cost >= t for m, t in OWASP_ARGON2_MINIMUMS
-        ):
+        if not insecurely_weak and not any(memory_cost >= m and time_cost >= t for m, t in OWASP_ARGON2_MINIMUMS):
             raise ValueError(
                 f"argon2id time_cost={time_cost}, memory_cost={memory_cost} KiB is weaker than "
                 "every OWASP minimum (e.g. memory_cost=19456 with time_cost=2); "
@@ -105,10 +103,7 @@ class PasswordHasher:
         self.dummy_hash: str = self._argon2.hash(secrets.token_urlsafe(24))
 
     def __repr__(self) -> str:
-        return (
-            f"PasswordHasher(time_cost={self.time_cost}, memory_cost={self.memory_cost}, "
-            f"parallelism={self.parallelism})"
-        )
+        return f"PasswordHasher(time_cost={self.time_cost}, memory_cost={self.memory_cost}, parallelism={self.parallelism})"
 
     def hash(self, password: str) -> str:
         """

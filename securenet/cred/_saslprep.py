@@ -10,9 +10,7 @@ import stringprep
 import unicodedata
 from collections.abc import Callable
 
-
 from securenet._errors import SecurenetError
-
 
 # -- errors ------------------------------------------------------------------
 

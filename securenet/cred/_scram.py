@@ -6,6 +6,7 @@ against them.  The wire messages are L{securenet.sasl}'s.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -16,18 +17,10 @@ import attrs
 from twisted.internet import defer
 from zope.interface import implementer
 
-from securenet.interfaces import IScramChecker
-from securenet.interfaces import ICredentialStore
-from securenet.store._records import ScramKeys, User
-
-
-import base64
-
-
 from securenet.cred._passwords import LoginRefused
 from securenet.cred._saslprep import normalize_password
-from securenet.interfaces import IScramCredentials
-
+from securenet.interfaces import ICredentialStore, IScramChecker, IScramCredentials
+from securenet.store._records import ScramKeys, User
 
 # -- SCRAM -------------------------------------------------------------------
 

@@ -18,15 +18,19 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from securenet.cred._apikeys import APIKeyChecker
-from securenet.interfaces import IAPIKeyCredentials, ITOTPCredentials
-from securenet.cred._passwords import PasswordChecker, PasswordHasher
 from securenet._threads import Runner
-from securenet.interfaces import IScramChecker, ISecondFactor
+from securenet.cred._apikeys import APIKeyChecker
+from securenet.cred._passwords import PasswordChecker, PasswordHasher
 from securenet.cred._scram import DEFAULT_ITERATIONS, ScramChecker
-from securenet.interfaces import IScramCredentials
-from securenet.interfaces import ICredentialStore
 from securenet.cred._totp import TOTPChecker
+from securenet.interfaces import (
+    IAPIKeyCredentials,
+    ICredentialStore,
+    IScramChecker,
+    IScramCredentials,
+    ISecondFactor,
+    ITOTPCredentials,
+)
 
 
 @implementer(IScramChecker, ISecondFactor)

@@ -17,18 +17,31 @@ from twisted.cred.strcred import ICheckerFactory, StrcredException
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from securenet.cred._apikeys import APIKeyChecker
-from securenet.cred._checkers import MAPPINGS, CertificateChecker
-from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, ITokenCredentials, ITOTPCredentials
-from securenet.cred._scram import DEFAULT_ITERATIONS, MIN_ITERATIONS
-from securenet.interfaces import IScramCredentials
-from securenet.cred._storechecker import StoreChecker
-from securenet.interfaces import ICredentialStore
-from securenet.cred._jwt import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEFAULT_LEEWAY, MAX_LEEWAY, TokenChecker, TokenSettings, check_scopes
-from securenet.pki._tokenkeys import load_verification_key
-from securenet.cred._totp import TOTPChecker
 from securenet._errors import SecurenetError
 from securenet._threads import hashing_runner
+from securenet.cred._apikeys import APIKeyChecker
+from securenet.cred._checkers import MAPPINGS, CertificateChecker
+from securenet.cred._jwt import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    DEFAULT_LEEWAY,
+    MAX_LEEWAY,
+    TokenChecker,
+    TokenSettings,
+    check_scopes,
+)
+from securenet.cred._scram import DEFAULT_ITERATIONS, MIN_ITERATIONS
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._totp import TOTPChecker
+from securenet.interfaces import (
+    IAPIKeyCredentials,
+    ICertificateCredentials,
+    ICredentialStore,
+    IScramCredentials,
+    ITokenCredentials,
+    ITOTPCredentials,
+)
+from securenet.pki._tokenkeys import load_verification_key
 
 
 class CheckerArgumentError(StrcredException):
@@ -46,9 +59,7 @@ def parse_options(argstring: str, allowed: set[str], auth_type: str) -> dict[str
         if not eq:
             raise CheckerArgumentError(f"--auth {auth_type}: expected key=value, got {part!r}")
         if key not in allowed:
-            raise CheckerArgumentError(
-                f"--auth {auth_type}: unknown option {key!r}; known: {', '.join(sorted(allowed))}"
-            )
+            raise CheckerArgumentError(f"--auth {auth_type}: unknown option {key!r}; known: {', '.join(sorted(allowed))}")
         options[key] = value.strip()
     return options
 
@@ -69,9 +80,7 @@ class CertificateCheckerFactory:
         options = parse_options(argstring, {"map"}, self.authType)
         mapping = options.get("map", "cn")
         if mapping not in MAPPINGS:
-            raise CheckerArgumentError(
-                f"--auth certificate: unknown map={mapping!r}; choose one of: {', '.join(MAPPINGS)}"
-            )
+            raise CheckerArgumentError(f"--auth certificate: unknown map={mapping!r}; choose one of: {', '.join(MAPPINGS)}")
         return CertificateChecker(mapping)
 
 
@@ -89,8 +98,8 @@ def open_store(path: str, auth_type: str) -> ICredentialStore:
     """
     from twisted.internet import reactor
 
-    from securenet.store._sqlite import SQLiteStore
     from securenet._threads import thread_runner
+    from securenet.store._sqlite import SQLiteStore
 
     if not path:
         raise CheckerArgumentError(f"--auth {auth_type}: db= needs a path")
@@ -113,9 +122,7 @@ class JWTCheckerFactory:
         f"in seconds (default {DEFAULT_LEEWAY:g}, at most {MAX_LEEWAY:g}). With db=PATH (the credential database), "
         "revoked token ids and disabled users are refused. Make keys and tokens with 'securenet tokens'."
     )
-    argStringFormat = (
-        "key=PATH[,alg=EdDSA|ES256|HS256][,audience=AUD][,issuer=ISS][,leeway=SECONDS][,db=PATH]"
-    )
+    argStringFormat = "key=PATH[,alg=EdDSA|ES256|HS256][,audience=AUD][,issuer=ISS][,leeway=SECONDS][,db=PATH]"
     credentialInterfaces = (ITokenCredentials,)
 
     def generateChecker(self, argstring: str = "") -> TokenChecker:

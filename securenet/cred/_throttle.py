@@ -27,8 +27,8 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
-from securenet.interfaces import ICredentialStore
 from securenet._logs import SecurenetLogger
+from securenet.interfaces import ICredentialStore
 
 log = SecurenetLogger(namespace="securenet.auth")
 

@@ -31,13 +31,11 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securenet.interfaces import ITOTPCredentials
-from securenet.interfaces import ISecondFactor
-from securenet.interfaces import ICredentialStore
+from securenet._errors import SecurenetError
+from securenet.cred._jwt import Clock, now
+from securenet.interfaces import ICredentialStore, ISecondFactor, ITOTPCredentials
 from securenet.store._errors import NoSuchUser
 from securenet.store._records import User
-from securenet.cred._jwt import Clock, now
-from securenet._errors import SecurenetError
 
 DIGITS = 6
 INTERVAL = 30

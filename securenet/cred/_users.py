@@ -9,12 +9,11 @@ import datetime
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-
-from securenet.store._records import User
+from securenet.cred._names import validate_roles, validate_user_name
 from securenet.cred._passwords import PasswordHasher
 from securenet.cred._saslprep import normalize_password
 from securenet.cred._scram import derive_scram_keys
-from securenet.cred._names import validate_roles, validate_user_name
+from securenet.store._records import User
 
 
 def new_user(

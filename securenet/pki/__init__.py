@@ -3,8 +3,26 @@ The PKI layer: a small CA, safe loading of keys and certificates (also
 the keys that sign and verify tokens), SPKI pins.
 """
 
-from securenet.pki._ca import CertificateAuthority, IssuedCertificate, generate_private_key, load_ca, parse_san, revoke, save_ca, write_crl
-from securenet.pki._errors import AlreadyExists, FileCorrupt, FileMissing, InsecurePermissions, InvalidName, KeyMismatch, NotIssuedHere, PKIError
+from securenet.pki._ca import (
+    CertificateAuthority,
+    IssuedCertificate,
+    generate_private_key,
+    load_ca,
+    parse_san,
+    revoke,
+    save_ca,
+    write_crl,
+)
+from securenet.pki._errors import (
+    AlreadyExists,
+    FileCorrupt,
+    FileMissing,
+    InsecurePermissions,
+    InvalidName,
+    KeyMismatch,
+    NotIssuedHere,
+    PKIError,
+)
 from securenet.pki._facts import CertificateFacts
 from securenet.pki._files import load_certificates, load_crl, load_key_pair, load_private_key
 from securenet.pki._pins import InvalidPin, parse_pin, pin_matches, spki_pin

@@ -73,9 +73,7 @@ def parse_san(text: str) -> x509.GeneralName:
             return text_kinds[kind](value)
         except ValueError:
             # cryptography refuses non-ASCII (U-label) values.
-            raise InvalidName(
-                Path("--san"), f"{text!r} is not ASCII; encode international names as A-labels (xn--...)"
-            ) from None
+            raise InvalidName(Path("--san"), f"{text!r} is not ASCII; encode international names as A-labels (xn--...)") from None
     raise InvalidName(Path("--san"), f"unknown SAN kind {kind!r} in {text!r} (use DNS:, IP:, URI:, email:)")
 
 
@@ -238,9 +236,7 @@ class CertificateAuthority:
                 critical=True,
             )
             .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

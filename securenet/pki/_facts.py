@@ -53,9 +53,7 @@ class CertificateFacts:
     @classmethod
     def _compute(cls, certificate: x509.Certificate) -> CertificateFacts:
         try:
-            ext = certificate.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            )
+            ext = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             sans = tuple(_general_name_text(n) for n in ext.value)
         except x509.ExtensionNotFound:
             sans = ()

@@ -53,8 +53,7 @@ def check_key_permissions(path: Path) -> None:
     if mode & 0o077:
         raise InsecurePermissions(
             path,
-            f"private key file has mode {mode:04o}; it must not be accessible "
-            f"by group or others (chmod 600 {path})",
+            f"private key file has mode {mode:04o}; it must not be accessible by group or others (chmod 600 {path})",
             mode,
         )
 

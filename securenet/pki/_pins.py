@@ -26,9 +26,7 @@ class InvalidPin(ValueError):
 
 def spki_digest(certificate: x509.Certificate) -> bytes:
     """The SHA-256 digest of C{certificate}'s SubjectPublicKeyInfo DER."""
-    spki = certificate.public_key().public_bytes(
-        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-    )
+    spki = certificate.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(spki).digest()
 
 
@@ -55,9 +53,7 @@ def parse_pin(text: str) -> bytes:
     except (binascii.Error, ValueError):
         raise InvalidPin(f"pin {text!r} is not valid base64") from None
     if len(digest) != 32:
-        raise InvalidPin(
-            f"pin {text!r} decodes to {len(digest)} bytes, not the 32 of SHA-256"
-        )
+        raise InvalidPin(f"pin {text!r} decodes to {len(digest)} bytes, not the 32 of SHA-256")
     return digest
 
 

@@ -162,9 +162,7 @@ def _kind(algorithm: Algorithm) -> str:
     return {"EdDSA": "an Ed25519 (EdDSA)", "ES256": "a P-256 (ES256)", "HS256": "an HS256"}[algorithm]
 
 
-def load_verification_key(
-    path: str | os.PathLike[str], algorithm: str | None = None, *, kid: str | None = None
-) -> TokenKey:
+def load_verification_key(path: str | os.PathLike[str], algorithm: str | None = None, *, kid: str | None = None) -> TokenKey:
     """
     The key a verifier needs (what C{--auth jwt:key=PATH} names): a PEM
     public key (the algorithm follows from it; C{algorithm}, if given, must
@@ -194,9 +192,7 @@ def load_verification_key(
     return key
 
 
-def load_signing_key(
-    path: str | os.PathLike[str], algorithm: str | None = None, *, kid: str | None = None
-) -> TokenKey:
+def load_signing_key(path: str | os.PathLike[str], algorithm: str | None = None, *, kid: str | None = None) -> TokenKey:
     """
     The key an issuer needs: a PEM private key (mode 0600, algorithm from
     its type) or an HS256 secret file (mode 0600).

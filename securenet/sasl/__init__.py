@@ -17,7 +17,7 @@ follows from the credential interfaces the portal's checkers accept
 from securenet.sasl._apikey import APIKeyClientMechanism, APIKeyMechanismFactory
 from securenet.sasl._builtin import AnonymousClientMechanism, ExternalClientMechanism
 from securenet.sasl._channel import channel_bindings, tls_server_end_point
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError, SingleMessageMechanism, Step
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError, SingleMessageMechanism, Step
 from securenet.sasl._oauthbearer import OAuthBearerClientMechanism, OAuthBearerMechanismFactory, parse_oauthbearer
 from securenet.sasl._plain import PLAIN, PlainClientMechanism, PlainMechanism, PlainMechanismFactory, parse_plain
 from securenet.sasl._scram import (

@@ -5,13 +5,12 @@ L{securenet.cred.PresentedAPIKey} for the portal; and the client side.
 
 from __future__ import annotations
 
-
 import attrs
 from zope.interface import implementer
 
-from securenet.sasl._mechanism import ChannelBindings, MechanismError, SingleMessageMechanism
-from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
 from securenet.cred._apikeys import MAX_KEY_LENGTH, PresentedAPIKey
+from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
+from securenet.sasl._mechanism import ChannelBindings, MechanismError, SingleMessageMechanism
 
 
 def _api_key_message(response: bytes) -> PresentedAPIKey:

@@ -28,9 +28,6 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from securenet._errors import SecurenetError
-
-
-
 from securenet.interfaces import IServerMechanism
 
 
@@ -113,7 +110,6 @@ class SingleMessageMechanism:
             return defer.succeed(Complete(self.parse(response)))
         except MechanismError:
             return defer.fail()
-
 
 
 class _NoChallenges:

@@ -12,10 +12,9 @@ import re
 import attrs
 from zope.interface import implementer
 
-from securenet.sasl._mechanism import ChannelBindings, MechanismError, SingleMessageMechanism
-from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
 from securenet.cred._jwt import MAX_TOKEN_LENGTH, PresentedToken
-
+from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
+from securenet.sasl._mechanism import ChannelBindings, MechanismError, SingleMessageMechanism
 
 # -- OAUTHBEARER (RFC 7628) ----------------------------------------------------
 

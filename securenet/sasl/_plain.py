@@ -5,21 +5,14 @@ C{UsernamePassword} for any C{IUsernamePassword} checker; and the client side.
 
 from __future__ import annotations
 
-
 import attrs
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet import defer
 from zope.interface import implementer
 
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError, Step
-from securenet.interfaces import IMechanismFactory, IServerMechanism
-
-
-
-from securenet.interfaces import IClientMechanism
 from securenet.cred._names import canonical_user_name
-from securenet.sasl._mechanism import _NoChallenges
-
+from securenet.interfaces import IClientMechanism, IMechanismFactory, IServerMechanism
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError, Step, _NoChallenges
 
 # -- PLAIN (RFC 4616) ----------------------------------------------------------
 
@@ -103,7 +96,6 @@ class PlainMechanismFactory:
 
 
 PLAIN = PlainMechanismFactory()
-
 
 
 @implementer(IClientMechanism)

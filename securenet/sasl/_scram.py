@@ -44,9 +44,20 @@ from zope.interface import implementer
 
 from securenet._threads import Runner
 from securenet.cred._saslprep import SASLprepError, normalize_password, saslprep
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError, Step
+from securenet.cred._scram import (
+    _KEY_LENGTH,
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    ScramCredentials,
+    _b64,
+    _client_and_server_keys,
+    _hmac,
+    _sha256,
+    _xor,
+    salted_password,
+)
 from securenet.interfaces import IClientMechanism, IMechanismFactory, IScramChecker, IServerMechanism
-from securenet.cred._scram import MAX_ITERATIONS, MIN_ITERATIONS, ScramCredentials, _KEY_LENGTH, _b64, _client_and_server_keys, _hmac, _sha256, _xor, salted_password
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError, Step
 
 SCRAM_SHA_256 = "SCRAM-SHA-256"
 SCRAM_SHA_256_PLUS = "SCRAM-SHA-256-PLUS"
@@ -271,9 +282,7 @@ class ScramServerMechanism:
                 raise ChannelBindingError(f"channel binding asked with {self.name}: use {SCRAM_SHA_256_PLUS}")
             cb_name = flag[2:]
             if cb_name not in CHANNEL_BINDING_TYPES:
-                raise ChannelBindingError(
-                    f"unsupported channel-binding type; supported: {', '.join(CHANNEL_BINDING_TYPES)}"
-                )
+                raise ChannelBindingError(f"unsupported channel-binding type; supported: {', '.join(CHANNEL_BINDING_TYPES)}")
             data = self.bindings.get(cb_name)
             if data is None:
                 raise ChannelBindingError(f"channel binding {cb_name} is not available on this connection")

@@ -16,18 +16,17 @@ from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securenet.sasl._channel import channel_bindings
-from securenet.sasl._builtin import AnonymousClientMechanism, ExternalClientMechanism
-from securenet.sasl._mechanism import ChannelBindings, MechanismError
-from securenet.interfaces import IClientMechanism
 from securenet._errors import SecurenetError
+from securenet._logs import SecurenetLogger
+from securenet.interfaces import IClientMechanism, ISession
+from securenet.sasl._builtin import AnonymousClientMechanism, ExternalClientMechanism
+from securenet.sasl._channel import channel_bindings
+from securenet.sasl._mechanism import ChannelBindings, MechanismError
+from securenet.session._errors import AuthenticationFailed, ProtocolViolation, ServerNotAuthenticated
 from securenet.session._exchange import DEFAULT_DEADLINE, MAX_LINE, PROTOCOL_VERSION, b64decode, b64encode, decode_identity
-from securenet.interfaces import ISession
 from securenet.tls._endpoints import SecureClientEndpoint, client_endpoint
 from securenet.tls._errors import TLSError
 from securenet.tls._guard import TLSGuard, TLSGuardFactory
-from securenet._logs import SecurenetLogger
-from securenet.session._errors import AuthenticationFailed, ProtocolViolation, ServerNotAuthenticated
 
 log = SecurenetLogger(namespace="securenet.auth")
 
@@ -51,8 +50,7 @@ def default_mechanism(offered: Sequence[str], bindings: ChannelBindings, has_cer
         return AnonymousClientMechanism()
     raise AuthenticationFailed(
         "NO-MECHANISM",
-        f"the server needs credentials (it offers {' '.join(offered) or 'nothing'}); "
-        "give a mechanism and its credentials",
+        f"the server needs credentials (it offers {' '.join(offered) or 'nothing'}); give a mechanism and its credentials",
     )
 
 
@@ -86,7 +84,13 @@ class ClientSessionFactory(TLSGuardFactory):
     """
 
     def __init__(
-        self, appFactory: IProtocolFactory, reactor: Any, credentials: ClientCredentials, *, early_data: bool = False, **kwargs: Any
+        self,
+        appFactory: IProtocolFactory,
+        reactor: Any,
+        credentials: ClientCredentials,
+        *,
+        early_data: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(appFactory, reactor, **kwargs)
         self.credentials = credentials
@@ -225,7 +229,9 @@ class ClientSession(TLSGuard):
         if self._state == "GREETING":
             parts = line.split(" ")
             if len(parts) < 3 or parts[0] != "SECURENET" or parts[2] != "AUTH":
-                raise ProtocolViolation("PROTOCOL", "the server did not greet with SECURENET ... AUTH: is it a securenet service?")
+                raise ProtocolViolation(
+                    "PROTOCOL", "the server did not greet with SECURENET ... AUTH: is it a securenet service?"
+                )
             if parts[1] != PROTOCOL_VERSION:
                 raise ProtocolViolation("PROTOCOL", f"the server speaks version {parts[1]}, we speak {PROTOCOL_VERSION}")
             self._offered = parts[3:]

@@ -4,7 +4,6 @@ What a client sees when the exchange does not end in C{OK}.
 
 from __future__ import annotations
 
-
 import attrs
 
 from securenet._errors import SecurenetError

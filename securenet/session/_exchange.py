@@ -27,15 +27,14 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
+from securenet._logs import SecurenetLogger, literal
 from securenet.cred._credentials import CertificateCredentials, TOTPCredentials
 from securenet.cred._identity import AuthenticationContext, Identity
-from securenet.interfaces import IIdentity
-from securenet.sasl._mechanism import ChannelBindings, Challenge, Complete, MechanismError
-from securenet.interfaces import ISecondFactor, IServerMechanism
 from securenet.cred._throttle import Throttle, throttle_keys
-from securenet.tls._facts import HandshakeFacts
+from securenet.interfaces import IIdentity, ISecondFactor, IServerMechanism
+from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError
 from securenet.sasl._offer import BindingsSource, BuiltinMechanism, offered_mechanisms
-from securenet._logs import SecurenetLogger, literal
+from securenet.tls._facts import HandshakeFacts
 
 if TYPE_CHECKING:
     from securenet.session._server import ServerSession
@@ -282,7 +281,9 @@ class ServerExchange:
         # as exchange lines, even when the flag itself is refused.
         self.early = True
         if flag != "EARLY":
-            raise _Refused("MALFORMED", "expected AUTH <mechanism> [initial-response] [EARLY]", f"unknown AUTH flag {flag[:20]!r}")
+            raise _Refused(
+                "MALFORMED", "expected AUTH <mechanism> [initial-response] [EARLY]", f"unknown AUTH flag {flag[:20]!r}"
+            )
         if name != "EXTERNAL" or self.lines != 1 or not initial_text:
             raise _Refused(
                 "MALFORMED",
@@ -361,7 +362,9 @@ class ServerExchange:
             # Tokens and API keys may be limited to scopes: the identity says so.
             identity = attrs.evolve(identity, scopes=tuple(scopes))
         if authzid and authzid != identity.avatar_id:
-            raise _Refused("AUTH-FAILED", "authentication failed", f"authorization id {authzid!r} is not {identity.avatar_id!r}", attempted)
+            raise _Refused(
+                "AUTH-FAILED", "authentication failed", f"authorization id {authzid!r} is not {identity.avatar_id!r}", attempted
+            )
         self.pending_success = complete.success_data
         factory = self.current[0] if self.current is not None else None
         if getattr(factory, "second_factor_allowed", False):
@@ -395,7 +398,9 @@ class ServerExchange:
             wait = yield self.throttle.admit(keys)
             if wait is not None:
                 self.state = "TOTP"
-                raise _Refused("THROTTLED", f"too many recent failures; try again in {int(wait) + 1} s", "throttled (TOTP)", first.avatar_id)
+                raise _Refused(
+                    "THROTTLED", f"too many recent failures; try again in {int(wait) + 1} s", "throttled (TOTP)", first.avatar_id
+                )
         context = AuthenticationContext(
             mechanism=first.mechanism,
             peer=self.peer,
@@ -411,7 +416,9 @@ class ServerExchange:
         except Exception:
             log.failure("TOTP checker error while authenticating {peer}", peer=self.peer)
             self.state = "TOTP"
-            raise _Refused("AUTH-FAILED", "authentication failed", "TOTP: internal error in the checker", first.avatar_id) from None
+            raise _Refused(
+                "AUTH-FAILED", "authentication failed", "TOTP: internal error in the checker", first.avatar_id
+            ) from None
         if identity.avatar_id != first.avatar_id:
             raise _Refused("AUTH-FAILED", "authentication failed", "TOTP checker named another identity", first.avatar_id)
         if self.throttle is not None:

@@ -17,13 +17,13 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTim
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securenet.sasl._channel import channel_bindings
+from securenet._errors import SecurenetError
 from securenet.cred._identity import Identity
 from securenet.cred._throttle import Throttle
-from securenet._errors import SecurenetError
+from securenet.interfaces import ISession
+from securenet.sasl._channel import channel_bindings
 from securenet.session._exchange import ExchangeSettings, ServerExchange
 from securenet.tls._guard import TLSGuard, TLSGuardFactory
-from securenet.interfaces import ISession
 
 
 class NotASecureSession(SecurenetError):

@@ -5,16 +5,12 @@ facts (the path, the reason, the versions) a user needs.
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import attrs
 
 from securenet._errors import SecurenetError
 from securenet.store._migrations import SCHEMA_VERSION
-
-
-from pathlib import Path
-
-
 
 
 class StoreError(SecurenetError):
@@ -31,7 +27,6 @@ class UserExists(StoreError):
 
 class NoSuchAPIKey(StoreError):
     """No API key has that id."""
-
 
 
 # -- errors ------------------------------------------------------------------

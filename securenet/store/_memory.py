@@ -18,13 +18,8 @@ import attrs
 from twisted.internet import defer
 from zope.interface import implementer
 
-
-
-
-
-from securenet.store._errors import StoreError
 from securenet.interfaces import ICredentialStore, IRefreshTokenStore
-from securenet.store._errors import NoSuchAPIKey, NoSuchUser, UserExists
+from securenet.store._errors import NoSuchAPIKey, NoSuchUser, StoreError, UserExists
 from securenet.store._records import APIKey, RefreshToken, User
 
 
@@ -138,7 +133,6 @@ class MemoryStore:
     def reset_failures(self, key: str) -> defer.Deferred[None]:
         self.failures.pop(key, None)
         return defer.succeed(None)
-
 
 
 @implementer(IRefreshTokenStore)

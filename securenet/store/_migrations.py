@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-
 #: Schema migrations: C{MIGRATIONS[n]} takes version n to n + 1.  Append
 #: only; never edit a released one.
 MIGRATIONS: Sequence[Sequence[str]] = (

@@ -12,11 +12,6 @@ from typing import Any
 import attrs
 
 
-
-
-
-
-
 @attrs.frozen
 class ScramKeys:
     """
@@ -70,7 +65,6 @@ class APIKey:
     created: datetime.datetime | None = None
     expires: datetime.datetime | None = None
     revoked: bool = False
-
 
 
 @attrs.frozen

@@ -33,12 +33,19 @@ from twisted.internet import defer
 from zope.interface import implementer
 
 from securenet._threads import Runner, synchronous_runner
-from securenet.store._records import APIKey, ScramKeys, User
 from securenet.interfaces import ICredentialStore
+from securenet.store._errors import (
+    DatabaseFileError,
+    InsecureDatabaseFile,
+    NoSuchAPIKey,
+    NoSuchUser,
+    StoreError,
+    UnsupportedSchema,
+    UserExists,
+)
 from securenet.store._migrations import MIGRATIONS, SCHEMA_VERSION
+from securenet.store._records import APIKey, ScramKeys, User
 from securenet.store._sqlite_refresh import SQLiteRefreshTokens
-from securenet.store._errors import NoSuchAPIKey, NoSuchUser, StoreError, UserExists
-from securenet.store._errors import DatabaseFileError, InsecureDatabaseFile, UnsupportedSchema
 
 _T = TypeVar("_T")
 
@@ -163,8 +170,7 @@ def _prepare_file(path: Path) -> None:
     if os.name == "posix" and mode & 0o077:
         raise InsecureDatabaseFile(
             path,
-            f"credential database has mode {mode:04o}; it must not be accessible "
-            f"by group or others (chmod 600 {path})",
+            f"credential database has mode {mode:04o}; it must not be accessible by group or others (chmod 600 {path})",
             mode,
         )
     try:
@@ -218,9 +224,7 @@ def _rollback(connection: sqlite3.Connection) -> None:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-    )
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
     try:
         connection.row_factory = sqlite3.Row
         problems = [" ".join(str(row[0]).split()) for row in connection.execute("PRAGMA quick_check")]
@@ -423,8 +427,7 @@ class SQLiteStore:
     def _mark_totp_step(self, name: str, step: int) -> bool:
         with self._transaction() as c:
             cursor = c.execute(
-                "UPDATE users SET totp_last_step = ? "
-                "WHERE name = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+                "UPDATE users SET totp_last_step = ? WHERE name = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
                 (step, name, step),
             )
             if cursor.rowcount:

@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from twisted.internet import defer
 from zope.interface import implementer
 
-from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from securenet.store._sqlite import SQLiteStore
-from securenet.store._errors import StoreError
 from securenet.interfaces import IRefreshTokenStore
+from securenet.store._errors import StoreError
 from securenet.store._records import RefreshToken
 
 _T = TypeVar("_T")
@@ -135,9 +134,7 @@ class SQLiteRefreshTokens:
     def _revoke_family(self, family_id: str, when: float) -> list[tuple[str, float]]:
         with self._transaction() as c:
             c.execute("UPDATE refresh_families SET revoked = ? WHERE family_id = ? AND revoked IS NULL", (when, family_id))
-            rows = c.execute(
-                "SELECT access_jti, access_expires FROM refresh_tokens WHERE family_id = ?", (family_id,)
-            ).fetchall()
+            rows = c.execute("SELECT access_jti, access_expires FROM refresh_tokens WHERE family_id = ?", (family_id,)).fetchall()
         return [(str(r[0]), float(r[1])) for r in rows]
 
     def is_family_revoked(self, family_id: str) -> defer.Deferred[bool]:

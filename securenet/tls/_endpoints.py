@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, TCP6ClientEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocol,
@@ -78,9 +78,7 @@ class EndpointConfigurationError(TLSConfigurationError):
 def _check_keys(kind: str, kwargs: dict[str, str], allowed: dict[str, str]) -> None:
     for key in kwargs:
         if key not in allowed:
-            raise EndpointConfigurationError(
-                f"unknown {kind} endpoint key {key!r}; known keys: {', '.join(allowed)}"
-            )
+            raise EndpointConfigurationError(f"unknown {kind} endpoint key {key!r}; known keys: {', '.join(allowed)}")
 
 
 def _number(key: str, value: str, kind: type = float) -> Any:
@@ -194,9 +192,7 @@ def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> Secure
             raise EndpointConfigurationError(f"{required} is required for a securenet server endpoint")
     client_auth = kwargs.get("clientAuth", "required" if "trustRoots" in kwargs else "none")
     if client_auth not in CLIENT_AUTH_MODES:
-        raise EndpointConfigurationError(
-            f"clientAuth={client_auth!r}: use one of {', '.join(CLIENT_AUTH_MODES)}"
-        )
+        raise EndpointConfigurationError(f"clientAuth={client_auth!r}: use one of {', '.join(CLIENT_AUTH_MODES)}")
     options: dict[str, Any] = {"client_auth": client_auth}
     if "profile" in kwargs:
         options["profile"] = _profile(kwargs["profile"])
@@ -271,9 +267,7 @@ def split_description(description: str) -> tuple[list[str], dict[str, str]]:
     """
     prefix, sep, rest = description.partition(":")
     if prefix != "securenet" or not sep:
-        raise EndpointConfigurationError(
-            f"not a securenet endpoint: {description!r} (it must start with 'securenet:')"
-        )
+        raise EndpointConfigurationError(f"not a securenet endpoint: {description!r} (it must start with 'securenet:')")
     parts: list[str] = []
     current: list[str] = []
     chars = iter(rest)

@@ -182,7 +182,11 @@ _REASON_MAP: list[tuple[str, type[TLSError], str]] = [
     ("no shared cipher", NoSharedCipher, "no cipher suite in common"),
     ("no suitable key share", NoSharedCipher, "no key-exchange group in common"),
     ("no shared group", NoSharedCipher, "no key-exchange group in common"),
-    ("alert internal error", HandshakeFailed, "peer aborted the handshake (a securenet client sends this when it refuses the server's certificate or pin)"),
+    (
+        "alert internal error",
+        HandshakeFailed,
+        "peer aborted the handshake (a securenet client sends this when it refuses the server's certificate or pin)",
+    ),
     ("alert handshake failure", HandshakeFailed, "peer aborted the handshake (handshake failure alert)"),
     ("wrong version number", NotTLS, "peer did not speak TLS"),
     ("http request", NotTLS, "peer sent a plaintext HTTP request, not TLS"),

@@ -13,8 +13,8 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from securenet.pki._facts import CertificateFacts
-from securenet.tls._binding import session_reused
 from securenet.tls import _certificates as certificates
+from securenet.tls._binding import session_reused
 
 Role = Literal["server", "client"]
 

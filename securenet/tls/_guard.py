@@ -29,11 +29,11 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from securenet._logs import SecurenetLogger
 from securenet.pki._facts import CertificateFacts
 from securenet.tls._errors import ConnectionClosedDuringHandshake, HandshakeTimeout, TLSError, classify
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._policy import ConnectionState, state_of
-from securenet._logs import SecurenetLogger
 
 log = SecurenetLogger(namespace="securenet.tls")
 

@@ -38,15 +38,27 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
+from securenet._logs import SecurenetLogger
 from securenet.pki._facts import CertificateFacts
 from securenet.pki._files import PrivateKey, load_certificates, load_crl, load_key_pair
 from securenet.pki._pins import InvalidPin, format_pin, parse_pin, pin_matches, spki_digest, spki_pin
 from securenet.tls._binding import set_groups
 from securenet.tls._certificates import as_cryptography
-from securenet.tls._errors import CertificateError, CertificateExpired, CertificateNotYetValid, CertificateRejected, CertificateRevoked, CRLExpired, HostnameMismatch, PinMismatch, TLSConfigurationError, TofuMismatch, UntrustedCertificate
+from securenet.tls._errors import (
+    CertificateError,
+    CertificateExpired,
+    CertificateNotYetValid,
+    CertificateRejected,
+    CertificateRevoked,
+    CRLExpired,
+    HostnameMismatch,
+    PinMismatch,
+    TLSConfigurationError,
+    TofuMismatch,
+    UntrustedCertificate,
+)
 from securenet.tls._profiles import INTERMEDIATE, TLSProfile
 from securenet.tls._tofu import TofuStore
-from securenet._logs import SecurenetLogger
 
 log = SecurenetLogger(namespace="securenet.tls")
 
@@ -110,8 +122,7 @@ def verification_error(
     if code == _CRL_HAS_EXPIRED:
         src = f" {crl_source}" if crl_source else ""
         return CRLExpired(
-            f"the CRL{src} is past its next-update; refusing client certificates "
-            f"until it is renewed",
+            f"the CRL{src} is past its next-update; refusing client certificates until it is renewed",
             **kw,
         )
     if code == _CRL_NOT_YET_VALID:
@@ -254,9 +265,7 @@ class ServerTLSPolicy:
         if not self.certificate_chain:
             raise TLSConfigurationError("a server needs a certificate")
         if self.client_auth not in CLIENT_AUTH_MODES:
-            raise TLSConfigurationError(
-                f"clientAuth must be one of {', '.join(CLIENT_AUTH_MODES)}, not {self.client_auth!r}"
-            )
+            raise TLSConfigurationError(f"clientAuth must be one of {', '.join(CLIENT_AUTH_MODES)}, not {self.client_auth!r}")
         if self.client_auth != "none" and not self.trust_roots:
             raise TLSConfigurationError(
                 f"clientAuth={self.client_auth} needs trustRoots (the CA that issues client certificates)"
@@ -347,11 +356,7 @@ class ServerTLSPolicy:
 def _apply_profile(ctx: SSL.Context, profile: TLSProfile) -> None:
     ctx.set_min_proto_version(profile.min_version)
     ctx.set_max_proto_version(profile.max_version)
-    ctx.set_options(
-        SSL.OP_NO_COMPRESSION
-        | SSL.OP_NO_RENEGOTIATION
-        | SSL.OP_SINGLE_ECDH_USE
-    )
+    ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_SINGLE_ECDH_USE)
     # Free a connection's 16 KiB+ read and write buffers while it is idle
     # (Twisted's CertificateOptions does the same): without it every idle
     # connection held about 35 KiB more than a bare Twisted one.
@@ -438,9 +443,7 @@ class ClientTLSPolicy:
 
     def __attrs_post_init__(self) -> None:
         if not self.trust_roots and not self.pins and self.tofu is None:
-            raise TLSConfigurationError(
-                "the client has no way to check the server: give trustRoots, pin, or tofu"
-            )
+            raise TLSConfigurationError("the client has no way to check the server: give trustRoots, pin, or tofu")
         if bool(self.certificate_chain) != (self.private_key is not None):
             raise TLSConfigurationError("a client certificate needs its private key, and a key its certificate")
         if not math.isfinite(self.handshake_timeout) or self.handshake_timeout <= 0:
@@ -563,7 +566,6 @@ class ClientTLSPolicy:
                     store=str(self.tofu.path),
                 )
         return None
-
 
     @staticmethod
     def _record_tofu(store: TofuStore, host: str, port: int, pin: str) -> None:

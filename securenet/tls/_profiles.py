@@ -67,6 +67,4 @@ def profile_named(name: str) -> TLSProfile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise TLSConfigurationError(
-            f"unknown TLS profile {name!r}; choose one of: {', '.join(PROFILES)}"
-        ) from None
+        raise TLSConfigurationError(f"unknown TLS profile {name!r}; choose one of: {', '.join(PROFILES)}") from None

@@ -33,7 +33,20 @@ policies and audit events as securenet's stream protocols.
 from securenet.web._api import BuiltinAPI
 from securenet.web._auth import Authentication, WebAuthenticator, request_authentication, request_identity, tls_facts
 from securenet.web._client import HTTPSPolicy
-from securenet.web._errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized, UnsupportedMediaType, WebConfigurationError, WebError
+from securenet.web._errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    UnsupportedMediaType,
+    WebConfigurationError,
+    WebError,
+)
 from securenet.web._guard import JSONEndpoint, JSONRouter, ProtectedResource, WebGuard
 from securenet.web._jsonbody import JSONBodyError, JSONLimits, parse_json, read_json, read_json_object
 from securenet.web._responses import JSONResponse, apply_security_headers, render_error, render_json

@@ -27,21 +27,21 @@ import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from securenet.cred._passwords import PasswordError, PasswordHasher
+from securenet._logs import SecurenetLogger
 from securenet._threads import Runner
 from securenet.cred._names import UserRecordError
-from securenet.cred._users import new_user
+from securenet.cred._passwords import PasswordError, PasswordHasher
 from securenet.cred._scram import DEFAULT_ITERATIONS
+from securenet.cred._users import new_user
 from securenet.interfaces import ICredentialStore
-from securenet.store._records import User
 from securenet.store._errors import UserExists
+from securenet.store._records import User
 from securenet.web._auth import Authentication, client_peer
 from securenet.web._errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from securenet.web._guard import JSONEndpoint, JSONRouter, WebGuard
 from securenet.web._jsonbody import JSONLimits, read_json_object
 from securenet.web._responses import JSONResponse
 from securenet.web._tokens import TokenEndpoints, TokenService
-from securenet._logs import SecurenetLogger
 
 log = SecurenetLogger(namespace="securenet.web")
 

@@ -44,21 +44,19 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from securenet._logs import SecurenetLogger
 from securenet.cred._apikeys import MAX_KEY_LENGTH, PresentedAPIKey, VerifiedAPIKey
 from securenet.cred._credentials import CertificateCredentials, TOTPCredentials
-from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, ITokenCredentials
 from securenet.cred._identity import AuthenticationContext, Identity
-from securenet.interfaces import IIdentity
-from securenet.cred._names import canonical_user_name
-from securenet.interfaces import ISecondFactor
-from securenet.cred._throttle import Throttle, throttle_keys
 from securenet.cred._jwt import MAX_TOKEN_LENGTH, PresentedToken, VerifiedToken
+from securenet.cred._names import canonical_user_name
+from securenet.cred._throttle import Throttle, throttle_keys
+from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, IIdentity, ISecondFactor, ITokenCredentials
 from securenet.pki._facts import CertificateFacts
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import describe_address
 from securenet.web._errors import TooManyRequests, Unauthorized, WebError
 from securenet.web._responses import is_secure
-from securenet._logs import SecurenetLogger
 
 log = SecurenetLogger(namespace="securenet.auth")
 
@@ -124,7 +122,9 @@ def request_identity(request: IRequest) -> Identity:
     """
     found = request_authentication(request)
     if found is None:
-        raise Unauthorized("authentication required", error="authentication_required", reason="no guard authenticated this request")
+        raise Unauthorized(
+            "authentication required", error="authentication_required", reason="no guard authenticated this request"
+        )
     return found.identity
 
 
@@ -167,7 +167,9 @@ class WebAuthenticator:
     @param realm: the C{realm} of C{WWW-Authenticate} challenges.
     """
 
-    def __init__(self, portal: Portal, clock: IReactorTime, *, throttle: Throttle | None = None, realm: str = "securenet") -> None:
+    def __init__(
+        self, portal: Portal, clock: IReactorTime, *, throttle: Throttle | None = None, realm: str = "securenet"
+    ) -> None:
         if not _REALM.fullmatch(realm):
             raise ValueError(f"invalid realm {realm!r}: no quotes, backslashes or control characters")
         self.portal = portal

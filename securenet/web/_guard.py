@@ -38,11 +38,20 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from securenet.authz import AuthorizationDenied, Context, Policy
-from securenet.interfaces import IPolicy
 from securenet.authz._decisions import Decision
+from securenet.interfaces import IPolicy
 from securenet.web._auth import Authentication, WebAuthenticator, client_peer
 from securenet.web._errors import Forbidden, MethodNotAllowed, NotFound, WebError
-from securenet.web._responses import JSON_TYPE, JSONResponse, apply_security_headers, disconnect_watch, render_error, render_json, send, send_failure
+from securenet.web._responses import (
+    JSON_TYPE,
+    JSONResponse,
+    apply_security_headers,
+    disconnect_watch,
+    render_error,
+    render_json,
+    send,
+    send_failure,
+)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -273,7 +282,9 @@ class JSONEndpoint(Resource):
                 request.setHeader(b"Content-Length", b"%d" % len(result))
                 send(request, result, gone)
             elif isinstance(result, JSONResponse):
-                send(request, render_json(request, result.code, result.body, headers=result.headers, no_store=self.no_store), gone)
+                send(
+                    request, render_json(request, result.code, result.body, headers=result.headers, no_store=self.no_store), gone
+                )
             else:
                 send(request, render_json(request, 200, result, no_store=self.no_store), gone)
 

@@ -25,9 +25,9 @@ import attrs
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
+from securenet._logs import SecurenetLogger
 from securenet.web._errors import InternalError, WebError
 from securenet.web._jsonbody import dump_json
-from securenet._logs import SecurenetLogger
 
 log = SecurenetLogger(namespace="securenet.web")
 

@@ -19,28 +19,25 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
-from securenet.interfaces import IPolicy
-from securenet.interfaces import ITokenCredentials
-from securenet.cred._passwords import PasswordChecker, PasswordHasher
+from securenet._errors import SecurenetError
+from securenet._logs import SecurenetLogger
 from securenet._threads import Runner, reactor_thread_pool_runner
+from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.cred._passwords import PasswordChecker, PasswordHasher
 from securenet.cred._scram import DEFAULT_ITERATIONS
-from securenet.interfaces import ICredentialStore
 from securenet.cred._storechecker import StoreChecker
 from securenet.cred._throttle import Throttle
-from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
-from securenet.pki._tokenkeys import load_signing_key
-from securenet._errors import SecurenetError
+from securenet.interfaces import ICredentialStore, IPolicy, IRefreshTokenStore, ITokenCredentials
 from securenet.pki._pins import spki_pin
+from securenet.pki._tokenkeys import load_signing_key
+from securenet.store._memory import MemoryRefreshStore
 from securenet.tls._endpoints import SecureServerEndpoint, server_endpoint
 from securenet.web._api import BuiltinAPI
 from securenet.web._auth import WebAuthenticator
 from securenet.web._errors import WebConfigurationError
 from securenet.web._guard import WebGuard
-from securenet.interfaces import IRefreshTokenStore
-from securenet.store._memory import MemoryRefreshStore
 from securenet.web._site import SecureSite
 from securenet.web._tokens import TokenLifetimes, TokenService
-from securenet._logs import SecurenetLogger
 
 log = SecurenetLogger(namespace="securenet.tap")
 
@@ -84,9 +81,7 @@ def token_service(
     @raise SecurenetError: the key file cannot be used.
     """
     if store is None:
-        raise WebConfigurationError(
-            f"--token-key {key_path}: issuing tokens needs a credential database (--auth sqlite:PATH)"
-        )
+        raise WebConfigurationError(f"--token-key {key_path}: issuing tokens needs a credential database (--auth sqlite:PATH)")
     if ITokenCredentials in portal.checkers:
         raise WebConfigurationError(
             f"--token-key {key_path}: bearer tokens are already checked by an --auth jwt checker; "

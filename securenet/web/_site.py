@@ -30,10 +30,10 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
+from securenet._logs import SecurenetLogger
 from securenet.web._errors import InternalError, PayloadTooLarge
 from securenet.web._jsonbody import MAX_BODY, dump_json
 from securenet.web._responses import HSTS, SECURITY_HEADERS, SERVER, apply_security_headers, is_secure, render_error
-from securenet._logs import SecurenetLogger
 
 log = SecurenetLogger(namespace="securenet.web")
 

@@ -40,15 +40,14 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from securenet.interfaces import ICredentialStore
+from securenet._logs import SecurenetLogger
 from securenet.cred._jwt import TokenIssuer, VerifiedToken, check_scopes, now
+from securenet.interfaces import ICredentialStore, IRefreshTokenStore
+from securenet.store._records import RefreshToken
 from securenet.web._auth import Authentication, WebAuthenticator, client_peer
 from securenet.web._errors import BadRequest, Unauthorized
 from securenet.web._guard import JSONEndpoint, JSONRouter
 from securenet.web._jsonbody import JSONLimits, read_json_object
-from securenet.interfaces import IRefreshTokenStore
-from securenet.store._records import RefreshToken
-from securenet._logs import SecurenetLogger
 
 log = SecurenetLogger(namespace="securenet.auth")
 
@@ -178,7 +177,9 @@ class TokenService:
         await self.refreshes.prune(current)
         return await self._pair(user, family, check_scopes(scopes), tuple(amr), current + self.lifetimes.session_ttl)
 
-    async def _pair(self, user: str, family: str, scopes: tuple[str, ...], amr: tuple[str, ...], session_expires: float) -> TokenPair:
+    async def _pair(
+        self, user: str, family: str, scopes: tuple[str, ...], amr: tuple[str, ...], session_expires: float
+    ) -> TokenPair:
         current = self._now()
         access = self.issuer.issue(
             user, ttl=self.lifetimes.access_ttl, scopes=scopes, extra_claims={"sid": family, "amr": list(amr)}
