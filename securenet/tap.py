@@ -30,12 +30,13 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import reflect, usage
 
+from securenet import audit
 from securenet._errors import SecurenetError
-from securenet._logs import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
-from securenet._logs import LEVELS as LOG_LEVELS
 from securenet._logs import SecurenetLogger
-from securenet._logs import set_level as set_log_level
 from securenet.apps import BUILTIN_APPS
+from securenet.audit import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
+from securenet.audit import LEVELS as LOG_LEVELS
+from securenet.audit import set_level as set_log_level
 from securenet.authz import Policy
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import IdentityRealm
@@ -337,12 +338,14 @@ def credential_store(checkers: list[object]) -> ICredentialStore | None:
 
 def _logListening(endpoint: SecureServerEndpoint, description: str, options: Options) -> None:
     policy = endpoint.policy
-    log.info(
-        "securenet listening on {endpoint}: profile {profile}, clientAuth {client_auth}, app {app}, server pin {pin}",
+    pin = spki_pin(policy.certificate_chain[0])
+    audit.service_listening(
+        "stream",
+        f"securenet listening on {description}: profile {policy.profile.name}, clientAuth {policy.client_auth},"
+        f" app {options['app']}, server pin {pin}",
         endpoint=description,
         profile=policy.profile.name,
         client_auth=policy.client_auth,
+        pin=pin,
         app=options["app"],
-        pin=spki_pin(policy.certificate_chain[0]),
-        securenet_event="service.listening",
     )

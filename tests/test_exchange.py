@@ -781,9 +781,20 @@ class SuccessTests(ExchangeTestCase):
         self.assertEqual(ok_event["reason_text"], "")
         self.assertEqual(
             formatEvent(denied),
-            f"authentication denied for 127.0.0.1:54321 by TEST: None (wrong password) over TLSv1.3 {cipher}",
+            f"authentication denied for 127.0.0.1:54321 by TEST: brace (wrong password) over TLSv1.3 {cipher}",
         )
         self.assertEqual((denied["attempted"], denied["reason_text"]), ("brace", " (wrong password)"))
+        self.assertIsNone(denied["identity"])
+
+    def test_decisionTextNeverSaysNone(self) -> None:
+        """A refusal before any user was named shows C{-}, not Python's None, for the identity and mechanism."""
+        self.connect()
+        self.send("HELLO")
+        [denied] = self.decisions()
+        self.assertEqual((denied["identity"], denied["mechanism"]), (None, None))
+        text = formatEvent(denied)
+        self.assertNotIn("None", text)
+        self.assertIn("by -: - (unexpected command 'HELLO')", text)
 
     def test_okWithPercentEncodedIdentity(self) -> None:
         """
@@ -1595,23 +1606,42 @@ class ThrottleTests(ExchangeTestCase):
 
     def test_secondFactorThrottled(self) -> None:
         """
-        TOTP attempts are admitted and counted like first factors (the first
-        factor's own count stands until the whole login succeeds); once
-        throttled, a TOTP line is NO THROTTLED (still in TOTP, TOTP checker
-        not called); the whole success forgives the account.
+        The first TOTP line is part of the password's attempt (one admission
+        for both factors, as an HTTP login); each retry after a wrong code
+        is admitted and counted like a new attempt, and once throttled a TOTP
+        line is NO THROTTLED (still in TOTP, TOTP checker not called); the
+        whole success forgives the account and takes back only the
+        successful try from the address (the wrong codes stay).
         """
         self.connectThrottled(self.passwords, self.totp)
         self.send("AUTH TEST", response("alice", "wonderland"), "TOTP 000000", "TOTP 000001", f"TOTP {TOTP_CODE}")
         throttled = "NO THROTTLED too many recent failures; try again in 11 s"
-        self.assertEqual(self.lines()[2:], ["NEXT TOTP", AUTH_FAILED, throttled, throttled])
+        self.assertEqual(self.lines()[2:], ["NEXT TOTP", AUTH_FAILED, AUTH_FAILED, throttled])
         self.assertEqual(self.exchange.state, "TOTP")
-        self.assertEqual(self.totp.calls, [("alice", "000000")])
+        self.assertEqual(self.totp.calls, [("alice", "000000"), ("alice", "000001")])
         self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (2, 0.0), "user:alice": (2, 0.0)})
         self.clock.advance(10)
         self.send(f"TOTP {TOTP_CODE}")
         self.assertEqual(self.transcript()[0][-1], ok("alice"))
-        # Both admitted successes (password, code) are taken back; the wrong code stays.
-        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (1, 10.0)})
+        # The successful try is taken back; the two wrong codes stay on the address.
+        self.assertEqual(self.store.failures, {CLIENT_ADDRESS_KEY: (2, 10.0)})
+
+    def test_secondFactorUserRecoversAfterTheWait(self) -> None:
+        """
+        A TOTP user who had wrong passwords and waits the time THROTTLED
+        names gets in with the right password and code: the code is part
+        of the password's attempt, not a second throttled one (the HTTP
+        login behaves the same: tests/test_web.py).
+        """
+        self.connectThrottled(self.passwords, self.totp)
+        for _ in range(4):
+            self.send("AUTH TEST", response("alice", "wrong"))
+        self.send("AUTH TEST", response("alice", "wonderland"))
+        throttled = self.lines()[-1]
+        self.assertTrue(throttled.startswith("NO THROTTLED too many recent failures; try again in "), throttled)
+        self.clock.advance(int(throttled.split()[-2]))
+        self.send("AUTH TEST", response("alice", "wonderland"), f"TOTP {TOTP_CODE}")
+        self.assertEqual(self.transcript()[0][-2:], ["NEXT TOTP", ok("alice")])
 
     def test_anonymousResetsNothing(self) -> None:
         """

@@ -34,7 +34,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer, providedBy
 
-from securenet import _logs as securenet_logs
+from securenet import audit as securenet_logs
 from securenet.pki._ca import IssuedCertificate, generate_private_key
 from securenet.pki._pins import spki_pin
 from securenet.testing import CLIENT_ADDRESS, SERVER_ADDRESS, EphemeralPKI, MemoryConnection, connect_in_memory

@@ -524,6 +524,19 @@ class PasswordTests(SynchronousTestCase):
         self.assertEqual(codes, [401, 401, 401, 401])
         self.assertEqual(self.service.login("bob", "bob-pw", totp_code(BOB_TOTP, self.service.clock)).code, 429)
 
+    def test_totpUserRecoversAfterTheWait(self) -> None:
+        """
+        After wrong passwords, a TOTP user who waits Retry-After gets in with
+        the right password and code in one request (the stream exchange
+        behaves the same: tests/test_exchange.py).
+        """
+        for _ in range(4):
+            self.assertEqual(self.service.login("bob", "wrong").code, 401)
+        throttled = self.service.login("bob", "bob-pw", totp_code(BOB_TOTP, self.service.clock))
+        self.assertEqual(throttled.code, 429)
+        self.service.clock.advance(int(throttled.header("Retry-After") or "0"))
+        self.assertEqual(self.service.login("bob", "bob-pw", totp_code(BOB_TOTP, self.service.clock)).code, 200)
+
     def test_totpNotSaidForAWrongPassword(self) -> None:
         response = self.service.login("bob", "wrong", totp_code(BOB_TOTP, self.service.clock))
         self.assertEqual(response.json(), {"error": "invalid_credentials", "message": "authentication failed"})

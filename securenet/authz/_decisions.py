@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Literal
 
 import attrs
-from twisted.logger import LogLevel
 
-from securenet import _logs as logs
+from securenet import audit as _audit
 from securenet._logs import SecurenetLogger
 from securenet.authz._errors import AuthorizationDenied
 
@@ -133,22 +132,4 @@ def audit(decision: Decision, allow_level: AllowLogLevel = "debug") -> None:
     Log C{decision} as a C{securenet_event="authz.decision"} event: a deny
     at warn, an allow at C{allow_level}.
     """
-    if decision.allowed and not logs.enabled(LogLevel.info if allow_level == "info" else LogLevel.debug):
-        return  # below securenet's log level: build nothing (an allow per RPC call adds up)
-    emit = log.warn if not decision.allowed else (log.info if allow_level == "info" else log.debug)
-    rule = decision.rule
-    emit(
-        "authorization {result} for {identity}: {action}{resource_text} ({reason})",
-        securenet_event="authz.decision",
-        result=decision.result,
-        identity=decision.identity,
-        action=decision.action,
-        resource=decision.resource,
-        resource_text=f" {decision.resource}" if decision.resource is not None else "",
-        permission=decision.permission,
-        rule=rule.label if rule is not None else None,
-        rule_location=str(rule.location) if rule is not None else None,
-        reason=decision.reason,
-        mechanism=decision.mechanism,
-        peer=decision.peer,
-    )
+    _audit.authz_decision(decision, allow_level)

@@ -27,6 +27,7 @@ import attrs
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 
+from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.interfaces import ICredentialStore
 
@@ -107,13 +108,7 @@ class Throttle:
             count = yield self.store.record_failure(key, now)
             lockout = self.policy.address_lockout if key.startswith("addr:") else self.policy.account_lockout
             if count == lockout:
-                log.warn(
-                    "{key} locked out for {seconds:g} s after {count} consecutive failures",
-                    key=key,
-                    count=count,
-                    seconds=self.policy.lockout_seconds,
-                    securenet_event="auth.lockout",
-                )
+                audit.auth_lockout(key, count, self.policy.lockout_seconds)
 
     @defer.inlineCallbacks
     def admit(self, keys: Sequence[str]):  # type: ignore[no-untyped-def]

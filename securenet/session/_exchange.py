@@ -21,17 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.cred.credentials import Anonymous
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from securenet._logs import SecurenetLogger, literal
-from securenet.cred._credentials import CertificateCredentials, TOTPCredentials
+from securenet import audit
+from securenet._logs import SecurenetLogger
+from securenet.cred._credentials import CertificateCredentials
 from securenet.cred._identity import AuthenticationContext, Identity
-from securenet.cred._throttle import Throttle, throttle_keys
-from securenet.interfaces import IIdentity, ISecondFactor, IServerMechanism
+from securenet.cred._login import Attempt, LoginFailure, LoginFlow
+from securenet.cred._throttle import Throttle
+from securenet.interfaces import IServerMechanism
 from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError
 from securenet.sasl._offer import BindingsSource, BuiltinMechanism, offered_mechanisms
 from securenet.tls._facts import HandshakeFacts
@@ -84,6 +85,15 @@ class ExchangeSettings:
     max_buffer: int = 8 * MAX_LINE
 
 
+def _refusal(failure: LoginFailure) -> _Refused:
+    """The exchange's answer to a refused login."""
+    if failure.kind == "throttled":
+        return _Refused(
+            "THROTTLED", f"too many recent failures; try again in {failure.retry_after} s", failure.reason, failure.attempted
+        )
+    return _Refused("AUTH-FAILED", "authentication failed", failure.reason, failure.attempted)
+
+
 class _Refused(Exception):
     """
     An attempt ends with C{NO code text}; C{reason} is for the audit log.
@@ -122,6 +132,7 @@ class ServerExchange:
         self.reactor = reactor
         self._bindings = bindings
         self.throttle = throttle
+        self.login = LoginFlow(portal, throttle)
         self.settings = settings
         assert session.handshake is not None
         self.facts: HandshakeFacts = session.handshake
@@ -140,7 +151,10 @@ class ServerExchange:
         self.busy = False
         self.done = False
         self.current: tuple[Any, IServerMechanism | None] | None = None
-        self.pending_identity: Identity | None = None
+        #: After the first factor, while a TOTP code is due: its identity,
+        #: attempt and context, and how many codes were tried.
+        self.pending: tuple[Identity, Attempt, AuthenticationContext] | None = None
+        self.totp_tries = 0
         self.pending_success: Callable[[], bytes | None] | None = None
         self.deadline: IDelayedCall | None = None
 
@@ -322,108 +336,58 @@ class ServerExchange:
     def mechanismName(self) -> str:
         return self.current[0].name if self.current is not None else "?"
 
-    @defer.inlineCallbacks
-    def _checkCredentials(self, complete: Complete, authzid: str = ""):  # type: ignore[no-untyped-def]
+    def _checkCredentials(self, complete: Complete, authzid: str = "") -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._firstFactor(complete, authzid))
+
+    async def _firstFactor(self, complete: Complete, authzid: str) -> None:
         self.state = "CHECKING"
         attempted = getattr(complete.credentials, "username", None)
         if isinstance(attempted, bytes):
             attempted = attempted.decode("utf-8", "replace")
-        keys = throttle_keys(attempted, self.address)
-        if self.throttle is not None and self.mechanismName != "ANONYMOUS":
-            wait = yield self.throttle.admit(keys)
-            if wait is not None:
-                raise _Refused(
-                    "THROTTLED",
-                    f"too many recent failures; try again in {int(wait) + 1} s",
-                    f"throttled for {wait:.1f} s",
-                    attempted,
-                )
         context = AuthenticationContext(
             mechanism=self.mechanismName,
             peer=self.peer,
             certificate=self.facts.peer_certificate,
         )
         try:
-            _, identity, _ = yield self.portal.login(complete.credentials, context, IIdentity)
-        except UnhandledCredentials:
-            raise _Refused(
-                "AUTH-FAILED", "authentication failed", f"no --auth checker accepts {self.mechanismName} credentials", attempted
-            ) from None
-        except UnauthorizedLogin as e:
-            reason = getattr(e, "reason", None) or str(e) or "credentials refused"
-            raise _Refused("AUTH-FAILED", "authentication failed", reason, attempted) from None
-        except Exception:
-            # A bug in a checker or the realm is a refusal, never an open door.
-            log.failure("checker error while authenticating {peer}", peer=self.peer)
-            raise _Refused("AUTH-FAILED", "authentication failed", "internal error in the checker", attempted) from None
-        verified = getattr(complete.credentials, "verified", None)
-        scopes = getattr(verified, "scopes", None)
-        if scopes:
-            # Tokens and API keys may be limited to scopes: the identity says so.
-            identity = attrs.evolve(identity, scopes=tuple(scopes))
+            # ANONYMOUS proves nothing: it is neither held back nor forgives anyone.
+            attempt = await self.login.admit(attempted, self.address, throttled=self.mechanismName != "ANONYMOUS")
+            identity = await self.login.check(complete.credentials, context, attempted)
+        except LoginFailure as e:
+            raise _refusal(e) from None
         if authzid and authzid != identity.avatar_id:
             raise _Refused(
                 "AUTH-FAILED", "authentication failed", f"authorization id {authzid!r} is not {identity.avatar_id!r}", attempted
             )
         self.pending_success = complete.success_data
         factory = self.current[0] if self.current is not None else None
-        if getattr(factory, "second_factor_allowed", False):
-            needed = yield self._secondFactorNeeded(identity.avatar_id)
-            if needed:
-                self.pending_identity = identity
-                self.state = "TOTP"
-                self.send("NEXT TOTP")
-                return
-        if self.throttle is not None and self.mechanismName != "ANONYMOUS":
-            # ANONYMOUS proves nothing: it must not wipe the address's failures.
-            yield self.throttle.succeeded(keys)
+        if getattr(factory, "second_factor_allowed", False) and await self.login.second_factor_required(identity.avatar_id):
+            # The code that follows is part of this attempt (docs/protocol.md):
+            # it stays counted until the second factor passes.
+            self.pending = (identity, attempt, context)
+            self.state = "TOTP"
+            self.send("NEXT TOTP")
+            return
+        await self.login.succeeded(attempt)
         self._succeed(identity)
 
-    @defer.inlineCallbacks
-    def _secondFactorNeeded(self, avatar_id: str):  # type: ignore[no-untyped-def]
-        for checker in list({id(c): c for c in self.portal.checkers.values()}.values()):
-            if ISecondFactor.providedBy(checker):
-                required = yield checker.required(avatar_id)
-                if required:
-                    return True
-        return False
+    def _secondFactor(self, code: str) -> defer.Deferred[None]:
+        return defer.Deferred.fromCoroutine(self._checkSecondFactor(code))
 
-    @defer.inlineCallbacks
-    def _secondFactor(self, code: str):  # type: ignore[no-untyped-def]
-        first = self.pending_identity
-        assert first is not None
-        keys = throttle_keys(first.avatar_id, self.address)
+    async def _checkSecondFactor(self, code: str) -> None:
+        assert self.pending is not None
+        first, attempt, context = self.pending
         self.state = "CHECKING"
-        if self.throttle is not None:
-            wait = yield self.throttle.admit(keys)
-            if wait is not None:
-                self.state = "TOTP"
-                raise _Refused(
-                    "THROTTLED", f"too many recent failures; try again in {int(wait) + 1} s", "throttled (TOTP)", first.avatar_id
-                )
-        context = AuthenticationContext(
-            mechanism=first.mechanism,
-            peer=self.peer,
-            certificate=self.facts.peer_certificate,
-            second_factor="TOTP",
-        )
         try:
-            _, identity, _ = yield self.portal.login(TOTPCredentials(first.avatar_id, code), context, IIdentity)
-        except UnauthorizedLogin as e:
+            if self.totp_tries:
+                # A retry after a wrong code is a new attempt.
+                await self.login.retry(attempt, first.avatar_id)
+            self.totp_tries += 1
+            identity = await self.login.check_second_factor(first, code, context)
+        except LoginFailure as e:
             self.state = "TOTP"
-            reason = getattr(e, "reason", None) or str(e) or "TOTP refused"
-            raise _Refused("AUTH-FAILED", "authentication failed", f"TOTP: {reason}", first.avatar_id) from None
-        except Exception:
-            log.failure("TOTP checker error while authenticating {peer}", peer=self.peer)
-            self.state = "TOTP"
-            raise _Refused(
-                "AUTH-FAILED", "authentication failed", "TOTP: internal error in the checker", first.avatar_id
-            ) from None
-        if identity.avatar_id != first.avatar_id:
-            raise _Refused("AUTH-FAILED", "authentication failed", "TOTP checker named another identity", first.avatar_id)
-        if self.throttle is not None:
-            # The first factor's admitted attempt and this one.
-            yield self.throttle.succeeded(keys, admitted=2)
+            raise _refusal(e) from None
+        await self.login.succeeded(attempt)
         self._succeed(identity)
 
     def _succeed(self, identity: Identity) -> None:
@@ -484,21 +448,12 @@ class ServerExchange:
         second_factor: str | None = None,
     ) -> None:
         self.decisions += 1
-        emit = log.info if result == "ok" else log.warn
-        facts = self.facts
-        reason_text = f" ({reason})" if reason else ""
-        emit(
-            literal(
-                f"authentication {result} for {facts.peer} by {mechanism}: {identity}{reason_text}"
-                f" over {facts.tls_version} {facts.cipher}"
-            ),
-            securenet_event="auth.decision",
-            result=result,
-            mechanism=mechanism,
-            identity=identity,
+        audit.auth_decision(
+            result,
+            mechanism,
+            identity,
+            fields=self.facts.log_fields(),
             attempted=attempted,
-            second_factor=second_factor,
             reason=reason,
-            reason_text=reason_text,
-            **facts.log_fields(),
+            second_factor=second_factor,
         )

@@ -29,6 +29,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.pki._facts import CertificateFacts
 from securenet.tls._errors import ConnectionClosedDuringHandshake, HandshakeTimeout, TLSError, classify
@@ -178,14 +179,7 @@ class TLSGuard(ProtocolWrapper):
     def reportHandshake(self) -> None:
         """Emit the C{tls.handshake} event of the successful handshake."""
         assert self.handshake is not None
-        log.info(
-            "TLS handshake with {peer} succeeded: {tls_version} {cipher}, peer {peer_subject}",
-            securenet_event="tls.handshake",
-            role=self.handshake.role,
-            result="ok",
-            reason=None,
-            **self.handshake.log_fields(),
-        )
+        audit.tls_handshake_ok(self.handshake.role, self.handshake.log_fields())
 
     def handshakeSucceeded(self) -> None:
         """The peer is trusted: connect the application.  Subclasses authenticate first."""
@@ -279,15 +273,7 @@ class TLSGuard(ProtocolWrapper):
         if state is not None and state.role == "client" and self.handshake is not None:
             state.connection_closed(self.transport.getHandle(), clean=failure.check(ConnectionDone) is not None)
         if self.handshake is None:
-            log.warn(
-                "TLS handshake with {peer} failed: {reason}",
-                securenet_event="tls.handshake",
-                role=self.role,
-                result="failed",
-                reason=str(failure.value),
-                error_type=type(failure.value).__name__,
-                **self.failedHandshakeFields(),
-            )
+            audit.tls_handshake_failed(self.role, str(failure.value), type(failure.value).__name__, self.failedHandshakeFields())
         ready, self.factory.ready = self.factory.ready, None
         if self._appConnected:
             ProtocolWrapper.connectionLost(self, failure)

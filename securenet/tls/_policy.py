@@ -38,6 +38,7 @@ from twisted.internet.interfaces import (
 )
 from zope.interface import implementer
 
+from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.pki._facts import CertificateFacts
 from securenet.pki._files import PrivateKey, load_certificates, load_crl, load_key_pair
@@ -572,14 +573,7 @@ class ClientTLSPolicy:
         if store.lookup(host, port) is not None:
             return
         store.record(host, port, pin)
-        log.info(
-            "trust on first use: recorded {pin} for {host}:{port} in {store}",
-            pin=pin,
-            host=host,
-            port=port,
-            store=str(store.path),
-            securenet_event="tls.tofu_recorded",
-        )
+        audit.tofu_recorded(host, port, pin, str(store.path))
 
 
 def _is_ip(hostname: str) -> bool:

@@ -27,6 +27,7 @@ import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
+from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet._threads import Runner
 from securenet.cred._names import UserRecordError
@@ -175,14 +176,14 @@ class BuiltinAPI:
             await store.add_user(user)
         except UserExists:
             raise Conflict(f"user {user.name!r} already exists", error="user_exists") from None
-        log.info(
-            "{admin} created user {user} with roles {roles} (HTTP, from {peer})",
-            securenet_event="web.admin",
-            action="user.create",
-            admin=authentication.identity.avatar_id,
+        admin, peer = authentication.identity.avatar_id, client_peer(request)
+        audit.http_admin(
+            "user.create",
+            f"{admin} created user {user.name} with roles {list(user.roles)} (HTTP, from {peer})",
+            admin=admin,
             user=user.name,
-            roles=list(user.roles),
-            peer=client_peer(request),
+            roles=user.roles,
+            peer=peer,
         )
         return JSONResponse(201, _user(user))
 
@@ -194,14 +195,8 @@ class BuiltinAPI:
             raise NotFound(f"no user {name!r}", error="no_such_user")
         if not user.disabled:
             await store.update_user(attrs.evolve(user, disabled=True))
-        log.info(
-            "{admin} disabled user {user} (HTTP, from {peer})",
-            securenet_event="web.admin",
-            action="user.disable",
-            admin=authentication.identity.avatar_id,
-            user=name,
-            peer=client_peer(request),
-        )
+        admin, peer = authentication.identity.avatar_id, client_peer(request)
+        audit.http_admin("user.disable", f"{admin} disabled user {name} (HTTP, from {peer})", admin=admin, user=name, peer=peer)
         return {"name": name, "disabled": True}
 
 

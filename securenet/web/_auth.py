@@ -34,28 +34,29 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Callable, cast
+from typing import Any
 
 import attrs
 from twisted.cred.credentials import Anonymous, IAnonymous, IUsernamePassword, UsernamePassword
-from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.cred._apikeys import MAX_KEY_LENGTH, PresentedAPIKey, VerifiedAPIKey
-from securenet.cred._credentials import CertificateCredentials, TOTPCredentials
+from securenet.cred._credentials import CertificateCredentials
 from securenet.cred._identity import AuthenticationContext, Identity
 from securenet.cred._jwt import MAX_TOKEN_LENGTH, PresentedToken, VerifiedToken
+from securenet.cred._login import Attempt, LoginFailure, LoginFlow
 from securenet.cred._names import canonical_user_name
-from securenet.cred._throttle import Throttle, throttle_keys
-from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, IIdentity, ISecondFactor, ITokenCredentials
+from securenet.cred._throttle import Throttle
+from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, ITokenCredentials
 from securenet.pki._facts import CertificateFacts
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import describe_address
-from securenet.web._errors import TooManyRequests, Unauthorized, WebError
+from securenet.web._errors import TooManyRequests, Unauthorized
 from securenet.web._responses import is_secure
 
 log = SecurenetLogger(namespace="securenet.auth")
@@ -175,6 +176,7 @@ class WebAuthenticator:
         self.portal = portal
         self.clock = clock
         self.throttle = throttle
+        self.flow = LoginFlow(portal, throttle)
         self.realm = realm
 
     # -- challenges ---------------------------------------------------------------
@@ -271,8 +273,6 @@ class WebAuthenticator:
         credentials = PresentedToken(param.decode("ascii"))
         identity = await self._login(request, credentials, "Bearer")
         verified = credentials.verified
-        if verified is not None and verified.scopes:
-            identity = attrs.evolve(identity, scopes=verified.scopes)
         self._audit(request, "ok", identity.mechanism, identity.avatar_id, level="debug")
         return Authentication(identity, "Bearer", token=verified)
 
@@ -304,8 +304,6 @@ class WebAuthenticator:
         credentials = PresentedAPIKey(key)
         identity = await self._login(request, credentials, "ApiKey")
         verified = credentials.verified
-        if verified is not None and verified.scopes:
-            identity = attrs.evolve(identity, scopes=tuple(verified.scopes))
         self._audit(request, "ok", identity.mechanism, identity.avatar_id, level="debug")
         return Authentication(identity, "ApiKey", api_key=verified)
 
@@ -345,12 +343,11 @@ class WebAuthenticator:
             self._audit(request, "denied", "PLAIN", reason="user name or password too long")
             raise self._refused(request, scheme)
         name = canonical_user_name(username)
-        keys = throttle_keys(name, client_host(request))
-        await self._admit(request, keys, name)
+        attempt = await self._admit(request, name)
         identity = await self._login(
             request, UsernamePassword(username.encode("utf-8"), password.encode("utf-8")), scheme, attempted=name
         )
-        if await self._second_factor_required(identity.avatar_id):
+        if await self.flow.second_factor_required(identity.avatar_id):
             if totp is None or scheme == "Basic":
                 # Not forgiven: a right password without the code must not
                 # reset the counters between guesses at the code.
@@ -360,43 +357,30 @@ class WebAuthenticator:
                 else:
                     message = "a TOTP code is required"
                 raise self.unauthorized(request, message, error="totp_required")
-
-            def totp_refused() -> WebError:
-                return self.unauthorized(request, "a valid TOTP code is required", error="totp_required")
-
-            identity = await self._login(
-                request,
-                TOTPCredentials(identity.avatar_id, totp),
-                scheme,
-                attempted=name,
-                second_factor="TOTP",
-                refusal=totp_refused,
-            )
-        if self.throttle is not None:
-            await self.throttle.succeeded(keys)
+            context = self._context(request, MECHANISMS[scheme])
+            try:
+                identity = await self.flow.check_second_factor(identity, totp, context)
+            except LoginFailure as e:
+                self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason)
+                raise self.unauthorized(request, "a valid TOTP code is required", error="totp_required") from None
+        await self.flow.succeeded(attempt)
         self._audit(request, "ok", identity.mechanism, identity.avatar_id, second_factor=identity.second_factor, level="info")
         return Authentication(identity, scheme)
 
-    async def _admit(self, request: IRequest, keys: list[str], name: str) -> None:
-        if self.throttle is None:
-            return
-        wait = await self.throttle.admit(keys)
-        if wait is not None:
-            self._audit(request, "denied", "PLAIN", attempted=name, reason=f"throttled for {wait:.1f} s")
-            seconds = int(wait) + 1
+    async def _admit(self, request: IRequest, name: str) -> Attempt:
+        try:
+            return await self.flow.admit(name, client_host(request))
+        except LoginFailure as e:
+            self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason)
             raise TooManyRequests(
-                f"too many recent failures; try again in {seconds} s",
-                headers=[(b"Retry-After", b"%d" % seconds)],
-            )
-
-    async def _second_factor_required(self, avatar_id: str) -> bool:
-        for checker in list({id(c): c for c in self.portal.checkers.values()}.values()):
-            if ISecondFactor.providedBy(checker):
-                if await checker.required(avatar_id):
-                    return True
-        return False
+                f"too many recent failures; try again in {e.retry_after} s",
+                headers=[(b"Retry-After", b"%d" % e.retry_after)],
+            ) from None
 
     # -- the portal ----------------------------------------------------------------------
+
+    def _context(self, request: IRequest, mechanism: str, certificate: CertificateFacts | None = None) -> AuthenticationContext:
+        return AuthenticationContext(mechanism=mechanism, peer=client_peer(request), certificate=certificate)
 
     async def _login(
         self,
@@ -406,30 +390,14 @@ class WebAuthenticator:
         *,
         attempted: str | None = None,
         certificate: CertificateFacts | None = None,
-        second_factor: str | None = None,
-        refusal: Callable[[], WebError] | None = None,
     ) -> Identity:
-        """Log C{credentials} in through the portal; any refusal is audited and becomes a 401."""
+        """Log C{credentials} in through the login flow; any refusal is audited and becomes a 401."""
         mechanism = MECHANISMS[scheme]
-        context = AuthenticationContext(
-            mechanism=mechanism, peer=client_peer(request), certificate=certificate, second_factor=second_factor
-        )
         try:
-            result = await self.portal.login(credentials, context, IIdentity)
-        except UnhandledCredentials:
-            reason = f"no --auth checker accepts {mechanism} credentials"
-        except UnauthorizedLogin as e:
-            reason = getattr(e, "reason", None) or str(e) or "credentials refused"
-        except Exception:
-            # A bug in a checker or the realm is a refusal, never an open door.
-            log.failure("checker error while authenticating {peer}", peer=client_peer(request))
-            reason = "internal error in the checker"
-        else:
-            return cast(Identity, result[1])
-        if second_factor is not None:
-            reason = f"TOTP: {reason}"
-        self._audit(request, "denied", mechanism, attempted=attempted, reason=reason)
-        raise (refusal() if refusal is not None else self._refused(request, scheme))
+            return await self.flow.check(credentials, self._context(request, mechanism, certificate), attempted)
+        except LoginFailure as e:
+            self._audit(request, "denied", mechanism, attempted=attempted, reason=e.reason)
+            raise self._refused(request, scheme) from None
 
     # -- audit -----------------------------------------------------------------------
 
@@ -448,23 +416,16 @@ class WebAuthenticator:
         """One C{auth.decision} event, with the fields a stream session's has, and C{transport="http"}."""
         facts = tls_facts(request)
         fields: dict[str, object] = facts.log_fields() if facts is not None else {"peer": client_peer(request)}
-        if level is None:
-            level = "info" if result == "ok" else "warn"
-        emit = {"debug": log.debug, "info": log.info}.get(level, log.warn)
-        emit(
-            "authentication {result} for {peer} by {mechanism}: {identity}{reason_text} (HTTP {method} {path})",
-            securenet_event="auth.decision",
-            transport="http",
-            result=result,
-            mechanism=mechanism,
-            identity=identity,
+        audit.auth_decision(
+            result,
+            mechanism,
+            identity,
+            fields=fields,
             attempted=attempted,
-            second_factor=second_factor,
             reason=reason,
-            reason_text=f" ({reason})" if reason else "",
-            method=_text(getattr(request, "method", None) or b"", 16),
-            path=_text(getattr(request, "path", None) or b""),
-            **fields,
+            second_factor=second_factor,
+            http=(_text(getattr(request, "method", None) or b"", 16), _text(getattr(request, "path", None) or b"")),
+            level=level,
         )
 
 

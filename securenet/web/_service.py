@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from zope.interface import implementer
 
+from securenet import audit
 from securenet._errors import SecurenetError
 from securenet._logs import SecurenetLogger
 from securenet._threads import Runner, reactor_thread_pool_runner
@@ -114,16 +115,18 @@ class _Announced:
             host = getattr(address, "host", "?")
             shown = f"[{host}]" if ":" in host else host
             policy = self.endpoint.policy
-            log.info(
-                "securenet HTTP API listening on https://{address}:{port}/ ({endpoint}): profile {profile}, clientAuth {client_auth}, server pin {pin}",
-                address=shown,
-                port=getattr(address, "port", "?"),
+            pin = spki_pin(policy.certificate_chain[0])
+            port_number = getattr(address, "port", "?")
+            audit.service_listening(
+                "http",
+                f"securenet HTTP API listening on https://{shown}:{port_number}/ ({self.description}):"
+                f" profile {policy.profile.name}, clientAuth {policy.client_auth}, server pin {pin}",
                 endpoint=self.description,
                 profile=policy.profile.name,
                 client_auth=policy.client_auth,
-                pin=spki_pin(policy.certificate_chain[0]),
-                securenet_event="service.listening",
-                kind="http",
+                pin=pin,
+                address=shown,
+                port=port_number,
             )
             return port
 

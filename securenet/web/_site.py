@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
+from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.web._errors import InternalError, PayloadTooLarge
 from securenet.web._jsonbody import MAX_BODY, dump_json
@@ -105,12 +106,12 @@ class SecureRequest(server.Request):
             headers.append((b"Strict-Transport-Security", HSTS))
         head = b"HTTP/1.1 413 Content Too Large\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers)
         channel.transport.write(head + b"\r\n" + body)
-        log.warn(
-            "refused a request body of {size} bytes or more from {peer} (limit {limit}); closing the connection",
+        peer = _peer(self)
+        audit.http_limit(
+            f"refused a request body of {size} bytes or more from {peer} (limit {max_body}); closing the connection",
             size=size,
             limit=max_body,
-            peer=_peer(self),
-            securenet_event="web.limit",
+            peer=peer,
         )
         channel.loseConnection()
 
@@ -123,12 +124,12 @@ class SecureRequest(server.Request):
         if self._too_large:
             self.site = getattr(self.channel, "site", None)
             max_body, _ = self._limits()
-            log.warn(
-                "refused a request body of {size} bytes from {peer} (limit {limit})",
+            peer = _peer(self)
+            audit.http_limit(
+                f"refused a request body of {self._received} bytes from {peer} (limit {max_body})",
                 size=self._received,
                 limit=max_body,
-                peer=_peer(self),
-                securenet_event="web.limit",
+                peer=peer,
             )
             body = render_error(self, PayloadTooLarge(f"the request body is larger than {max_body} bytes"))
             self.write(body)

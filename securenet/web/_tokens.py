@@ -40,6 +40,7 @@ import attrs
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
+from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.cred._jwt import TokenIssuer, VerifiedToken, check_scopes, now
 from securenet.interfaces import ICredentialStore, IRefreshTokenStore
@@ -250,10 +251,9 @@ class TokenService:
             # Consumed meanwhile by a parallel request: a reuse all the same.
             await self._reuse(record, peer)
         pair = await self._pair(record.user, record.family_id, record.scopes, record.amr, record.session_expires_at)
-        log.info(
-            "refreshed tokens of {identity} for {peer}",
-            securenet_event="auth.token",
-            action="refreshed",
+        audit.auth_token(
+            "refreshed",
+            f"refreshed tokens of {record.user} for {peer}",
             identity=record.user,
             family=record.family_id,
             jti=pair.jti,
@@ -262,10 +262,10 @@ class TokenService:
         return pair
 
     async def _reuse(self, record: RefreshToken, peer: str) -> None:
-        log.warn(
-            "refresh token reused for {identity} from {peer}: revoking its family",
-            securenet_event="auth.token",
-            action="reuse",
+        audit.auth_token(
+            "reuse",
+            f"refresh token reused for {record.user} from {peer}: revoking its family",
+            warn=True,
             identity=record.user,
             family=record.family_id,
             peer=peer,
@@ -281,13 +281,7 @@ class TokenService:
         for jti, expires in issued:
             if expires + leeway > current:
                 await self.store.revoke_token(jti, _utc(expires + leeway))
-        log.info(
-            "revoked refresh family {family} ({reason})",
-            securenet_event="auth.token",
-            action="revoked",
-            family=family_id,
-            reason=reason,
-        )
+        audit.auth_token("revoked", f"revoked refresh family {family_id} ({reason})", family=family_id, reason=reason)
 
     async def logout(self, access: VerifiedToken | None, refresh: object | None) -> None:
         """Revoke C{access} (its jti and its family) and the family of C{refresh}."""
@@ -344,14 +338,14 @@ class TokenEndpoints:
         identity = authentication.identity
         amr = ("pwd", "otp") if identity.second_factor == "TOTP" else ("pwd",)
         pair = await self.tokens.issue(identity.avatar_id, amr=amr)
-        log.info(
-            "issued tokens to {identity} for {peer}",
-            securenet_event="auth.token",
-            action="issued",
+        peer = client_peer(request)
+        audit.auth_token(
+            "issued",
+            f"issued tokens to {identity.avatar_id} for {peer}",
             identity=identity.avatar_id,
             family=pair.family_id,
             jti=pair.jti,
-            peer=client_peer(request),
+            peer=peer,
         )
         return pair.response()
 
@@ -362,13 +356,8 @@ class TokenEndpoints:
         try:
             pair = await self.tokens.refresh(presented, peer=client_peer(request))
         except RefreshRefused as e:
-            log.warn(
-                "refresh refused for {peer}: {reason}",
-                securenet_event="auth.token",
-                action="refused",
-                reason=e.reason,
-                peer=client_peer(request),
-            )
+            peer = client_peer(request)
+            audit.auth_token("refused", f"refresh refused for {peer}: {e.reason}", warn=True, reason=e.reason, peer=peer)
             raise
         return pair.response()
 

@@ -1,0 +1,271 @@
+"""
+securenet's audit events: one typed function per event, the one place
+where their fields and text lines are written.
+
+Every event is a C{twisted.logger} event with C{securenet_event} naming it
+and the fields below (the documented schema: README, "Events"); observers
+that want structure read the fields, text logs get one line that never
+prints Python's C{None} (a missing identity is the name the client claimed,
+or C{-}).
+
+    tls.handshake      role, result (ok/failed), reason, peer, TLS facts
+    tls.tofu_recorded  host, port, pin, store
+    auth.decision      result (ok/denied), mechanism, identity, attempted,
+                       second_factor, reason, transport (stream/http), peer,
+                       TLS facts; HTTP adds method and path
+    auth.lockout       key, count, seconds
+    auth.token         action (issued/refreshed/reuse/revoked/refused), ...
+    authz.decision     result, identity, action, resource, permission, rule,
+                       rule_location, reason, mechanism, peer
+    http.limit         what (body), size, limit, peer
+    http.admin         action (user.create/user.disable), admin, user, peer
+    service.listening  kind (stream/http), endpoint, profile, client_auth, pin
+
+This module sits at the bottom of the package (every layer reports
+through it) and imports nothing of securenet's but the log machinery.  The
+level below which events are dropped before they are built is set here
+too (L{set_level}; C{twistd securenet --log-level}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import LogLevel
+
+from securenet._logs import DEFAULT_LEVEL, LEVELS, SecurenetLogger, enabled, level, literal, set_level
+
+if TYPE_CHECKING:
+    from securenet.authz import Decision
+
+_tls = SecurenetLogger(namespace="securenet.tls")
+_auth = SecurenetLogger(namespace="securenet.auth")
+_authz = SecurenetLogger(namespace="securenet.authz")
+_http = SecurenetLogger(namespace="securenet.web")
+_service = SecurenetLogger(namespace="securenet.service")
+
+_EMIT = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn}
+
+
+def shown(value: object | None) -> str:
+    """A field as a text line shows it: C{-} for None."""
+    return "-" if value is None else str(value)
+
+
+# -- tls ------------------------------------------------------------------------
+
+
+def tls_handshake_ok(role: str, fields: Mapping[str, Any]) -> None:
+    """A TLS handshake succeeded; C{fields} are the handshake facts' C{log_fields()}."""
+    _tls.emit(
+        LogLevel.info,
+        literal(
+            f"TLS handshake with {shown(fields.get('peer'))} succeeded: {shown(fields.get('tls_version'))}"
+            f" {shown(fields.get('cipher'))}, peer {shown(fields.get('peer_subject'))}"
+        ),
+        securenet_event="tls.handshake",
+        role=role,
+        result="ok",
+        reason=None,
+        **fields,
+    )
+
+
+def tls_handshake_failed(role: str, reason: str, error_type: str, fields: Mapping[str, Any]) -> None:
+    """A connection ended before its TLS handshake succeeded."""
+    _tls.emit(
+        LogLevel.warn,
+        literal(f"TLS handshake with {shown(fields.get('peer'))} failed: {reason}"),
+        securenet_event="tls.handshake",
+        role=role,
+        result="failed",
+        reason=reason,
+        error_type=error_type,
+        **fields,
+    )
+
+
+def tofu_recorded(host: str, port: int, pin: str, store: str) -> None:
+    """Trust on first use recorded a server's pin."""
+    _tls.emit(
+        LogLevel.info,
+        literal(f"trust on first use: recorded {pin} for {host}:{port} in {store}"),
+        securenet_event="tls.tofu_recorded",
+        pin=pin,
+        host=host,
+        port=port,
+        store=store,
+    )
+
+
+# -- authentication -----------------------------------------------------------------
+
+
+def auth_decision(
+    result: str,
+    mechanism: str | None,
+    identity: str | None,
+    *,
+    fields: Mapping[str, Any],
+    attempted: str | None = None,
+    reason: str | None = None,
+    second_factor: str | None = None,
+    http: tuple[str, str] | None = None,
+    level: str | None = None,
+) -> None:
+    """
+    One authentication decision, on a stream (C{http} None) or an HTTP
+    request (C{http} is its method and path).
+
+    @param fields: the connection's facts: the handshake's C{log_fields()},
+        or at least C{peer}.
+    @param level: C{debug}, C{info} or C{warn}; by default C{info} for ok
+        and C{warn} for anything else.
+    """
+    emit_level = _EMIT.get(level or ("info" if result == "ok" else "warn"), LogLevel.warn)
+    if not enabled(emit_level):
+        return
+    reason_text = f" ({reason})" if reason else ""
+    who = identity if identity is not None else attempted
+    line = f"authentication {result} for {shown(fields.get('peer'))} by {shown(mechanism)}: {shown(who)}{reason_text}"
+    extra: dict[str, Any] = {}
+    if http is not None:
+        method, path = http
+        line += f" (HTTP {method} {path})"
+        extra = {"transport": "http", "method": method, "path": path}
+    else:
+        line += f" over {shown(fields.get('tls_version'))} {shown(fields.get('cipher'))}"
+        extra = {"transport": "stream"}
+    _auth.emit(
+        emit_level,
+        literal(line),
+        securenet_event="auth.decision",
+        result=result,
+        mechanism=mechanism,
+        identity=identity,
+        attempted=attempted,
+        second_factor=second_factor,
+        reason=reason,
+        reason_text=reason_text,
+        **extra,
+        **fields,
+    )
+
+
+def auth_lockout(key: str, count: int, seconds: float) -> None:
+    """An account or address reached its lockout threshold."""
+    _auth.emit(
+        LogLevel.warn,
+        literal(f"{key} locked out for {seconds:g} s after {count} consecutive failures"),
+        securenet_event="auth.lockout",
+        key=key,
+        count=count,
+        seconds=seconds,
+    )
+
+
+def auth_token(action: str, text: str, *, warn: bool = False, **fields: Any) -> None:
+    """
+    Something happened to the HTTP API's tokens: C{action} is one of
+    C{issued}, C{refreshed}, C{reuse}, C{revoked}, C{refused}; C{fields}
+    are its facts (C{identity}, C{family}, C{jti}, C{peer}, C{reason}).
+    """
+    _auth.emit(
+        LogLevel.warn if warn else LogLevel.info,
+        literal(text),
+        securenet_event="auth.token",
+        action=action,
+        **fields,
+    )
+
+
+# -- authorization --------------------------------------------------------------------
+
+
+def authz_decision(decision: Decision, allow_level: str = "debug") -> None:
+    """An authorization decision: a deny at warn, an allow at C{allow_level}."""
+    if decision.allowed:
+        emit_level = LogLevel.info if allow_level == "info" else LogLevel.debug
+        if not enabled(emit_level):
+            return  # below securenet's log level: build nothing (an allow per RPC call adds up)
+    else:
+        emit_level = LogLevel.warn
+    rule = decision.rule
+    resource_text = f" {decision.resource}" if decision.resource is not None else ""
+    _authz.emit(
+        emit_level,
+        literal(f"authorization {decision.result} for {decision.identity}: {decision.action}{resource_text} ({decision.reason})"),
+        securenet_event="authz.decision",
+        result=decision.result,
+        identity=decision.identity,
+        action=decision.action,
+        resource=decision.resource,
+        resource_text=resource_text,
+        permission=decision.permission,
+        rule=rule.label if rule is not None else None,
+        rule_location=str(rule.location) if rule is not None else None,
+        reason=decision.reason,
+        mechanism=decision.mechanism,
+        peer=decision.peer,
+    )
+
+
+# -- HTTP ----------------------------------------------------------------------------
+
+
+def http_limit(text: str, *, size: int, limit: int, peer: str, what: str = "body") -> None:
+    """A request exceeded a limit and was refused."""
+    _http.emit(LogLevel.warn, literal(text), securenet_event="http.limit", what=what, size=size, limit=limit, peer=peer)
+
+
+def http_admin(action: str, text: str, *, admin: str, user: str, peer: str, roles: Sequence[str] | None = None) -> None:
+    """An administrator changed a user through the HTTP API."""
+    fields: dict[str, Any] = {"roles": list(roles)} if roles is not None else {}
+    _http.emit(
+        LogLevel.info,
+        literal(text),
+        securenet_event="http.admin",
+        action=action,
+        admin=admin,
+        user=user,
+        peer=peer,
+        **fields,
+    )
+
+
+# -- the service ------------------------------------------------------------------------
+
+
+def service_listening(kind: str, text: str, *, endpoint: str, profile: str, client_auth: str, pin: str, **fields: Any) -> None:
+    """A listener is bound and serving (C{kind} C{stream} or C{http})."""
+    _service.emit(
+        LogLevel.info,
+        literal(text),
+        securenet_event="service.listening",
+        kind=kind,
+        endpoint=endpoint,
+        profile=profile,
+        client_auth=client_auth,
+        pin=pin,
+        **fields,
+    )
+
+
+__all__ = [
+    "DEFAULT_LEVEL",
+    "LEVELS",
+    "auth_decision",
+    "auth_lockout",
+    "auth_token",
+    "authz_decision",
+    "http_admin",
+    "http_limit",
+    "level",
+    "service_listening",
+    "set_level",
+    "shown",
+    "tls_handshake_failed",
+    "tls_handshake_ok",
+    "tofu_recorded",
+]

@@ -1,0 +1,159 @@
+"""
+The one login flow, shared by the stream exchange and the HTTP
+authenticator:
+
+    admit (throttle) -> portal.login -> refusal mapping -> scopes
+        -> second factor (TOTP) -> throttle success
+
+One attempt is one admission: the throttle counts it as a failure before
+anything is checked and forgives it only when every factor passed.  A
+second factor given as part of the same attempt (the HTTP login's C{totp},
+the stream's first C{TOTP} line after C{NEXT TOTP}) is not a new attempt;
+a retry after a wrong code is.  So a user who waited out C{THROTTLED} gets
+in with one right password and one right code, on either path.
+
+The flow decides; it does not speak the wire nor write audit events: a
+refusal is a L{LoginFailure} whose C{reason} the caller writes to its
+C{auth.decision} event (L{securenet.audit.auth_decision}) and maps to its
+answer (C{NO AUTH-FAILED} / C{THROTTLED}, HTTP 401 / 429).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+import attrs
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.cred.portal import Portal
+from twisted.logger import Logger
+
+from securenet.cred._credentials import TOTPCredentials
+from securenet.cred._identity import AuthenticationContext, Identity
+from securenet.cred._throttle import Throttle, throttle_keys
+from securenet.interfaces import IIdentity, ISecondFactor
+
+_log = Logger()
+
+
+class LoginFailure(Exception):
+    """
+    A login was refused.
+
+    @ivar kind: C{refused} (a checker said no, or none could check) or
+        C{throttled} (nothing was checked: wait C{wait} seconds).
+    @ivar reason: why, for the audit log only (never for the client).
+    @ivar attempted: the user name the client claimed, if any.
+    """
+
+    def __init__(self, kind: Literal["refused", "throttled"], reason: str, attempted: str | None, wait: float = 0.0) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.attempted = attempted
+        self.wait = wait
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds to wait before trying again (what clients are told)."""
+        return int(self.wait) + 1
+
+
+@attrs.frozen
+class Attempt:
+    """
+    One login attempt in progress: the throttle keys it was admitted under
+    (None when it is not throttled).  Each try within it (the first, and a
+    second factor's retry) is admitted once; a try that fails stays counted,
+    and on success only the successful try's admission is taken back from
+    the address (the account is forgiven entirely), as if each try had been
+    a login of its own.
+    """
+
+    keys: list[str] | None
+
+
+class LoginFlow:
+    """
+    Logs credentials in through C{portal} under C{throttle} (None: no
+    throttling).  Every method is a coroutine; the stream exchange wraps
+    them in Deferreds.
+    """
+
+    def __init__(self, portal: Portal, throttle: Throttle | None) -> None:
+        self.portal = portal
+        self.throttle = throttle
+
+    async def admit(self, attempted: str | None, address: str, *, throttled: bool = True) -> Attempt:
+        """
+        Start an attempt by C{attempted} (a user name, or None) from
+        C{address}.  With C{throttled} False (ANONYMOUS: it proves nothing,
+        so it must neither be held back nor forgive anyone) nothing is counted.
+
+        @raise LoginFailure: C{throttled}, with the seconds to wait.
+        """
+        if self.throttle is None or not throttled:
+            return Attempt(None)
+        attempt = Attempt(throttle_keys(attempted, address))
+        await self._admit(attempt, attempted)
+        return attempt
+
+    async def _admit(self, attempt: Attempt, attempted: str | None) -> None:
+        assert self.throttle is not None and attempt.keys is not None
+        wait = await self.throttle.admit(attempt.keys)
+        if wait is not None:
+            raise LoginFailure("throttled", f"throttled for {wait:.1f} s", attempted, wait)
+
+    async def retry(self, attempt: Attempt, attempted: str) -> None:
+        """A new try within an attempt (a second factor after a wrong code): admitted like a new attempt."""
+        if attempt.keys is not None:
+            await self._admit(attempt, attempted)
+
+    async def check(self, credentials: Any, context: AuthenticationContext, attempted: str | None) -> Identity:
+        """
+        The portal's verdict on C{credentials}, as an L{Identity} carrying
+        the credential's scopes (a token's or an API key's).
+
+        @raise LoginFailure: C{refused}; the reason names the cause.
+        """
+        try:
+            _, avatar, _ = await self.portal.login(credentials, context, IIdentity)
+        except UnhandledCredentials:
+            raise LoginFailure("refused", f"no --auth checker accepts {context.mechanism} credentials", attempted) from None
+        except UnauthorizedLogin as e:
+            raise LoginFailure("refused", getattr(e, "reason", None) or str(e) or "credentials refused", attempted) from None
+        except Exception:
+            # A bug in a checker or the realm is a refusal, never an open door.
+            _log.failure("checker error while authenticating {peer}", peer=context.peer)
+            raise LoginFailure("refused", "internal error in the checker", attempted) from None
+        identity = cast(Identity, avatar)
+        scopes = getattr(getattr(credentials, "verified", None), "scopes", None)
+        if scopes:
+            identity = attrs.evolve(identity, scopes=tuple(scopes))
+        return identity
+
+    async def second_factor_required(self, avatar_id: str) -> bool:
+        """Whether some checker of the portal demands a second factor of C{avatar_id}."""
+        for checker in list({id(c): c for c in self.portal.checkers.values()}.values()):
+            if ISecondFactor.providedBy(checker) and await checker.required(avatar_id):
+                return True
+        return False
+
+    async def check_second_factor(self, first: Identity, code: str, context: AuthenticationContext) -> Identity:
+        """
+        Check a TOTP C{code} for the identity the first factor gave.
+
+        @raise LoginFailure: C{refused}, its reason prefixed C{TOTP:}.
+        """
+        context = attrs.evolve(context, second_factor="TOTP")
+        try:
+            identity = await self.check(TOTPCredentials(first.avatar_id, code), context, first.avatar_id)
+        except LoginFailure as e:
+            raise LoginFailure("refused", f"TOTP: {e.reason}", first.avatar_id) from None
+        if identity.avatar_id != first.avatar_id:
+            raise LoginFailure("refused", "TOTP checker named another identity", first.avatar_id)
+        return identity
+
+    async def succeeded(self, attempt: Attempt) -> None:
+        """Every factor passed: forgive what this attempt counted."""
+        if self.throttle is not None and attempt.keys is not None:
+            await self.throttle.succeeded(attempt.keys)
