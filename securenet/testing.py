@@ -30,9 +30,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.test import iosim
 
+from securenet import audit
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import IdentityRealm
 from securenet.interfaces import IClientMechanism
@@ -351,3 +353,36 @@ def connect_app_in_memory(
         client=None if failure is not None else result,
         failure=failure,
     )
+
+
+def debug_events(testcase: Any) -> None:
+    """Let securenet emit its debug events until C{testcase} (a trial or unittest TestCase) ends."""
+    previous = audit.level()
+    audit.set_level("debug")
+    testcase.addCleanup(audit.set_level, previous)
+
+
+class EventCapture:
+    """
+    Collects every securenet audit event (L{securenet.audit}) logged while a
+    test runs, debug events included (securenet's level is lowered to debug
+    meanwhile, and restored when the test ends).
+
+        events = EventCapture(self)
+        ...
+        [decision] = events.of("auth.decision", result="denied")
+    """
+
+    def __init__(self, testcase: Any) -> None:
+        debug_events(testcase)
+        self.events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self._observe)
+        testcase.addCleanup(globalLogPublisher.removeObserver, self._observe)
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        if "securenet_event" in event:
+            self.events.append(event)
+
+    def of(self, kind: str, **match: object) -> list[dict[str, Any]]:
+        """The events of C{kind} whose fields equal C{match}."""
+        return [e for e in self.events if e["securenet_event"] == kind and all(e.get(k) == v for k, v in match.items())]

@@ -57,10 +57,10 @@ from securenet.session._exchange import (
 )
 from securenet.session._server import ServerSession, SessionFactory, identity_of
 from securenet.store._memory import MemoryStore
-from securenet.testing import EphemeralPKI, MemoryConnection, connect_in_memory
+from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import TLSGuard
-from tests.test_tls import CLIENT_DATA, SERVER_DATA, EventCapture, RecordingFactory, RecordingProtocol
+from tests.tls.test_policy import CLIENT_DATA, SERVER_DATA, RecordingFactory, RecordingProtocol
 
 
 @functools.cache
@@ -1631,7 +1631,7 @@ class ThrottleTests(ExchangeTestCase):
         A TOTP user who had wrong passwords and waits the time THROTTLED
         names gets in with the right password and code: the code is part
         of the password's attempt, not a second throttled one (the HTTP
-        login behaves the same: tests/test_web.py).
+        login behaves the same: tests/web/test_api.py).
         """
         self.connectThrottled(self.passwords, self.totp)
         for _ in range(4):

@@ -13,7 +13,7 @@ from examples.greeter import GreeterFactory
 from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI, connect_in_memory
 from tests.support import Twistd, run, script
-from tests.test_e2e import E2EBase, client_endpoint, server_listen
+from tests.e2e.test_service import E2EBase, client_endpoint, server_listen
 
 PKI = EphemeralPKI.create()
 

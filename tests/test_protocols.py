@@ -38,8 +38,7 @@ from securenet.protocols import (
 )
 from securenet.sasl._plain import PlainClientMechanism
 from securenet.session._server import NotASecureSession, identity_of
-from securenet.testing import AppConnection, EphemeralPKI, connect_app_in_memory, memory_portal
-from tests.test_tls import EventCapture
+from securenet.testing import AppConnection, EphemeralPKI, EventCapture, connect_app_in_memory, memory_portal
 
 POLICY_TEXT = """
 [roles.reader]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import attrs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
 
 

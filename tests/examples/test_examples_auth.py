@@ -29,8 +29,7 @@ from examples.telemetry.server import TelemetryFactory
 from securenet.authz import Policy
 from securenet.pki._ca import IssuedCertificate
 from securenet.sasl._plain import PlainClientMechanism
-from securenet.testing import AppConnection, EphemeralPKI, connect_app_in_memory, memory_portal, totp_code
-from tests.test_tls import EventCapture
+from securenet.testing import AppConnection, EphemeralPKI, EventCapture, connect_app_in_memory, memory_portal, totp_code
 
 #: POSIX time of the fake clock: TOTP codes are computed at it.
 START = 1_750_000_000.0

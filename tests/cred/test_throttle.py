@@ -1,7 +1,7 @@
 """
 Tests for L{securenet.cred.throttle}: the policy's arithmetic, refused
 policies, and L{Throttle} against L{MemoryStore} with a fake clock.  (The
-exchange's use of it is tested in tests/test_exchange.py.)
+exchange's use of it is tested in tests/session/test_exchange.py.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from securenet.cred._throttle import Throttle, ThrottlePolicy, throttle_keys
 from securenet.store._memory import MemoryStore
-from tests.test_tls import EventCapture
+from securenet.testing import EventCapture
 
 ALICE = "user:alice"
 ADDRESS = "addr:192.0.2.1"

@@ -528,7 +528,7 @@ class PasswordTests(SynchronousTestCase):
         """
         After wrong passwords, a TOTP user who waits Retry-After gets in with
         the right password and code in one request (the stream exchange
-        behaves the same: tests/test_exchange.py).
+        behaves the same: tests/session/test_exchange.py).
         """
         for _ in range(4):
             self.assertEqual(self.service.login("bob", "wrong").code, 401)

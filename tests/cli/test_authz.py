@@ -23,7 +23,7 @@ from securenet.store._sqlite import SQLiteStore
 from tests import support
 from tests.support import CLIResult, run_cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 POLICY = """\
     [roles.reader]

@@ -40,7 +40,7 @@ from securenet.tls._endpoints import (
 from securenet.tls._errors import TLSConfigurationError
 from securenet.tls._guard import TLSGuardFactory
 from securenet.tls._profiles import INTERMEDIATE, MODERN
-from tests.test_tls import CLIENT_DATA, SERVER_DATA, RecordingFactory
+from tests.tls.test_policy import CLIENT_DATA, SERVER_DATA, RecordingFactory
 
 
 @functools.cache

@@ -43,9 +43,9 @@ from securenet.authz._source import locate
 from securenet.cred._identity import Identity
 from securenet.interfaces import IPolicy
 from securenet.pki._facts import CertificateFacts
-from tests.test_tls import debug_events
+from securenet.testing import debug_events
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 
 #: Monday 6 January 2025, 09:30 UTC.
 MONDAY_0930 = datetime.datetime(2025, 1, 6, 9, 30, tzinfo=datetime.UTC)

@@ -17,7 +17,7 @@ import pyotp
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import Twistd, converse, run, script
-from tests.test_e2e import dev_pki
+from tests.e2e.test_service import dev_pki
 
 _SETUP: dict[str, object] = {}
 

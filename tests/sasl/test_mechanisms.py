@@ -61,9 +61,9 @@ from securenet.session._exchange import MAX_LINE, ExchangeSettings, b64decode, b
 from securenet.session._server import ServerSession, SessionFactory, identity_of
 from securenet.store._memory import MemoryStore
 from securenet.store._records import User
-from securenet.testing import EphemeralPKI, MemoryConnection, connect_in_memory
+from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
 from securenet.tls._policy import ClientTLSPolicy, ServerTLSPolicy
-from tests.test_tls import SERVER_DATA, EventCapture, RecordingFactory, RecordingProtocol
+from tests.tls.test_policy import SERVER_DATA, RecordingFactory, RecordingProtocol
 
 #: The fake clock's start, as POSIX time: tokens, API keys and TOTP all read it.
 START = 1_750_000_000.0

@@ -31,7 +31,7 @@ from securenet.cred._strcred import jwtCheckerFactory
 from securenet.pki._tokenkeys import load_verification_key
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
-from tests.test_cli_pki import Result, run
+from tests.cli.test_pki import Result, run
 
 NOW = 1_800_000_000
 UTC = datetime.timezone.utc

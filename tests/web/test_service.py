@@ -2,7 +2,7 @@
 C{twistd securenet}'s HTTP options in process: C{--http} (repeatable, and
 the C{http} config key), C{--token-key}, C{--token-ttl}, C{--refresh-ttl},
 and the services C{makeService} builds from them.  The real thing runs in
-tests/test_e2e_web.py.
+tests/e2e/test_web.py.
 """
 
 from __future__ import annotations

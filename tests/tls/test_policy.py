@@ -27,17 +27,22 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IOpenSSLClientConnectionCreator, IProtocol, ISSLTransport, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer, providedBy
 
-from securenet import audit as securenet_logs
 from securenet.pki._ca import IssuedCertificate, generate_private_key
 from securenet.pki._pins import spki_pin
-from securenet.testing import CLIENT_ADDRESS, SERVER_ADDRESS, EphemeralPKI, MemoryConnection, connect_in_memory
+from securenet.testing import (
+    CLIENT_ADDRESS,
+    SERVER_ADDRESS,
+    EphemeralPKI,
+    EventCapture,
+    MemoryConnection,
+    connect_in_memory,
+)
 from securenet.tls._binding import set_groups
 from securenet.tls._certificates import as_cryptography
 from securenet.tls._errors import (
@@ -217,34 +222,6 @@ class RecordingGuardFactory(TLSGuardFactory):
         guard = super().buildProtocol(addr)
         self.guards.append(guard)
         return guard
-
-
-def debug_events(testcase: SynchronousTestCase) -> None:
-    """Let securenet emit its debug events until the test ends."""
-    previous = securenet_logs.level()
-    securenet_logs.set_level("debug")
-    testcase.addCleanup(securenet_logs.set_level, previous)
-
-
-class EventCapture:
-    """
-    Collects every securenet audit event logged while a test runs, debug
-    events included (securenet's level is lowered to debug meanwhile).
-    """
-
-    def __init__(self, testcase: SynchronousTestCase) -> None:
-        debug_events(testcase)
-        self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self._observe)
-        testcase.addCleanup(globalLogPublisher.removeObserver, self._observe)
-
-    def _observe(self, event: dict[str, Any]) -> None:
-        if "securenet_event" in event:
-            self.events.append(event)
-
-    def of(self, kind: str, **match: object) -> list[dict[str, Any]]:
-        """The events of C{kind} whose fields equal C{match}."""
-        return [e for e in self.events if e["securenet_event"] == kind and all(e.get(k) == v for k, v in match.items())]
 
 
 @attrs.define
