@@ -53,8 +53,7 @@ def rpc(args: argparse.Namespace) -> dict[str, Any]:
 
         if args.kind == "securenet-amp":
             import securenet
-            from securenet.tls._endpoints import SecureClientEndpoint
-            from securenet.tls._policy import ClientTLSPolicy
+            from securenet.tls import ClientTLSPolicy, SecureClientEndpoint
 
             policy = ClientTLSPolicy.from_files(
                 trust_roots=certs / "ca.pem", certificate=certs / "bench.pem", private_key=certs / "bench.key"
@@ -189,8 +188,7 @@ def login_once(
         if mech == "PLAIN":
             conn.send("AUTH PLAIN " + _b64(b"\0" + user.encode() + b"\0" + password.encode()))
             return conn.line()
-        from securenet.sasl._mechanism import ChannelBindings
-        from securenet.sasl._scram import ScramClientMechanism
+        from securenet.sasl import ChannelBindings, ScramClientMechanism
 
         client = ScramClientMechanism(user, password, plus=False, bindings=ChannelBindings())
         conn.send("AUTH SCRAM-SHA-256 " + _b64(client.initial()))

@@ -156,11 +156,9 @@ def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # 
     from twisted.cred.portal import Portal
 
     from bench.apps import HTTPFactory
-    from securenet.cred._checkers import CertificateChecker
-    from securenet.cred._identity import IdentityRealm
-    from securenet.session._server import SessionFactory
-    from securenet.tls._endpoints import SecureServerEndpoint
-    from securenet.tls._policy import ServerTLSPolicy
+    from securenet.cred import CertificateChecker, IdentityRealm
+    from securenet.session import SessionFactory
+    from securenet.tls import SecureServerEndpoint, ServerTLSPolicy
 
     checkers: list[object] = [CertificateChecker("cn")]
     client_auth = args.client_auth
@@ -199,11 +197,9 @@ LOGIN_PASSWORD = "correct horse battery staple"
 
 def login_checker(reactor):  # type: ignore[no-untyped-def]
     """securenet's credential-database checker (PLAIN, SCRAM) over a MemoryStore, production parameters."""
-    from securenet._threads import hashing_runner
-    from securenet.cred._passwords import PasswordHasher
-    from securenet.cred._storechecker import StoreChecker
-    from securenet.cred._users import new_user
-    from securenet.store._memory import MemoryStore
+    from securenet import hashing_runner
+    from securenet.cred import PasswordHasher, StoreChecker, new_user
+    from securenet.store import MemoryStore
 
     hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile: t=3, m=64 MiB, p=4
     store = MemoryStore()

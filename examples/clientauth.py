@@ -12,8 +12,7 @@ import getpass
 from collections.abc import Callable, Sequence
 
 from securenet.interfaces import IClientMechanism
-from securenet.sasl._mechanism import ChannelBindings
-from securenet.sasl._scram import ScramClientMechanism
+from securenet.sasl import ChannelBindings, ScramClientMechanism
 
 MechanismChooser = Callable[[Sequence[str], ChannelBindings, bool], IClientMechanism]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineReceiver
 
-from securenet.session._server import identity_of
+from securenet.session import identity_of
 
 
 class Greeter(LineReceiver):

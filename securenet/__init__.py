@@ -17,7 +17,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from securenet._errors import SecurenetError
-from securenet._threads import Runner, ThreadRunner, reactor_thread_pool_runner, synchronous_runner, thread_runner
+from securenet._threads import (
+    Runner,
+    ThreadRunner,
+    hashing_runner,
+    reactor_thread_pool_runner,
+    synchronous_runner,
+    thread_runner,
+)
 from securenet._version import __version__
 
 if TYPE_CHECKING:
@@ -29,6 +36,7 @@ __all__ = [
     "ThreadRunner",
     "__version__",
     "connect",
+    "hashing_runner",
     "identity_of",
     "reactor_thread_pool_runner",
     "synchronous_runner",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from cryptography import x509
@@ -30,7 +30,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.test import iosim
 
@@ -376,8 +376,9 @@ class EventCapture:
     def __init__(self, testcase: Any) -> None:
         debug_events(testcase)
         self.events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(self._observe)
-        testcase.addCleanup(globalLogPublisher.removeObserver, self._observe)
+        observer = cast(ILogObserver, self._observe)
+        globalLogPublisher.addObserver(observer)
+        testcase.addCleanup(globalLogPublisher.removeObserver, observer)
 
     def _observe(self, event: dict[str, Any]) -> None:
         if "securenet_event" in event:

@@ -34,11 +34,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
 from securenet.authz import Policy
-from securenet.cred._identity import IdentityRealm
-from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
-from securenet.cred._throttle import Throttle
+from securenet.cred import IdentityRealm, Throttle, TokenChecker, TokenIssuer, TokenSettings
 from securenet.interfaces import ICredentialStore, IPolicy, IRefreshTokenStore
-from securenet.pki._tokenkeys import TokenKey
+from securenet.pki import TokenKey
 from securenet.web import (
     BadRequest,
     JSONEndpoint,
@@ -119,12 +117,11 @@ def main(argv: list[str] | None = None) -> int:
 
     reactor: Any = _reactor
 
-    from securenet._errors import SecurenetError
-    from securenet._threads import reactor_thread_pool_runner, thread_runner
-    from securenet.cred._storechecker import StoreChecker
-    from securenet.pki._tokenkeys import load_signing_key
-    from securenet.store._sqlite import SQLiteStore
-    from securenet.tls._endpoints import server_endpoint
+    from securenet import SecurenetError, reactor_thread_pool_runner, thread_runner
+    from securenet.cred import StoreChecker
+    from securenet.pki import load_signing_key
+    from securenet.store import SQLiteStore
+    from securenet.tls import server_endpoint
 
     try:
         if not args.db.exists():

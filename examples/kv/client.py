@@ -35,7 +35,7 @@ from twisted.protocols import amp
 
 from examples import clientauth
 from examples.kv.commands import BadKey, CommandDenied, Delete, Get, List, NoSuchKey, Set
-from securenet.session._client import connect
+from securenet.session import connect
 
 EXIT_DENIED = 3
 EXIT_NOT_FOUND = 4

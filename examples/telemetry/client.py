@@ -27,7 +27,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from examples import clientauth
-from securenet.session._client import connect
+from securenet.session import connect
 
 EXIT_DENIED = 3
 

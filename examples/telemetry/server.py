@@ -31,8 +31,7 @@ from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from securenet.authz import AuthorizationDenied
-from securenet.authz._patterns import Glob
+from securenet.authz import AuthorizationDenied, Glob
 from securenet.protocols import SecureLineReceiver
 
 log = Logger(namespace="examples.telemetry")

@@ -18,7 +18,7 @@ from securenet.authz._attributes import Context, SpiffeID, parse_spiffe_id, peer
 from securenet.authz._decisions import Decision, Location, MatchedRule
 from securenet.authz._errors import AuthorizationDenied, AuthorizationError, AuthorizationSetupError, PolicyError
 from securenet.authz._handlers import can, policy_of, requires
-from securenet.authz._patterns import Permission
+from securenet.authz._patterns import Glob, Permission
 from securenet.authz._policy import Policy
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "AuthorizationSetupError",
     "Context",
     "Decision",
+    "Glob",
     "Location",
     "MatchedRule",
     "Permission",

@@ -1,5 +1,5 @@
 # The twistd plugin: `twistd securenet`.  Only a pointer into the package;
-# twisted/plugins has no __init__.py on purpose (see DESIGN.md).
+# twisted/plugins has no __init__.py on purpose (docs/architecture.md).
 from twisted.application.service import ServiceMaker
 
 securenet = ServiceMaker(
