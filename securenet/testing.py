@@ -41,8 +41,9 @@ from securenet.interfaces import IClientMechanism
 from securenet.pki._ca import CertificateAuthority, IssuedCertificate, default_server_sans, save_ca
 from securenet.session._client import ClientCredentials, ClientSessionFactory, MechanismChooser
 from securenet.session._server import SessionFactory
+from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._guard import TLSGuard, TLSGuardFactory
-from securenet.tls._policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
+from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
 
 SERVER_ADDRESS = IPv4Address("TCP", "127.0.0.1", 8443)
 CLIENT_ADDRESS = IPv4Address("TCP", "127.0.0.1", 54321)

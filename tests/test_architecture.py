@@ -16,7 +16,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "securenet"
 
 #: Bottom to top; a module may import its own layer and the ones below it.
 LAYERS: list[tuple[str, ...]] = [
-    ("securenet._errors", "securenet._version", "securenet._logs", "securenet._threads", "securenet.interfaces", "securenet.audit"),
+    (
+        "securenet._errors",
+        "securenet._version",
+        "securenet._logs",
+        "securenet._threads",
+        "securenet.interfaces",
+        "securenet.audit",
+    ),
     ("securenet.pki",),
     ("securenet.tls",),
     ("securenet.store",),
@@ -78,7 +85,9 @@ def runtime_imports(path: Path) -> list[tuple[str, int]]:
 
 class LayerTests(SynchronousTestCase):
     def test_everyModuleHasALayer(self) -> None:
-        unplaced = [module_name(p) for p in PACKAGE.rglob("*.py") if module_name(p) != "securenet" and layer_of(module_name(p)) is None]
+        unplaced = [
+            module_name(p) for p in PACKAGE.rglob("*.py") if module_name(p) != "securenet" and layer_of(module_name(p)) is None
+        ]
         self.assertEqual(unplaced, [])
 
     def test_noImportGoesUp(self) -> None:

@@ -3,6 +3,7 @@ The TLS layer: policies and profiles, pin and TOFU verification, typed
 errors, the handshake guard, and C{securenet:} endpoints.
 """
 
+from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint, client_endpoint, server_endpoint
 from securenet.tls._errors import (
     CertificateError,
@@ -28,8 +29,8 @@ from securenet.tls._errors import (
     classify,
 )
 from securenet.tls._facts import HandshakeFacts
-from securenet.tls._policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
 from securenet.tls._profiles import INTERMEDIATE, MODERN, TLSProfile, profile_named
+from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
 from securenet.tls._tofu import TofuStore
 
 __all__ = [

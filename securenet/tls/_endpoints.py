@@ -34,10 +34,12 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from securenet.tls._client import ClientTLSPolicy
+from securenet.tls._context import CLIENT_AUTH_MODES
 from securenet.tls._errors import TLSConfigurationError
 from securenet.tls._guard import TLSGuardFactory
-from securenet.tls._policy import CLIENT_AUTH_MODES, ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
 from securenet.tls._profiles import profile_named
+from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
 
 SERVER_KEYS: dict[str, str] = {
     "port": "TCP port to listen on (or the first positional argument); 0 picks a free port",

@@ -32,9 +32,9 @@ from zope.interface import directlyProvides, implementer, providedBy
 from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.pki._facts import CertificateFacts
+from securenet.tls._context import ConnectionState, state_of
 from securenet.tls._errors import ConnectionClosedDuringHandshake, HandshakeTimeout, TLSError, classify
 from securenet.tls._facts import HandshakeFacts
-from securenet.tls._policy import ConnectionState, state_of
 
 log = SecurenetLogger(namespace="securenet.tls")
 

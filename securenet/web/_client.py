@@ -16,7 +16,7 @@ from typing import Any
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from securenet.tls._policy import ClientTLSPolicy
+from securenet.tls._client import ClientTLSPolicy
 
 
 @implementer(IPolicyForHTTPS)

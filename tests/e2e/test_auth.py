@@ -16,8 +16,8 @@ from pathlib import Path
 import pyotp
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import Twistd, converse, run, script
 from tests.e2e.test_service import dev_pki
+from tests.support import Twistd, converse, run, script
 
 _SETUP: dict[str, object] = {}
 

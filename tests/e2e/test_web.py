@@ -27,8 +27,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from securenet.cred._jwt import TokenIssuer, TokenSettings
 from securenet.pki._tokenkeys import load_signing_key
-from tests.support import Twistd, child_env, run, run_twistd_expecting_failure, script
 from tests.e2e.test_service import dev_pki
+from tests.support import Twistd, child_env, run, run_twistd_expecting_failure, script
 
 _SETUP: dict[str, Any] = {}
 
@@ -366,7 +366,7 @@ class TreqTests(Scenarios, TestCase):
         import treq.client
         from twisted.web.client import Agent, HTTPConnectionPool
 
-        from securenet.tls._policy import ClientTLSPolicy
+        from securenet.tls._client import ClientTLSPolicy
         from securenet.web._client import HTTPSPolicy
 
         certs = self.server.certs

@@ -62,7 +62,8 @@ from securenet.session._server import ServerSession, SessionFactory, identity_of
 from securenet.store._memory import MemoryStore
 from securenet.store._records import User
 from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
-from securenet.tls._policy import ClientTLSPolicy, ServerTLSPolicy
+from securenet.tls._client import ClientTLSPolicy
+from securenet.tls._server import ServerTLSPolicy
 from tests.tls.test_policy import SERVER_DATA, RecordingFactory, RecordingProtocol
 
 #: The fake clock's start, as POSIX time: tokens, API keys and TOTP all read it.

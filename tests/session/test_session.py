@@ -41,9 +41,9 @@ from securenet.session._errors import AuthenticationFailed
 from securenet.session._exchange import ExchangeSettings
 from securenet.session._server import NotASecureSession, ServerSession, SessionFactory, identity_of
 from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
+from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._endpoints import SecureClientEndpoint
 from securenet.tls._guard import TLSGuard
-from securenet.tls._policy import ClientTLSPolicy
 from tests.tls.test_policy import CLIENT_DATA, SERVER_DATA, RecordingFactory, RecordingProtocol
 
 

@@ -45,6 +45,7 @@ from securenet.testing import (
 )
 from securenet.tls._binding import set_groups
 from securenet.tls._certificates import as_cryptography
+from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._errors import (
     CertificateExpired,
     CertificateNotYetValid,
@@ -66,8 +67,8 @@ from securenet.tls._errors import (
     UntrustedCertificate,
 )
 from securenet.tls._guard import TLSGuard, TLSGuardFactory
-from securenet.tls._policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
 from securenet.tls._profiles import INTERMEDIATE, MODERN
+from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
 from securenet.tls._tofu import TofuStore
 
 CLIENT_DATA = b"client application secret"
