@@ -37,7 +37,7 @@ from twisted.test import iosim
 from securenet import audit
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import IdentityRealm
-from securenet.interfaces import IClientMechanism
+from securenet.interfaces import IClientMechanism, IPolicy
 from securenet.pki._ca import CertificateAuthority, IssuedCertificate, default_server_sans, save_ca
 from securenet.session._client import ClientCredentials, ClientSessionFactory, MechanismChooser
 from securenet.session._server import SessionFactory
@@ -301,7 +301,7 @@ def connect_app_in_memory(
     client_app: IProtocolFactory,
     *,
     pki: EphemeralPKI,
-    policy: object | None = None,
+    policy: IPolicy | None = None,
     portal: Portal | None = None,
     client: str | IssuedCertificate | None = "alice",
     mechanism: IClientMechanism | MechanismChooser | None = None,

@@ -20,7 +20,7 @@ from zope.interface import implementer
 from securenet._errors import SecurenetError
 from securenet.cred._identity import Identity
 from securenet.cred._throttle import Throttle
-from securenet.interfaces import ISession
+from securenet.interfaces import IPolicy, ISession
 from securenet.sasl._channel import channel_bindings
 from securenet.session._exchange import ExchangeSettings, ServerExchange
 from securenet.tls._guard import TLSGuard, TLSGuardFactory
@@ -50,7 +50,7 @@ class SessionFactory(TLSGuardFactory):
 
     @param throttle: failure counting and lockout across connections, or
         None for none.
-    @param policy: the authorization policy (a L{securenet.authz.IPolicy})
+    @param policy: the authorization policy (an L{IPolicy})
         that applications reach through their session
         (C{ISession(transport).policy}); the session only carries it.
     """
@@ -63,7 +63,7 @@ class SessionFactory(TLSGuardFactory):
         *,
         throttle: Throttle | None = None,
         settings: ExchangeSettings = ExchangeSettings(),
-        policy: object | None = None,
+        policy: IPolicy | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(appFactory, reactor, **kwargs)
