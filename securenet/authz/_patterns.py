@@ -21,8 +21,10 @@ Resources are C{/}-separated paths.  In a resource pattern:
 A pattern has no empty segments (except a leading C{/}), no C{.} or C{..}
 segments, and C{**} only as a whole segment; so a resource that a pattern
 matches keeps matching, and nothing else starts to, if the application
-normalizes it (collapsing C{//}).  Resources with C{.} or C{..} segments are
-denied before any pattern is consulted.
+normalizes it.  Resources with C{.}, C{..} or empty segments (C{a//b}, a
+trailing C{/}) are denied before any pattern is consulted, deny rules
+included: so no spelling of a resource reaches an allow that an explicit
+deny covers.
 """
 
 from __future__ import annotations
@@ -55,9 +57,22 @@ def is_action(text: str) -> bool:
     return isinstance(text, str) and _ACTION.fullmatch(text) is not None
 
 
-def dot_segment(resource: str) -> bool:
-    """Whether C{resource} has a C{.} or C{..} segment (such resources are always denied)."""
-    return any(s in (".", "..") for s in resource.split("/"))
+def unsafe_segment(resource: str) -> str | None:
+    """
+    Why C{resource} is always denied, or None: a C{.} or C{..} segment, or
+    an empty one (C{a//b}, a trailing C{/}; a single leading C{/} is
+    fine).  An application that normalizes paths would read such a
+    resource as another one (C{data//audit/x} is C{data/audit/x}), which a
+    deny rule written for the normal form would not cover.
+    """
+    segments = resource.split("/")
+    if resource.startswith("/"):
+        segments = segments[1:]
+    if any(s in (".", "..") for s in segments):
+        return "a '.' or '..' segment"
+    if len(segments) > 1 and "" in segments:
+        return "an empty segment"
+    return None
 
 
 @attrs.frozen

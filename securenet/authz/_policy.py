@@ -35,7 +35,7 @@ from securenet.authz._attributes import Context, Facts
 from securenet.authz._conditions import Condition, compile_condition
 from securenet.authz._decisions import AllowLogLevel, Decision, Effect, Location, MatchedRule, audit, log
 from securenet.authz._errors import PolicyError, requested_permission
-from securenet.authz._patterns import PatternError, Permission, dot_segment, is_action
+from securenet.authz._patterns import PatternError, Permission, is_action, unsafe_segment
 from securenet.authz._source import Invalid, Locator, TomlPath, parse_toml, read_policy_text
 from securenet.cred._identity import Identity
 from securenet.interfaces import IPolicy
@@ -258,8 +258,9 @@ class Policy:
         if resource is not None and not isinstance(resource, str):
             resource = str(resource)
             return answer(False, None, "the resource is not a string: denied")
-        if resource is not None and dot_segment(resource):
-            return answer(False, None, f"resource {resource!r} has a '.' or '..' segment: denied")
+        unsafe = unsafe_segment(resource) if resource is not None else None
+        if unsafe is not None:
+            return answer(False, None, f"resource {resource!r} has {unsafe}: denied")
 
         now: datetime.datetime | Callable[[], datetime.datetime] = context.now if context.now is not None else self._now
         facts = Facts(identity, action, resource, context, now)

@@ -20,6 +20,8 @@ from typing import Any, cast
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from securenet._errors import SecurenetError
@@ -634,6 +636,9 @@ class DecisionTests(SynchronousTestCase):
             ("", None, "'' is not a valid action name: denied"),
             ("kv.write", "data/../etc/passwd", "resource 'data/../etc/passwd' has a '.' or '..' segment: denied"),
             ("kv.write", "data/./x", "resource 'data/./x' has a '.' or '..' segment: denied"),
+            ("kv.write", "data//audit/x", "resource 'data//audit/x' has an empty segment: denied"),
+            ("kv.write", "data/audit/", "resource 'data/audit/' has an empty segment: denied"),
+            ("kv.write", "//data/x", "resource '//data/x' has an empty segment: denied"),
             ("kv.read", 3, "the resource is not a string: denied"),
         ]:
             with self.subTest(action=action, resource=resource):
@@ -1383,3 +1388,65 @@ class DecoratorTests(SynchronousTestCase):
     def test_wraps(self) -> None:
         self.assertEqual(Handler.set.__name__, "set")
         self.assertEqual(Handler.set.__securenet_requires__[0], "kv.write")  # type: ignore[attr-defined]
+
+
+class EmptySegmentTests(SynchronousTestCase):
+    """
+    An explicit deny cannot be bypassed by another spelling of the resource:
+    empty segments are refused like '.' and '..', for allow and deny alike.
+    """
+
+    DOCS_POLICY = """
+        [roles.writer]
+        permissions = ["kv.write:data/**"]
+
+        [[rules]]
+        name = "nobody touches the audit trail"
+        effect = "deny"
+        permissions = ["kv.write:data/audit/**"]
+    """
+
+    API_POLICY = """
+        [roles.user]
+        permissions = ["api.get:/api/**"]
+
+        [[rules]]
+        name = "no admin"
+        effect = "deny"
+        permissions = ["api.get:/api/admin/**"]
+
+        [[rules]]
+        name = "no secrets"
+        effect = "deny"
+        permissions = ["api.get:/api/secret/*"]
+    """
+
+    def test_theIssuesSpellings(self) -> None:
+        docs = Policy.parse(self.DOCS_POLICY, source="policy.toml")
+        writer = identity("alice", "writer")
+        self.assertTrue(docs.can(writer, "kv.write", "data/x"))
+        self.assertFalse(docs.can(writer, "kv.write", "data/audit/x"))
+        self.assertFalse(docs.can(writer, "kv.write", "data//audit/x"))
+        api = Policy.parse(self.API_POLICY, source="policy.toml")
+        user = identity("bob", "user")
+        self.assertTrue(api.can(user, "api.get", "/api/x"))
+        for resource in ("/api//admin/x", "/api/secret//k", "/api/secret/k/", "/api/admin/x", "/api/secret/k"):
+            with self.subTest(resource=resource):
+                self.assertFalse(api.can(user, "api.get", resource))
+
+    @given(st.lists(st.sampled_from(["data", "audit", "x", "", ".", "..", "a*"]), min_size=1, max_size=6), st.booleans())
+    def test_noSpellingReachesWhatADenyCovers(self, segments: list[str], leading: bool) -> None:
+        """
+        Whatever the resource string, if it is allowed then it is in normal
+        form (no empty, '.' or '..' segments) and no deny pattern covers
+        its normal form.
+        """
+        resource = ("/" if leading else "") + "/".join(segments)
+        docs = Policy.parse(self.DOCS_POLICY, source="policy.toml")
+        if not docs.can(identity("alice", "writer"), "kv.write", resource):
+            return
+        parts = resource.split("/")[1:] if leading else resource.split("/")
+        self.assertNotIn("", parts[1:] if len(parts) > 1 else [])
+        self.assertFalse(set(parts) & {".", ".."})
+        normal = "/".join(p for p in parts if p)
+        self.assertFalse(normal == "data/audit" or normal.startswith("data/audit/"), resource)
