@@ -130,6 +130,14 @@ class CheckTests(AuthzCLITestCase):
             'denied by rule 1 "strong admin" (unless identity.mechanism = "EXTERNAL" or identity.mfa = true)',
         )
 
+    def test_emptySegmentIsDenied(self) -> None:
+        """The issue's reproduction: data//audit/x is not a way around a deny on data/audit/**."""
+        self.assertDenied(
+            self.check("--user", "alice", "--role", "writer", "--action", "kv.write", "--resource", "data//audit/x"),
+            "alice may not kv.write data//audit/x (missing permission kv.write:data//audit/x)",
+            reason="resource 'data//audit/x' has an empty segment: denied",
+        )
+
     def test_attributes_mfa_and_peer(self) -> None:
         argv = ("--user", "root", "--attr", "admin=true", "--mfa", "--action", "admin.stop")
         allowed = self.check(*argv, "--peer", "10.0.0.1:5000")
