@@ -30,15 +30,23 @@ from cryptography.hazmat.primitives import serialization
 
 from securenet.cli._apikeys import add_db, close_store, format_time, open_store, parse_scopes, wait
 from securenet.cli._pki import UsageError
-from securenet.cred._jwt import DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_NAME_LENGTH, TokenIssuer, TokenSettings
+from securenet.cred._jwt import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    DEFAULT_MAX_LIFETIME,
+    MAX_NAME_LENGTH,
+    TokenIssuer,
+    TokenSettings,
+)
 from securenet.pki._errors import AlreadyExists, FileMissing
 from securenet.pki._files import write_private_key
 from securenet.pki._tokenkeys import ALGORITHMS, InvalidTokenSettings, SigningKey, generate_signing_key, load_signing_key
 
 DEFAULT_TTL = 3600
 
-#: Longest --ttl accepted (a year): bearer tokens should be short-lived.
-MAX_TTL = 366 * 24 * 3600
+#: Longest --ttl accepted: what a verifier accepts by default (a day).
+#: Bearer tokens should be short-lived; long-lived credentials are API keys.
+MAX_TTL = int(DEFAULT_MAX_LIFETIME)
 
 #: POSIX time for the commands; tests replace it.
 clock: Callable[[], float] = time.time

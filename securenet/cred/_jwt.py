@@ -22,8 +22,13 @@ What a token must be to be accepted, and why:
   callable), not C{time.time}: PyJWT's own time checks are switched off and
   L{TokenChecker} checks C{exp}, C{iat} and C{nbf} itself, with a bounded
   leeway (default 30 s, at most 300 s).
-* A token whose C{jti} was revoked in the store is refused, and so is a
-  token whose subject is a disabled user of the store.
+* A token whose lifetime (C{exp - iat}) is longer than
+  L{TokenSettings.max_lifetime} (default a day) is refused, however validly
+  signed.
+* With a credential store, a token whose C{jti} was revoked is refused, and
+  so is a token whose subject is a disabled user or no user at all
+  (deleting a user revokes their tokens).  Without a store (tokens of an
+  external issuer) neither is checked.
 
 A refusal is a L{TokenRefused}: a C{twisted.cred} C{UnauthorizedLogin}
 whose message says nothing useful to the client and whose C{reason} says
@@ -64,6 +69,12 @@ Clock = Union[IReactorTime, Callable[[], float]]
 DEFAULT_AUDIENCE = "securenet"
 DEFAULT_ISSUER = "securenet"
 DEFAULT_LEEWAY = 30.0
+
+#: The longest token lifetime (C{exp - iat}) accepted by default: a day.
+DEFAULT_MAX_LIFETIME = 24 * 3600.0
+
+#: The largest C{max_lifetime} that may be configured: a year.
+MAX_MAX_LIFETIME = 366 * 24 * 3600.0
 MAX_LEEWAY = 300.0
 
 #: Longer tokens are refused unparsed (a bounded amount of work per attempt).
@@ -129,12 +140,18 @@ class TokenSettings:
     @ivar issuer: the C{iss} a token must carry, or None to not check it.
     @ivar leeway: seconds of clock skew tolerated on C{exp}, C{iat} and
         C{nbf}; 0 to 300.
+    @ivar max_lifetime: the longest lifetime (C{exp - iat}, seconds) a
+        token may have: a validly signed token meant to live longer is
+        refused, and L{TokenIssuer} never issues one (default a day;
+        long-lived credentials are API keys, which can be listed and
+        revoked).
     """
 
     keys: tuple[TokenKey, ...] = attrs.field(converter=_tuple_of_keys)
     audience: str = DEFAULT_AUDIENCE
     issuer: str | None = DEFAULT_ISSUER
     leeway: float = DEFAULT_LEEWAY
+    max_lifetime: float = DEFAULT_MAX_LIFETIME
 
     def __attrs_post_init__(self) -> None:
         if not self.keys:
@@ -151,6 +168,11 @@ class TokenSettings:
             raise InvalidTokenSettings("the token issuer must be a non-empty string (or None to not check it)")
         if isinstance(self.leeway, bool) or not isinstance(self.leeway, (int, float)) or not (0 <= self.leeway <= MAX_LEEWAY):
             raise InvalidTokenSettings(f"leeway must be between 0 and {MAX_LEEWAY:g} seconds, not {self.leeway!r}")
+        lifetime = self.max_lifetime
+        if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)) or not (1 <= lifetime <= MAX_MAX_LIFETIME):
+            raise InvalidTokenSettings(
+                f"max_lifetime must be between 1 and {MAX_MAX_LIFETIME:g} seconds, not {self.max_lifetime!r}"
+            )
 
     @property
     def algorithms(self) -> tuple[Algorithm, ...]:
@@ -208,6 +230,8 @@ class TokenIssuer:
             raise ValueError(f"token subject must be 1-{MAX_NAME_LENGTH} characters")
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
             raise ValueError(f"token ttl must be a whole number of seconds, at least 1, not {ttl!r}")
+        if ttl > self.settings.max_lifetime:
+            raise ValueError(f"token ttl {ttl} s is longer than the maximum lifetime {self.settings.max_lifetime:g} s")
         checked = check_scopes(scopes)
         extra = dict(extra_claims or {})
         clash = sorted(RESERVED_CLAIMS & set(extra))
@@ -316,9 +340,11 @@ class TokenChecker:
     Accepts bearer tokens (see the module docstring for the rules); the
     avatar id is the token's C{sub}.
 
-    @param store: where revoked token ids and users are looked up; None
-        to not check revocation or disabled users (a C{--auth jwt} without
-        C{db=}).
+    @param store: where revoked token ids and users are looked up: a
+        token whose jti was revoked, whose subject is disabled or has no
+        record is refused.  None to check neither (a C{--auth jwt} without
+        C{db=}, for tokens of an external issuer whose subjects are not
+        securenet users).
     @param clock: the time source for C{exp}, C{iat} and C{nbf}.
     """
 
@@ -362,7 +388,12 @@ class TokenChecker:
             return store.get_user(verified.subject)
 
         def account(user: User | None) -> VerifiedToken:
-            if user is not None and user.disabled:
+            # With a credential database the token's subject must be one of
+            # its users: deleting a user revokes their tokens.  (Tokens from
+            # an external issuer are verified without a database.)
+            if user is None:
+                raise TokenRefused(f"no user {verified.subject!r} in the credential database")
+            if user.disabled:
                 raise TokenRefused("user disabled")
             return verified
 
@@ -423,6 +454,10 @@ class TokenChecker:
             if claims["iss"] != settings.issuer:
                 raise TokenRefused("wrong issuer")
         scopes = _scopes(claims)
+        if expires - issued_at > settings.max_lifetime:
+            raise TokenRefused(
+                f"token lifetime {int(expires - issued_at)} s is longer than the maximum {int(settings.max_lifetime)} s"
+            )
         current = now(self.clock)
         if current >= expires + settings.leeway:
             raise TokenRefused("token expired")

@@ -25,6 +25,7 @@ from securenet.cred._jwt import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
     DEFAULT_LEEWAY,
+    DEFAULT_MAX_LIFETIME,
     MAX_LEEWAY,
     TokenChecker,
     TokenSettings,
@@ -119,28 +120,35 @@ class JWTCheckerFactory:
         "(EdDSA/Ed25519 or ES256/P-256; alg= may confirm it) or, with alg=HS256, a file of mode 0600 holding "
         "a secret of at least 32 bytes. Tokens must carry sub, jti, iat, exp and aud (audience=, default "
         f"{DEFAULT_AUDIENCE}) and iss (issuer=, default {DEFAULT_ISSUER}); leeway= is the clock skew allowed "
-        f"in seconds (default {DEFAULT_LEEWAY:g}, at most {MAX_LEEWAY:g}). With db=PATH (the credential database), "
-        "revoked token ids and disabled users are refused. Make keys and tokens with 'securenet tokens'."
+        f"in seconds (default {DEFAULT_LEEWAY:g}, at most {MAX_LEEWAY:g}); max_lifetime= the longest exp - iat accepted "
+        f"(default {DEFAULT_MAX_LIFETIME:g} s). With db=PATH (the credential database), revoked token ids, disabled "
+        "users and subjects that are no user of the database are refused; without it (tokens of an external issuer) "
+        "neither is checked. Make keys and tokens with 'securenet tokens'."
     )
-    argStringFormat = "key=PATH[,alg=EdDSA|ES256|HS256][,audience=AUD][,issuer=ISS][,leeway=SECONDS][,db=PATH]"
+    argStringFormat = (
+        "key=PATH[,alg=EdDSA|ES256|HS256][,audience=AUD][,issuer=ISS][,leeway=SECONDS][,max_lifetime=SECONDS][,db=PATH]"
+    )
     credentialInterfaces = (ITokenCredentials,)
 
     def generateChecker(self, argstring: str = "") -> TokenChecker:
-        options = parse_options(argstring, {"key", "alg", "audience", "issuer", "leeway", "db"}, self.authType)
+        options = parse_options(argstring, {"key", "alg", "audience", "issuer", "leeway", "max_lifetime", "db"}, self.authType)
         if not options.get("key"):
             raise CheckerArgumentError("--auth jwt: key=PATH is required (a PEM public key or, with alg=HS256, a secret file)")
         alg = options.get("alg") or None
-        try:
-            leeway = float(options.get("leeway", DEFAULT_LEEWAY))
-        except ValueError:
-            raise CheckerArgumentError(f"--auth jwt: leeway={options['leeway']!r} is not a number of seconds") from None
+        numbers: dict[str, float] = {}
+        for name, default in (("leeway", DEFAULT_LEEWAY), ("max_lifetime", DEFAULT_MAX_LIFETIME)):
+            try:
+                numbers[name] = float(options.get(name, default))
+            except ValueError:
+                raise CheckerArgumentError(f"--auth jwt: {name}={options[name]!r} is not a number of seconds") from None
         try:
             key = load_verification_key(options["key"], alg)
             settings = TokenSettings(
                 [key],
                 audience=options.get("audience", DEFAULT_AUDIENCE),
                 issuer=options.get("issuer", DEFAULT_ISSUER),
-                leeway=leeway,
+                leeway=numbers["leeway"],
+                max_lifetime=numbers["max_lifetime"],
             )
         except SecurenetError as e:
             raise CheckerArgumentError(f"--auth jwt: {e}") from None

@@ -393,7 +393,7 @@ class TokensIssueTests(CLITestCase):
             (["alice", "--key", ed, "--alg", "HS256"], f"{ed}: is a PEM key, not an HS256 secret"),
             (["alice", "--key", hs, "--alg", "EdDSA"], f"{hs}: not a PEM private key (EdDSA needs one)"),
             (["alice", "--key", self.dir / "missing.key"], f"{self.dir / 'missing.key'}: token key file does not exist"),
-            (["alice", "--key", ed, "--ttl", "0"], "--ttl must be between 1 and 31622400 seconds, not 0"),
+            (["alice", "--key", ed, "--ttl", "0"], "--ttl must be between 1 and 86400 seconds, not 0"),
             (
                 ["alice", "--key", ed, "--scope", 'a"b'],
                 "--scope: invalid scope 'a\"b': a scope is printable ASCII without spaces, quotes or backslashes",

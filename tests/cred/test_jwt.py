@@ -323,6 +323,29 @@ class TimeTests(TokenTestCase):
         self.accepted(self.sign(self.claims(iat=NOW + 30)))
         self.assertRefused(self.sign(self.claims(iat=NOW + 31)), "token issued in the future")
 
+    def test_lifetime_is_bounded(self) -> None:
+        """A validly signed token meant to live longer than max_lifetime (default a day) is refused."""
+        self.accepted(self.sign(self.claims(exp=NOW + 24 * 3600)))
+        self.assertRefused(
+            self.sign(self.claims(exp=NOW + 100 * 366 * 24 * 3600)),
+            f"token lifetime {100 * 366 * 24 * 3600} s is longer than the maximum 86400 s",
+        )
+        self.assertRefused(
+            self.sign(self.claims(exp=NOW + 24 * 3600 + 1)), "token lifetime 86401 s is longer than the maximum 86400 s"
+        )
+        longer = TokenChecker(TokenSettings([self.key], max_lifetime=7 * 24 * 3600), self.store, self.clock)
+        self.accepted(self.sign(self.claims(exp=NOW + 7 * 24 * 3600)), longer)
+
+    def test_issuer_never_issues_what_is_refused(self) -> None:
+        with self.assertRaises(ValueError) as e:
+            self.issuer.issue("alice", ttl=24 * 3600 + 1)
+        self.assertEqual(str(e.exception), "token ttl 86401 s is longer than the maximum lifetime 86400 s")
+
+    def test_max_lifetime_is_validated(self) -> None:
+        for bad in (0, -1, True, "3600", 367 * 24 * 3600):
+            with self.assertRaises(InvalidTokenSettings):
+                TokenSettings([self.key], max_lifetime=bad)  # type: ignore[arg-type]
+
     def test_nbf(self) -> None:
         self.accepted(self.sign(self.claims(nbf=NOW + 30)))
         self.assertRefused(self.sign(self.claims(nbf=NOW + 31)), "token not yet valid")
@@ -522,12 +545,18 @@ class StoreTests(TokenTestCase):
         self.assertRefused(token, "user disabled")
 
     def test_subject_without_user_record(self) -> None:
-        """A subject the store does not know is accepted (tokens may name external identities)."""
-        self.assertEqual(self.accepted(self.issuer.issue("svc-backup", ttl=60)).subject, "svc-backup")
+        """With a store, a subject the store does not know is refused: deleting a user revokes their tokens."""
+        self.assertRefused(self.issuer.issue("svc-backup", ttl=60), "no user 'svc-backup' in the credential database")
+        token = self.issuer.issue("alice", ttl=60)
+        self.accepted(token)
+        del self.store.users["alice"]
+        self.assertRefused(token, "no user 'alice' in the credential database")
 
     def test_no_store(self) -> None:
+        """Without a store (an external issuer's tokens) any subject is accepted."""
         checker = TokenChecker(self.settings, None, self.clock)
         self.accepted(self.issuer.issue("alice", ttl=60), checker)
+        self.assertEqual(self.accepted(self.issuer.issue("svc-backup", ttl=60), checker).subject, "svc-backup")
 
     def test_no_store_lookup_for_forged_tokens(self) -> None:
         """Revocation is looked up only for tokens whose signature and claims passed."""
@@ -769,7 +798,7 @@ class StrcredTests(TokenTestCase):
             f"key={pub},alg=none": "--auth jwt: token algorithm 'none' is not allowed; choose one of EdDSA, ES256, HS256",
             f"key={pub},alg=ES256": f"--auth jwt: {pub}: holds an Ed25519 (EdDSA) key, not a P-256 (ES256) key",
             f"key={pub},audience=": "--auth jwt: the token audience must be a non-empty string",
-            f"key={pub},kid=x": "--auth jwt: unknown option 'kid'; known: alg, audience, db, issuer, key, leeway",
+            f"key={pub},kid=x": "--auth jwt: unknown option 'kid'; known: alg, audience, db, issuer, key, leeway, max_lifetime",
             "key=/nonexistent/k.pub": "--auth jwt: /nonexistent/k.pub: token key file does not exist",
         }
         for argstring, message in cases.items():

@@ -472,6 +472,13 @@ class BearerTests(SynchronousTestCase):
         self.service.store.users["root"] = attrs.evolve(user, disabled=True)
         self.assertInvalidToken(token)
 
+    def test_deletedUsersTokensAreRefused(self) -> None:
+        """Deleting a user revokes their tokens: /me answers 401, not 200 with no roles."""
+        token = self.service.tokens_of()["access_token"]
+        self.assertEqual(self.service.me(bearer(token)).code, 200)
+        self.successResultOf(self.service.store.delete_user("alice"))
+        self.assertInvalidToken(token)
+
 
 class PasswordTests(SynchronousTestCase):
     def setUp(self) -> None:
