@@ -150,12 +150,16 @@ class MemoryRefreshStore:
         if token.token_id in self.tokens:
             return defer.fail(StoreError(f"refresh token id {token.token_id!r} already exists"))
         self.families.setdefault(token.family_id, None)
-        self.family_expiry[token.family_id] = token.session_expires_at
+        # The family's session ends when its first token said: a later member cannot extend it.
+        self.family_expiry.setdefault(token.family_id, token.session_expires_at)
         self.tokens[token.token_id] = token
         return defer.succeed(None)
 
     def get(self, token_id: str) -> defer.Deferred[RefreshToken | None]:
-        return defer.succeed(self.tokens.get(token_id))
+        token = self.tokens.get(token_id)
+        if token is not None:
+            token = attrs.evolve(token, session_expires_at=self.family_expiry[token.family_id])
+        return defer.succeed(token)
 
     def consume(self, token_id: str, when: float) -> defer.Deferred[bool]:
         token = self.tokens.get(token_id)

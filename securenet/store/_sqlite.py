@@ -149,7 +149,7 @@ def _api_key(row: sqlite3.Row) -> APIKey:
 # -- opening -----------------------------------------------------------------
 
 
-def _prepare_file(path: Path) -> None:
+def _prepare_file(path: Path, *, retry: bool = True) -> None:
     """Create the file (mode 0600) and its directories, or check the existing one."""
     try:
         st = os.stat(path)
@@ -158,7 +158,14 @@ def _prepare_file(path: Path) -> None:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except FileExistsError:
-            _prepare_file(path)
+            # Made meanwhile by another process: check it.  If it is still
+            # missing, a symbolic link to nowhere is where it (or its
+            # directory) should be, and is never followed.
+            if not retry:
+                raise DatabaseFileError(
+                    path, "cannot create the credential database (a dangling symbolic link is in the way)"
+                ) from None
+            _prepare_file(path, retry=False)
         except OSError as e:
             raise DatabaseFileError(path, f"cannot create the credential database ({e.strerror})") from None
         return

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -41,14 +40,10 @@ from securenet.cred._apikeys import create_api_key
 from securenet.cred._identity import Identity
 from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
 from securenet.cred._throttle import Throttle
-from securenet.interfaces import IRefreshTokenStore
 from securenet.pki._tokenkeys import TokenKey
 from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
 from securenet.session._server import identity_of
-from securenet.store._errors import StoreError
 from securenet.store._memory import MemoryRefreshStore
-from securenet.store._records import RefreshToken
-from securenet.store._sqlite import SQLiteStore
 from securenet.testing import EphemeralPKI, connect_app_in_memory, connect_in_memory, memory_portal, totp_code, weak_hasher
 from securenet.web import (
     BuiltinAPI,
@@ -765,65 +760,6 @@ class RefreshTests(SynchronousTestCase):
     def test_logoutNeedsSomething(self) -> None:
         self.assertEqual(self.service.request("POST", "/auth/logout").code, 400)
         self.assertEqual(self.service.request("POST", "/auth/logout", bearer("junk")).code, 401)
-
-
-class RefreshStoreTests(SynchronousTestCase):
-    """The store contract, for both implementations."""
-
-    def stores(self) -> list[IRefreshTokenStore]:
-        path = Path(self.mktemp())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        credentials = SQLiteStore.open(path)
-        self.addCleanup(credentials.close)
-        return [MemoryRefreshStore(), credentials.refresh_tokens]
-
-    def record(self, token_id: str, family: str = "fam", **kwargs: Any) -> RefreshToken:
-        fields: dict[str, Any] = dict(
-            token_id=token_id,
-            family_id=family,
-            user="alice",
-            secret_hash=b"h" * 32,
-            issued_at=10.0,
-            expires_at=100.0,
-            session_expires_at=1000.0,
-            access_jti=f"jti-{token_id}",
-            access_expires_at=50.0,
-            scopes=("a",),
-            amr=("pwd", "otp"),
-        )
-        fields.update(kwargs)
-        return RefreshToken(**fields)
-
-    def test_contract(self) -> None:
-        for store in self.stores():
-            self.successResultOf(store.add(self.record("t1")))
-            self.assertEqual(self.successResultOf(store.get("t1")), self.record("t1"))
-            self.assertIsNone(self.successResultOf(store.get("nope")))
-            self.assertFalse(self.successResultOf(store.is_family_revoked("fam")))
-            self.assertTrue(self.successResultOf(store.is_family_revoked("unknown")))
-            self.assertTrue(self.successResultOf(store.consume("t1", 20.0)))
-            self.assertFalse(self.successResultOf(store.consume("t1", 21.0)))
-            self.assertEqual(self.successResultOf(store.get("t1")).used_at, 20.0)  # type: ignore[union-attr]
-            self.successResultOf(store.add(self.record("t2")))
-            self.assertEqual(sorted(self.successResultOf(store.revoke_family("fam", 30.0))), [("jti-t1", 50.0), ("jti-t2", 50.0)])
-            self.assertTrue(self.successResultOf(store.is_family_revoked("fam")))
-            self.assertFalse(self.successResultOf(store.consume("t2", 31.0)))
-            self.failureResultOf(store.add(self.record("t3")), StoreError)
-            self.failureResultOf(store.add(self.record("t1", family="other")), StoreError)
-            self.successResultOf(store.add(self.record("t4", family="old", session_expires_at=5.0)))
-            self.assertEqual(self.successResultOf(store.prune(6.0)), 1)
-            self.assertIsNone(self.successResultOf(store.get("t4")))
-            self.assertIsNotNone(self.successResultOf(store.get("t1")))
-
-    def test_sqliteSurvivesReopening(self) -> None:
-        path = Path(self.mktemp())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        store = SQLiteStore.open(path)
-        self.successResultOf(store.refresh_tokens.add(self.record("t1")))
-        store.close()
-        again = SQLiteStore.open(path)
-        self.addCleanup(again.close)
-        self.assertEqual(self.successResultOf(again.refresh_tokens.get("t1")), self.record("t1"))
 
 
 class TokenServiceTests(SynchronousTestCase):

@@ -1,9 +1,10 @@
 """
-Tests for the credential stores: one contract (L{StoreContract}) that
-L{MemoryStore} and L{SQLiteStore} must both meet, then what only the SQLite
-store promises: its file (mode 0600, persistence, schema version and
-migrations, refusing corrupt, foreign, newer and exposed files), atomic
-counters under concurrency, and running its SQL off the reactor thread.
+Tests of what only the SQLite store promises: its file (mode 0600,
+persistence, schema version and migrations, refusing corrupt, foreign, newer
+and exposed files), WAL mode and its application id, pruning revoked token
+ids by its clock, atomic counters under concurrency, and running its SQL off
+the reactor thread (the runners and their sizes).  The contract every store
+meets, this one included, is the conformance suite (tests/store).
 """
 
 from __future__ import annotations
@@ -15,27 +16,21 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-import attrs
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface.verify import verifyObject
 
 import securenet.store._sqlite
 from securenet._threads import thread_runner
-from securenet.interfaces import ICredentialStore
 from securenet.store._errors import (
     DatabaseFileError,
     InsecureDatabaseFile,
-    NoSuchAPIKey,
     NoSuchUser,
     StoreError,
     UnsupportedSchema,
-    UserExists,
 )
-from securenet.store._memory import MemoryStore
 from securenet.store._migrations import SCHEMA_VERSION
 from securenet.store._records import APIKey, ScramKeys, User
 from securenet.store._sqlite import APPLICATION_ID, SQLiteStore
@@ -44,11 +39,6 @@ T = TypeVar("T")
 
 UTC = datetime.UTC
 CREATED = datetime.datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-
-if TYPE_CHECKING:
-    _Base = SynchronousTestCase
-else:
-    _Base = object
 
 
 def full_user(name: str = "alice") -> User:
@@ -78,214 +68,6 @@ def api_key(key_id: str = "k1", user: str = "alice", **kw: Any) -> APIKey:
     )
     values.update(kw)
     return APIKey(**values)
-
-
-class StoreContract(_Base):
-    """Every L{ICredentialStore} behaves like this; mixed into a SynchronousTestCase per store."""
-
-    def make_store(self) -> ICredentialStore:
-        raise NotImplementedError
-
-    def setUp(self) -> None:
-        self.store = self.make_store()
-
-    def ok(self, d: defer.Deferred[T]) -> T:
-        return self.successResultOf(d)
-
-    def refused(self, d: defer.Deferred[Any], kind: type[Exception], message: str) -> None:
-        e = self.failureResultOf(d, kind).value
-        self.assertEqual(type(e), kind)
-        self.assertEqual(str(e), message)
-
-    # -- users -------------------------------------------------------------------
-
-    def test_interface(self) -> None:
-        self.assertTrue(verifyObject(ICredentialStore, self.store))
-
-    def test_getUnknownUser(self) -> None:
-        self.assertIsNone(self.ok(self.store.get_user("nobody")))
-
-    def test_forgiveFailure(self) -> None:
-        """forgive_failure takes one failure back, keeping the time; at zero the key is gone."""
-        self.ok(self.store.record_failure("addr:x", 1.0))
-        self.ok(self.store.record_failure("addr:x", 2.0))
-        self.assertEqual(self.ok(self.store.forgive_failure("addr:x")), 1)
-        self.assertEqual(self.ok(self.store.get_failures("addr:x")), (1, 2.0))
-        self.assertEqual(self.ok(self.store.forgive_failure("addr:x")), 0)
-        self.assertEqual(self.ok(self.store.get_failures("addr:x")), (0, 0.0))
-        self.assertEqual(self.ok(self.store.forgive_failure("addr:never")), 0)
-
-    # -- secrets -------------------------------------------------------------------
-
-    def test_secret(self) -> None:
-        """A named secret is 32 random bytes, made once and then always the same; names differ."""
-        first = self.ok(self.store.secret("scram-fake-salt"))
-        self.assertEqual(len(first), 32)
-        self.assertEqual(self.ok(self.store.secret("scram-fake-salt")), first)
-        self.assertNotEqual(self.ok(self.store.secret("other")), first)
-
-    def test_addAndGetUser(self) -> None:
-        """Every field comes back as it went in."""
-        self.ok(self.store.add_user(full_user()))
-        self.assertEqual(self.ok(self.store.get_user("alice")), full_user())
-
-    def test_minimalUser(self) -> None:
-        """A user with nothing but a name (no password, SCRAM keys, TOTP or creation time)."""
-        self.ok(self.store.add_user(User("bot")))
-        self.assertEqual(self.ok(self.store.get_user("bot")), User("bot"))
-
-    def test_namesAreExact(self) -> None:
-        """Names are case-sensitive exact strings."""
-        self.ok(self.store.add_user(User("alice")))
-        self.assertIsNone(self.ok(self.store.get_user("Alice")))
-        self.assertIsNone(self.ok(self.store.get_user("alice ")))
-
-    def test_addExisting(self) -> None:
-        """UserExists; the first record is untouched."""
-        self.ok(self.store.add_user(full_user()))
-        self.refused(self.store.add_user(User("alice")), UserExists, "user 'alice' already exists")
-        self.assertEqual(self.ok(self.store.get_user("alice")), full_user())
-
-    def test_updateUser(self) -> None:
-        self.ok(self.store.add_user(full_user()))
-        changed = attrs.evolve(
-            full_user(), password_hash="other", scram=None, roles=(), attributes={}, disabled=False,
-            totp_secret="NEWSECRET", totp_last_step=None,
-        )  # fmt: skip
-        self.ok(self.store.update_user(changed))
-        self.assertEqual(self.ok(self.store.get_user("alice")), changed)
-
-    def test_updateUnknown(self) -> None:
-        """NoSuchUser, and no user is created."""
-        self.refused(self.store.update_user(User("nobody")), NoSuchUser, "no user 'nobody'")
-        self.assertIsNone(self.ok(self.store.get_user("nobody")))
-
-    def test_deleteUser(self) -> None:
-        """The user and their API keys go; others' stay."""
-        self.ok(self.store.add_user(User("alice")))
-        self.ok(self.store.add_user(User("bob")))
-        self.ok(self.store.add_api_key(api_key("a1", "alice")))
-        self.ok(self.store.add_api_key(api_key("a2", "alice")))
-        self.ok(self.store.add_api_key(api_key("b1", "bob")))
-        self.ok(self.store.delete_user("alice"))
-        self.assertIsNone(self.ok(self.store.get_user("alice")))
-        self.assertEqual(self.ok(self.store.list_users()), [User("bob")])
-        self.assertEqual(self.ok(self.store.list_api_keys()), [api_key("b1", "bob")])
-        self.assertIsNone(self.ok(self.store.get_api_key("a1")))
-
-    def test_deleteUnknown(self) -> None:
-        self.ok(self.store.add_user(User("alice")))
-        self.refused(self.store.delete_user("nobody"), NoSuchUser, "no user 'nobody'")
-        self.assertEqual(self.ok(self.store.list_users()), [User("alice")])
-
-    def test_listUsers(self) -> None:
-        """By name (code point order), whatever the order of creation."""
-        self.assertEqual(self.ok(self.store.list_users()), [])
-        for name in ["zed", "Zoë", "alice", "Ärger", "bob", "Bob"]:
-            self.ok(self.store.add_user(User(name)))
-        names = [u.name for u in self.ok(self.store.list_users())]
-        self.assertEqual(names, ["Bob", "Zoë", "alice", "bob", "zed", "Ärger"])
-
-    # -- TOTP steps --------------------------------------------------------------
-
-    def test_markTotpStep(self) -> None:
-        """A step is accepted once, and only if later than the last one."""
-        self.ok(self.store.add_user(User("alice", totp_secret="JBSWY3DPEHPK3PXP")))
-        self.assertTrue(self.ok(self.store.mark_totp_step("alice", 100)))
-        self.assertFalse(self.ok(self.store.mark_totp_step("alice", 100)))
-        self.assertFalse(self.ok(self.store.mark_totp_step("alice", 99)))
-        self.assertTrue(self.ok(self.store.mark_totp_step("alice", 102)))
-        self.assertFalse(self.ok(self.store.mark_totp_step("alice", 101)))
-        user = self.ok(self.store.get_user("alice"))
-        assert user is not None
-        self.assertEqual(user.totp_last_step, 102)
-
-    def test_markTotpStepUnknown(self) -> None:
-        self.refused(self.store.mark_totp_step("nobody", 1), NoSuchUser, "no user 'nobody'")
-
-    # -- API keys ------------------------------------------------------------------
-
-    def test_apiKeys(self) -> None:
-        self.ok(self.store.add_user(User("alice")))
-        self.ok(self.store.add_user(User("bob")))
-        self.assertIsNone(self.ok(self.store.get_api_key("k1")))
-        naive = api_key("k3", "alice", created=None, expires=None, scopes=())
-        for key in [api_key("k2", "bob"), api_key("k1", "alice"), naive]:
-            self.ok(self.store.add_api_key(key))
-        self.assertEqual(self.ok(self.store.get_api_key("k1")), api_key("k1", "alice"))
-        self.assertEqual(self.ok(self.store.get_api_key("k3")), naive)
-        self.assertEqual(self.ok(self.store.list_api_keys()), [api_key("k1", "alice"), api_key("k2", "bob"), naive])
-        self.assertEqual(self.ok(self.store.list_api_keys("alice")), [api_key("k1", "alice"), naive])
-        self.assertEqual(self.ok(self.store.list_api_keys("bob")), [api_key("k2", "bob")])
-        self.assertEqual(self.ok(self.store.list_api_keys("nobody")), [])
-
-    def test_duplicateApiKey(self) -> None:
-        """Refused (StoreError, not a subclass); the first key is untouched."""
-        self.ok(self.store.add_user(User("alice")))
-        self.ok(self.store.add_user(User("bob")))
-        self.ok(self.store.add_api_key(api_key("k1", "alice")))
-        self.refused(self.store.add_api_key(api_key("k1", "bob")), StoreError, "API key id 'k1' already exists")
-        self.assertEqual(self.ok(self.store.list_api_keys()), [api_key("k1", "alice")])
-
-    def test_apiKeyForUnknownUser(self) -> None:
-        self.refused(self.store.add_api_key(api_key("k1", "nobody")), NoSuchUser, "no user 'nobody'")
-        self.assertEqual(self.ok(self.store.list_api_keys()), [])
-
-    def test_revokeApiKey(self) -> None:
-        self.ok(self.store.add_user(User("alice")))
-        self.ok(self.store.add_api_key(api_key("k1")))
-        self.ok(self.store.add_api_key(api_key("k2")))
-        self.ok(self.store.revoke_api_key("k1"))
-        self.assertEqual(self.ok(self.store.get_api_key("k1")), api_key("k1", revoked=True))
-        self.assertEqual(self.ok(self.store.get_api_key("k2")), api_key("k2"))
-
-    def test_revokeUnknownApiKey(self) -> None:
-        self.refused(self.store.revoke_api_key("nope"), NoSuchAPIKey, "no API key 'nope'")
-
-    # -- tokens --------------------------------------------------------------------
-
-    def test_revokedTokens(self) -> None:
-        later = datetime.datetime.now(UTC) + datetime.timedelta(hours=1)
-        self.assertFalse(self.ok(self.store.is_token_revoked("t1")))
-        self.ok(self.store.revoke_token("t1", later))
-        self.ok(self.store.revoke_token("t2", later.replace(tzinfo=None)))
-        self.assertTrue(self.ok(self.store.is_token_revoked("t1")))
-        self.assertTrue(self.ok(self.store.is_token_revoked("t2")))
-        self.assertFalse(self.ok(self.store.is_token_revoked("t3")))
-        # Revoking twice is harmless.
-        self.ok(self.store.revoke_token("t1", later))
-        self.assertTrue(self.ok(self.store.is_token_revoked("t1")))
-
-    # -- failures ------------------------------------------------------------------
-
-    def test_failures(self) -> None:
-        self.assertEqual(self.ok(self.store.get_failures("user:alice")), (0, 0.0))
-        self.assertEqual(self.ok(self.store.record_failure("user:alice", 10.5)), 1)
-        self.assertEqual(self.ok(self.store.record_failure("user:alice", 20.25)), 2)
-        self.assertEqual(self.ok(self.store.record_failure("addr:192.0.2.1", 30.0)), 1)
-        self.assertEqual(self.ok(self.store.get_failures("user:alice")), (2, 20.25))
-        self.assertEqual(self.ok(self.store.get_failures("addr:192.0.2.1")), (1, 30.0))
-        self.ok(self.store.reset_failures("user:alice"))
-        self.assertEqual(self.ok(self.store.get_failures("user:alice")), (0, 0.0))
-        self.assertEqual(self.ok(self.store.get_failures("addr:192.0.2.1")), (1, 30.0))
-        self.assertEqual(self.ok(self.store.record_failure("user:alice", 40.0)), 1)
-
-    def test_resetUnknownFailures(self) -> None:
-        self.ok(self.store.reset_failures("user:nobody"))
-        self.assertEqual(self.ok(self.store.get_failures("user:nobody")), (0, 0.0))
-
-
-class MemoryStoreTests(StoreContract, SynchronousTestCase):
-    def make_store(self) -> ICredentialStore:
-        return MemoryStore()
-
-
-class SQLiteStoreTests(StoreContract, SynchronousTestCase):
-    def make_store(self) -> ICredentialStore:
-        self.path = Path(self.mktemp()) / "creds.db"
-        store = SQLiteStore.open(self.path)
-        self.addCleanup(store.close)
-        return store
 
 
 # -- SQLite only -------------------------------------------------------------
@@ -488,27 +270,6 @@ class SQLiteFileTests(SynchronousTestCase):
             str(e), "attributes of user 'alice' cannot be stored as JSON: Object of type date is not JSON serializable"
         )
         self.assertEqual(self.successResultOf(store.list_users()), [])
-
-    def test_totpStepNeverGoesBack(self) -> None:
-        """
-        A record read before a TOTP login and written after it does not
-        make the used code valid again; a new secret starts afresh.
-        """
-        store = self.open()
-        self.successResultOf(store.add_user(User("alice", totp_secret="OLDSECRET")))
-        stale = self.successResultOf(store.get_user("alice"))
-        assert stale is not None
-        self.assertTrue(self.successResultOf(store.mark_totp_step("alice", 500)))
-        self.successResultOf(store.update_user(attrs.evolve(stale, roles=("admin",))))
-        user = self.successResultOf(store.get_user("alice"))
-        self.assertEqual(user, User("alice", totp_secret="OLDSECRET", totp_last_step=500, roles=("admin",)))
-        self.assertFalse(self.successResultOf(store.mark_totp_step("alice", 500)))
-        # Re-enrolment with a new secret resets the step; removing TOTP too.
-        self.successResultOf(store.update_user(attrs.evolve(stale, totp_secret="NEWSECRET", totp_last_step=None)))
-        self.assertEqual(self.successResultOf(store.get_user("alice")), User("alice", totp_secret="NEWSECRET"))
-        self.assertTrue(self.successResultOf(store.mark_totp_step("alice", 400)))
-        self.successResultOf(store.update_user(User("alice")))
-        self.assertEqual(self.successResultOf(store.get_user("alice")), User("alice"))
 
     def test_revokedTokensPruned(self) -> None:
         """Revocations are forgotten a day after their token expired, at the next revocation."""
