@@ -25,14 +25,23 @@ This module sits at the bottom of the package (every layer reports
 through it) and imports nothing of securenet's but the log machinery.  The
 level below which events are dropped before they are built is set here
 too (L{set_level}; C{twistd securenet --log-level}).
+
+An audit trail that cannot be written fails closed: L{watch_sink} (which
+C{twistd securenet} installs, C{--audit-failure refuse}, the default) notices
+a log observer that raises (a full disk, C{--logfile=/dev/full}); from then
+on L{recording} is false and the login flow refuses new authentications
+(C{NO AUDIT-UNAVAILABLE} on a stream, 503 over HTTP), one line says so on
+stderr, and the first audit event written again without an error ends it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from twisted.logger import LogLevel
+import attrs
+from twisted.logger import ILogObserver, LogLevel, LogPublisher, globalLogPublisher
 
 from securenet._logs import DEFAULT_LEVEL, LEVELS, SecurenetLogger, enabled, level, literal, set_level
 
@@ -48,6 +57,94 @@ _service = SecurenetLogger(namespace="securenet.service")
 _EMIT = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn}
 
 
+# -- the sink: fail closed when the audit trail cannot be written ------------------
+
+
+@attrs.define
+class _Sink:
+    watching: bool = False
+    fail_closed: bool = True
+    failed: bool = False
+    reason: str | None = None
+    #: An observer failed while the current event was being written.
+    failed_now: bool = False
+    stderr: TextIO | None = None
+
+
+_sink = _Sink()
+
+
+def _say(line: str) -> None:
+    stream = _sink.stderr if _sink.stderr is not None else sys.stderr
+    try:
+        print(f"securenet: {line}", file=stream, flush=True)
+    except (OSError, ValueError):
+        pass  # stderr itself is gone (a daemon): the state still changes
+
+
+def _observer_failed(event: Mapping[str, Any]) -> None:
+    """
+    Watches the publisher: C{LogPublisher} catches an observer's exception
+    and reports it to the other observers as an event carrying the
+    C{observer} and the C{log_failure} (Twisted's OBSERVER_DISABLED); that
+    event is how a write error of the log file reaches us.
+    """
+    failure = event.get("log_failure")
+    if failure is None or "observer" not in event or "disabling observer" not in str(event.get("log_format", "")):
+        return
+    _sink.failed_now = True
+    if not _sink.failed:
+        _sink.failed = True
+        _sink.reason = f"{type(failure.value).__name__}: {failure.value}"
+        if _sink.fail_closed:
+            _say(f"the audit log cannot be written ({_sink.reason}): refusing new authentications until it can")
+        else:
+            _say(f"the audit log cannot be written ({_sink.reason}); --audit-failure continue: authentications go on unrecorded")
+
+
+def watch_sink(
+    publisher: LogPublisher = globalLogPublisher, *, fail_closed: bool = True, stderr: TextIO | None = None
+) -> Callable[[], None]:
+    """
+    Watch C{publisher}'s observers: while one of them cannot write,
+    L{recording} is false (with C{fail_closed}) and the login flow refuses
+    new authentications.  Returns a function that stops watching.
+    """
+    observer = cast(ILogObserver, _observer_failed)
+    publisher.addObserver(observer)
+    _sink.watching, _sink.fail_closed, _sink.failed, _sink.reason, _sink.stderr = True, fail_closed, False, None, stderr
+
+    def stop() -> None:
+        publisher.removeObserver(observer)
+        _sink.watching, _sink.failed, _sink.reason, _sink.stderr = False, False, None, None
+
+    return stop
+
+
+def recording() -> bool:
+    """Whether authentications may proceed: the audit trail is being written (or failures are tolerated)."""
+    return not (_sink.failed and _sink.fail_closed)
+
+
+def sink_problem() -> str | None:
+    """Why the audit trail cannot be written, while it cannot."""
+    return _sink.reason if _sink.failed else None
+
+
+def _emit(logger: SecurenetLogger, level: LogLevel, text: str, **fields: Any) -> None:
+    """Emit one audit event; a write that succeeds while the sink was failing ends the failure."""
+    if not enabled(level):
+        return
+    if not _sink.watching:
+        logger.emit(level, text, **fields)
+        return
+    _sink.failed_now = False
+    logger.emit(level, text, **fields)
+    if _sink.failed and not _sink.failed_now:
+        _sink.failed, _sink.reason = False, None
+        _say("the audit log is written again: accepting authentications")
+
+
 def shown(value: object | None) -> str:
     """A field as a text line shows it: C{-} for None."""
     return "-" if value is None else str(value)
@@ -58,7 +155,8 @@ def shown(value: object | None) -> str:
 
 def tls_handshake_ok(role: str, fields: Mapping[str, Any]) -> None:
     """A TLS handshake succeeded; C{fields} are the handshake facts' C{log_fields()}."""
-    _tls.emit(
+    _emit(
+        _tls,
         LogLevel.info,
         literal(
             f"TLS handshake with {shown(fields.get('peer'))} succeeded: {shown(fields.get('tls_version'))}"
@@ -74,7 +172,8 @@ def tls_handshake_ok(role: str, fields: Mapping[str, Any]) -> None:
 
 def tls_handshake_failed(role: str, reason: str, error_type: str, fields: Mapping[str, Any]) -> None:
     """A connection ended before its TLS handshake succeeded."""
-    _tls.emit(
+    _emit(
+        _tls,
         LogLevel.warn,
         literal(f"TLS handshake with {shown(fields.get('peer'))} failed: {reason}"),
         securenet_event="tls.handshake",
@@ -88,7 +187,8 @@ def tls_handshake_failed(role: str, reason: str, error_type: str, fields: Mappin
 
 def tofu_recorded(host: str, port: int, pin: str, store: str) -> None:
     """Trust on first use recorded a server's pin."""
-    _tls.emit(
+    _emit(
+        _tls,
         LogLevel.info,
         literal(f"trust on first use: recorded {pin} for {host}:{port} in {store}"),
         securenet_event="tls.tofu_recorded",
@@ -137,7 +237,8 @@ def auth_decision(
     else:
         line += f" over {shown(fields.get('tls_version'))} {shown(fields.get('cipher'))}"
         extra = {"transport": "stream"}
-    _auth.emit(
+    _emit(
+        _auth,
         emit_level,
         literal(line),
         securenet_event="auth.decision",
@@ -155,7 +256,8 @@ def auth_decision(
 
 def auth_lockout(key: str, count: int, seconds: float) -> None:
     """An account or address reached its lockout threshold."""
-    _auth.emit(
+    _emit(
+        _auth,
         LogLevel.warn,
         literal(f"{key} locked out for {seconds:g} s after {count} consecutive failures"),
         securenet_event="auth.lockout",
@@ -171,7 +273,8 @@ def auth_token(action: str, text: str, *, warn: bool = False, **fields: Any) -> 
     C{issued}, C{refreshed}, C{reuse}, C{revoked}, C{refused}; C{fields}
     are its facts (C{identity}, C{family}, C{jti}, C{peer}, C{reason}).
     """
-    _auth.emit(
+    _emit(
+        _auth,
         LogLevel.warn if warn else LogLevel.info,
         literal(text),
         securenet_event="auth.token",
@@ -193,7 +296,8 @@ def authz_decision(decision: Decision, allow_level: str = "debug") -> None:
         emit_level = LogLevel.warn
     rule = decision.rule
     resource_text = f" {decision.resource}" if decision.resource is not None else ""
-    _authz.emit(
+    _emit(
+        _authz,
         emit_level,
         literal(f"authorization {decision.result} for {decision.identity}: {decision.action}{resource_text} ({decision.reason})"),
         securenet_event="authz.decision",
@@ -216,13 +320,14 @@ def authz_decision(decision: Decision, allow_level: str = "debug") -> None:
 
 def http_limit(text: str, *, size: int, limit: int, peer: str, what: str = "body") -> None:
     """A request exceeded a limit and was refused."""
-    _http.emit(LogLevel.warn, literal(text), securenet_event="http.limit", what=what, size=size, limit=limit, peer=peer)
+    _emit(_http, LogLevel.warn, literal(text), securenet_event="http.limit", what=what, size=size, limit=limit, peer=peer)
 
 
 def http_admin(action: str, text: str, *, admin: str, user: str, peer: str, roles: Sequence[str] | None = None) -> None:
     """An administrator changed a user through the HTTP API."""
     fields: dict[str, Any] = {"roles": list(roles)} if roles is not None else {}
-    _http.emit(
+    _emit(
+        _http,
         LogLevel.info,
         literal(text),
         securenet_event="http.admin",
@@ -239,7 +344,8 @@ def http_admin(action: str, text: str, *, admin: str, user: str, peer: str, role
 
 def service_listening(kind: str, text: str, *, endpoint: str, profile: str, client_auth: str, pin: str, **fields: Any) -> None:
     """A listener is bound and serving (C{kind} C{stream} or C{http})."""
-    _service.emit(
+    _emit(
+        _service,
         LogLevel.info,
         literal(text),
         securenet_event="service.listening",
@@ -262,10 +368,13 @@ __all__ = [
     "http_admin",
     "http_limit",
     "level",
+    "recording",
     "service_listening",
     "set_level",
     "shown",
+    "sink_problem",
     "tls_handshake_failed",
     "tls_handshake_ok",
     "tofu_recorded",
+    "watch_sink",
 ]

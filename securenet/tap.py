@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.cred import strcred
 from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import reflect, usage
@@ -72,7 +74,11 @@ CONFIG_KEYS = {
     "token_ttl": "seconds an access token issued by the HTTP API is valid",
     "refresh_ttl": "seconds a refresh token issued by the HTTP API is valid",
     "log_level": "debug, info or warn: the least severe securenet events logged",
+    "audit_failure": "refuse or continue: what authentications do while the audit log cannot be written",
 }
+
+#: What authentications do while the audit log cannot be written.
+AUDIT_FAILURE_MODES = ("refuse", "continue")
 
 
 class StartupError(SystemExit):
@@ -129,6 +135,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             f"The least severe securenet events logged: {', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL}; debug adds "
             "every allowed authorization and every successful HTTP authentication).",
         ],
+        [
+            "audit-failure",
+            None,
+            None,
+            "While the audit log cannot be written (a full disk): refuse (the default) answers new authentications "
+            "NO AUDIT-UNAVAILABLE on a stream and 503 over HTTP until a write succeeds again; continue lets them go "
+            "on unrecorded. Either way one line on stderr says so.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -165,6 +179,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["log-level"] = DEFAULT_LOG_LEVEL
         if self["log-level"] not in LOG_LEVELS:
             raise usage.UsageError(f"--log-level {self['log-level']}: must be one of {', '.join(LOG_LEVELS)}")
+        if self["audit-failure"] is None:
+            self["audit-failure"] = "refuse"
+        if self["audit-failure"] not in AUDIT_FAILURE_MODES:
+            raise usage.UsageError(f"--audit-failure {self['audit-failure']}: must be one of {', '.join(AUDIT_FAILURE_MODES)}")
         for key, default in (("token-ttl", DEFAULT_ACCESS_TTL), ("refresh-ttl", DEFAULT_REFRESH_TTL)):
             self[key] = _seconds(key, self[key] if self[key] is not None else default)
         if not self["listen"] and not self["http"]:
@@ -193,7 +211,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key, value in (("listen", listen), ("auth", auth), ("http", http)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise usage.UsageError(f"--config {path}: {key} must be a list of strings")
-        for key in ("app", "policy", "token_key", "log_level"):
+        for key in ("app", "policy", "token_key", "log_level", "audit_failure"):
             if key in data and not isinstance(data[key], str):
                 raise usage.UsageError(f"--config {path}: {key} must be a string")
         for key in ("token_ttl", "refresh_ttl"):
@@ -201,7 +219,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
             self["http"] = list(http)
-        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level"):
+        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure"):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
                 self[option] = data[key]
@@ -249,6 +267,35 @@ def makeService(options: Options) -> IService:
         raise StartupError(str(e)) from None
 
 
+class SecurenetService(MultiService):
+    """
+    The listeners; while running, it watches the log observers
+    (L{securenet.audit.watch_sink}) so that authentications fail closed when
+    the audit log cannot be written.
+    """
+
+    def __init__(self, *, fail_closed: bool) -> None:
+        super().__init__()
+        self.fail_closed = fail_closed
+        self._unwatch: Callable[[], None] | None = None
+
+    def startService(self) -> None:
+        self._unwatch = audit.watch_sink(fail_closed=self.fail_closed)
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        stopped: Deferred[None] = super().stopService()
+
+        def unwatch(result: object) -> object:
+            if self._unwatch is not None:
+                self._unwatch()
+                self._unwatch = None
+            return result
+
+        stopped.addBoth(unwatch)
+        return stopped
+
+
 def _makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
@@ -259,7 +306,7 @@ def _makeService(options: Options) -> IService:
     portal = Portal(IdentityRealm(store), checkers)
     throttle = Throttle(store, reactor) if store is not None else None
     policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
-    service = MultiService()
+    service = SecurenetService(fail_closed=options["audit-failure"] == "refuse")
     for description in options["listen"]:
         try:
             endpoint = server_endpoint(reactor, description)

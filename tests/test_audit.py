@@ -6,6 +6,7 @@ observer sees them unless the level is lowered; warnings always pass;
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from twisted.logger import LogLevel, globalLogPublisher
@@ -13,6 +14,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from securenet import _logs as logs
+from securenet import audit
 from securenet.tap import Options
 
 
@@ -109,3 +111,88 @@ class LiteralTests(SynchronousTestCase):
         for text in ["plain", "{peer}", "{0}", "{{x}}", "a}b{c", "{log_format!r:>10}", "{} {", ""]:
             event = {"log_format": logs.literal(text), "peer": "should not appear"}
             self.assertEqual(formatEvent(event), text)
+
+
+class FullDisk:
+    """A log observer that cannot write, like a file observer on a full disk, until C{fixed}."""
+
+    def __init__(self) -> None:
+        self.fixed = False
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not self.fixed:
+            raise OSError(28, "No space left on device")
+
+
+def failing_sink(testcase: SynchronousTestCase, *, fail_closed: bool = True) -> tuple[FullDisk, io.StringIO]:
+    """Install a failing observer and watch the sink until the test ends; returns it and the stderr seen."""
+    disk = FullDisk()
+    stderr = io.StringIO()
+    globalLogPublisher.addObserver(disk)
+    testcase.addCleanup(globalLogPublisher.removeObserver, disk)
+    testcase.addCleanup(audit.watch_sink(globalLogPublisher, fail_closed=fail_closed, stderr=stderr))
+    return disk, stderr
+
+
+class SinkTests(SynchronousTestCase):
+    """The audit trail fails closed: while it cannot be written, recording() is false; one line says so."""
+
+    def emit(self) -> None:
+        audit.auth_decision("denied", "PLAIN", None, fields={"peer": "127.0.0.1:1"}, attempted="alice", reason="x")
+
+    def test_failsClosedAndRecovers(self) -> None:
+        disk, stderr = failing_sink(self)
+        self.assertTrue(audit.recording())
+        self.emit()
+        self.assertFalse(audit.recording())
+        self.assertEqual(audit.sink_problem(), "OSError: [Errno 28] No space left on device")
+        self.assertEqual(
+            stderr.getvalue(),
+            "securenet: the audit log cannot be written (OSError: [Errno 28] No space left on device): "
+            "refusing new authentications until it can\n",
+        )
+        self.emit()  # still failing: nothing more said
+        self.assertFalse(audit.recording())
+        self.assertEqual(stderr.getvalue().count("\n"), 1)
+        disk.fixed = True
+        self.emit()
+        self.assertTrue(audit.recording())
+        self.assertIsNone(audit.sink_problem())
+        self.assertTrue(stderr.getvalue().endswith("securenet: the audit log is written again: accepting authentications\n"))
+        self.flushLoggedErrors(OSError)
+
+    def test_continueSetting(self) -> None:
+        """--audit-failure continue: said once on stderr, authentications go on."""
+        _, stderr = failing_sink(self, fail_closed=False)
+        self.emit()
+        self.assertTrue(audit.recording())
+        self.assertIn("authentications go on unrecorded", stderr.getvalue())
+        self.flushLoggedErrors(OSError)
+
+    def test_droppedEventsProveNothing(self) -> None:
+        """An event below the level is never written, so it cannot end a failure."""
+        disk, _ = failing_sink(self)
+        self.emit()
+        disk.fixed = True
+        audit.auth_decision("ok", "PLAIN", "alice", fields={"peer": "p"}, level="debug")
+        self.assertFalse(audit.recording())
+        self.flushLoggedErrors(OSError)
+
+    def test_unwatchedIsAlwaysRecording(self) -> None:
+        disk = FullDisk()
+        globalLogPublisher.addObserver(disk)
+        self.addCleanup(globalLogPublisher.removeObserver, disk)
+        self.emit()
+        self.assertTrue(audit.recording())
+        self.flushLoggedErrors(OSError)
+
+    def test_optionDefaultsToRefuse(self) -> None:
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["audit-failure"], "refuse")
+        options = Options()
+        options.parseOptions(["--audit-failure", "continue"])
+        self.assertEqual(options["audit-failure"], "continue")
+        with self.assertRaises(usage.UsageError) as e:
+            Options().parseOptions(["--audit-failure", "ignore"])
+        self.assertEqual(str(e.exception), "--audit-failure ignore: must be one of refuse, continue")

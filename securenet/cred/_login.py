@@ -27,6 +27,7 @@ from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
 
+from securenet import audit
 from securenet.cred._credentials import TOTPCredentials
 from securenet.cred._identity import AuthenticationContext, Identity
 from securenet.cred._throttle import Throttle, throttle_keys
@@ -39,13 +40,17 @@ class LoginFailure(Exception):
     """
     A login was refused.
 
-    @ivar kind: C{refused} (a checker said no, or none could check) or
-        C{throttled} (nothing was checked: wait C{wait} seconds).
+    @ivar kind: C{refused} (a checker said no, or none could check),
+        C{throttled} (nothing was checked: wait C{wait} seconds) or
+        C{unavailable} (nothing was checked: the audit trail cannot be
+        written, see L{securenet.audit.watch_sink}).
     @ivar reason: why, for the audit log only (never for the client).
     @ivar attempted: the user name the client claimed, if any.
     """
 
-    def __init__(self, kind: Literal["refused", "throttled"], reason: str, attempted: str | None, wait: float = 0.0) -> None:
+    def __init__(
+        self, kind: Literal["refused", "throttled", "unavailable"], reason: str, attempted: str | None, wait: float = 0.0
+    ) -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -89,8 +94,10 @@ class LoginFlow:
         C{address}.  With C{throttled} False (ANONYMOUS: it proves nothing,
         so it must neither be held back nor forgive anyone) nothing is counted.
 
-        @raise LoginFailure: C{throttled}, with the seconds to wait.
+        @raise LoginFailure: C{throttled}, with the seconds to wait; or
+            C{unavailable}.
         """
+        self._recording(attempted)
         if self.throttle is None or not throttled:
             return Attempt(None)
         attempt = Attempt(throttle_keys(attempted, address))
@@ -113,8 +120,10 @@ class LoginFlow:
         The portal's verdict on C{credentials}, as an L{Identity} carrying
         the credential's scopes (a token's or an API key's).
 
-        @raise LoginFailure: C{refused}; the reason names the cause.
+        @raise LoginFailure: C{refused}, the reason naming the cause; or
+            C{unavailable}.
         """
+        self._recording(attempted)
         try:
             _, avatar, _ = await self.portal.login(credentials, context, IIdentity)
         except UnhandledCredentials:
@@ -130,6 +139,11 @@ class LoginFlow:
         if scopes:
             identity = attrs.evolve(identity, scopes=tuple(scopes))
         return identity
+
+    def _recording(self, attempted: str | None) -> None:
+        """Fail closed: no authentication while the audit trail cannot be written."""
+        if not audit.recording():
+            raise LoginFailure("unavailable", f"the audit log cannot be written ({audit.sink_problem()})", attempted)
 
     async def second_factor_required(self, avatar_id: str) -> bool:
         """Whether some checker of the portal demands a second factor of C{avatar_id}."""
@@ -148,7 +162,7 @@ class LoginFlow:
         try:
             identity = await self.check(TOTPCredentials(first.avatar_id, code), context, first.avatar_id)
         except LoginFailure as e:
-            raise LoginFailure("refused", f"TOTP: {e.reason}", first.avatar_id) from None
+            raise LoginFailure(e.kind, f"TOTP: {e.reason}", first.avatar_id) from None
         if identity.avatar_id != first.avatar_id:
             raise LoginFailure("refused", "TOTP checker named another identity", first.avatar_id)
         return identity

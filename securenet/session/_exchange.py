@@ -87,6 +87,13 @@ class ExchangeSettings:
 
 def _refusal(failure: LoginFailure) -> _Refused:
     """The exchange's answer to a refused login."""
+    if failure.kind == "unavailable":
+        return _Refused(
+            "AUDIT-UNAVAILABLE",
+            "the service cannot record authentications now; try again later",
+            failure.reason,
+            failure.attempted,
+        )
     if failure.kind == "throttled":
         return _Refused(
             "THROTTLED", f"too many recent failures; try again in {failure.retry_after} s", failure.reason, failure.attempted

@@ -56,7 +56,7 @@ from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, IT
 from securenet.pki._facts import CertificateFacts
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import describe_address
-from securenet.web._errors import TooManyRequests, Unauthorized
+from securenet.web._errors import ServiceUnavailable, TooManyRequests, Unauthorized
 from securenet.web._responses import is_secure
 
 log = SecurenetLogger(namespace="securenet.auth")
@@ -154,6 +154,15 @@ def client_peer(request: IRequest) -> str:
 
 def _text(value: bytes, limit: int = 200) -> str:
     return value.decode("utf-8", "replace")[:limit]
+
+
+def _unavailable() -> ServiceUnavailable:
+    """The answer while the audit trail cannot be written (securenet.audit.watch_sink)."""
+    return ServiceUnavailable(
+        "the service cannot record authentications now; try again later",
+        error="audit_unavailable",
+        headers=[(b"Retry-After", b"30")],
+    )
 
 
 class WebAuthenticator:
@@ -362,6 +371,8 @@ class WebAuthenticator:
                 identity = await self.flow.check_second_factor(identity, totp, context)
             except LoginFailure as e:
                 self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason)
+                if e.kind == "unavailable":
+                    raise _unavailable() from None
                 raise self.unauthorized(request, "a valid TOTP code is required", error="totp_required") from None
         await self.flow.succeeded(attempt)
         self._audit(request, "ok", identity.mechanism, identity.avatar_id, second_factor=identity.second_factor, level="info")
@@ -372,6 +383,8 @@ class WebAuthenticator:
             return await self.flow.admit(name, client_host(request))
         except LoginFailure as e:
             self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason)
+            if e.kind == "unavailable":
+                raise _unavailable() from None
             raise TooManyRequests(
                 f"too many recent failures; try again in {e.retry_after} s",
                 headers=[(b"Retry-After", b"%d" % e.retry_after)],
@@ -397,6 +410,8 @@ class WebAuthenticator:
             return await self.flow.check(credentials, self._context(request, mechanism, certificate), attempted)
         except LoginFailure as e:
             self._audit(request, "denied", mechanism, attempted=attempted, reason=e.reason)
+            if e.kind == "unavailable":
+                raise _unavailable() from None
             raise self._refused(request, scheme) from None
 
     # -- audit -----------------------------------------------------------------------

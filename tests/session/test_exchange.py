@@ -30,6 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from securenet import audit
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import Identity, IdentityRealm
 from securenet.cred._throttle import Throttle, ThrottlePolicy
@@ -60,6 +61,7 @@ from securenet.store._memory import MemoryStore
 from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import TLSGuard
+from tests.test_audit import failing_sink
 from tests.tls.test_policy import CLIENT_DATA, SERVER_DATA, RecordingFactory, RecordingProtocol
 
 
@@ -533,6 +535,29 @@ class ResultCodeTests(ExchangeTestCase):
         self.assertEqual(self.appIdentity().avatar_id, "alice")
         self.assertEqual(self.passwords.calls, [b"alice", b"mallory", b"alice"])
         self.assertEqual([d["result"] for d in self.decisions()], ["denied", "denied", "ok"])
+
+    def test_auditUnavailable(self) -> None:
+        """
+        While the audit log cannot be written: NO AUDIT-UNAVAILABLE, no
+        checker is asked, no app; once a write succeeds again the next
+        attempt on the same connection is checked and can succeed.
+        """
+        disk, _ = failing_sink(self)
+        self.connect()
+        audit.auth_decision("denied", None, None, fields={"peer": "p"}, reason="probe")  # the sink fails here
+        self.send("AUTH TEST", response("alice", "wonderland"))
+        self.assertEqual(
+            self.lines()[-1], "NO AUDIT-UNAVAILABLE the service cannot record authentications now; try again later"
+        )
+        self.assertOpen()
+        self.assertNoApp()
+        self.assertEqual(self.passwords.calls, [])
+        disk.fixed = True
+        audit.auth_decision("denied", None, None, fields={"peer": "p"}, reason="probe")  # written: recording again
+        self.send("AUTH TEST", response("alice", "wonderland"))
+        self.assertEqual(self.transcript()[0][-1], ok("alice"))
+        self.assertEqual(self.passwords.calls, [b"alice"])
+        self.flushLoggedErrors(OSError)
 
     def test_unknownMechanism(self) -> None:
         """NO UNKNOWN-MECHANISM names what is offered; open; the mechanism is never run."""
