@@ -75,7 +75,8 @@ _sink = _Sink()
 
 
 def _say(line: str) -> None:
-    stream = _sink.stderr if _sink.stderr is not None else sys.stderr
+    # The process's real stderr: twistd redirects sys.stderr into the (failing) log.
+    stream = _sink.stderr if _sink.stderr is not None else sys.__stderr__
     try:
         print(f"securenet: {line}", file=stream, flush=True)
     except (OSError, ValueError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import selectors
+import signal
 import subprocess
 import sys
 import textwrap
@@ -376,3 +377,58 @@ class SslyzeComplianceTests(E2EBase):
         self.assertNotEqual(result.returncode, 0)
         self.assertIn(b"FAILED - Not compliant", result.stdout)
         self.assertTrue(re.search(rb"tls_curves|ciphersuites|X448|secp521r1", result.stdout), result.stdout[-2000:])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AuditFailureTests(E2EBase):
+    def test_fullLogDiskRefusesAuthentications(self) -> None:
+        """
+        twistd securenet with --logfile=/dev/full: every audit write fails, so
+        the server says so on stderr and refuses authentications with
+        NO AUDIT-UNAVAILABLE; the client gets nothing from the application.
+        """
+        import socket
+
+        port = free_port()
+        listen = server_listen(self.certs).replace("securenet:0:", f"securenet:{port}:")
+        args = [script("twistd"), "-n", "--pidfile=", "-l", "/dev/full", "securenet", "--listen", listen]
+        process = subprocess.Popen(args, cwd=self.base, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
+
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    self.fail(
+                        f"twistd did not listen: exit {process.poll()}, {process.stderr.read() if process.stderr else ''!r}"
+                    )
+                time.sleep(0.1)
+        result = self.connect(client_endpoint(self.certs, port), b"hello\n", "-q")
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn(b"AUDIT-UNAVAILABLE", result.stderr)
+        self.assertEqual(result.stdout, b"")
+        stop()
+        assert process.stderr is not None
+        stderr = process.stderr.read().decode("utf-8", "replace")
+        self.assertIn("securenet: the audit log cannot be written (OSError: [Errno 28] No space left on device)", stderr)
+        self.assertEqual(stderr.count("the audit log cannot be written"), 1, stderr)

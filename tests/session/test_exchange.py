@@ -546,9 +546,7 @@ class ResultCodeTests(ExchangeTestCase):
         self.connect()
         audit.auth_decision("denied", None, None, fields={"peer": "p"}, reason="probe")  # the sink fails here
         self.send("AUTH TEST", response("alice", "wonderland"))
-        self.assertEqual(
-            self.lines()[-1], "NO AUDIT-UNAVAILABLE the service cannot record authentications now; try again later"
-        )
+        self.assertEqual(self.lines()[-1], "NO AUDIT-UNAVAILABLE the service cannot record authentications now; try again later")
         self.assertOpen()
         self.assertNoApp()
         self.assertEqual(self.passwords.calls, [])

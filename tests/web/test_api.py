@@ -34,6 +34,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.test.requesthelper import DummyRequest
 
+from securenet import audit
 from securenet._threads import synchronous_runner
 from securenet.authz import Policy
 from securenet.cred._apikeys import create_api_key
@@ -65,6 +66,7 @@ from securenet.web import (
 )
 from securenet.web._api import user_resource
 from securenet.web._tokens import parse_refresh_token
+from tests.test_audit import failing_sink
 
 PKI = EphemeralPKI.create()
 NOW = 1_800_000_000.0
@@ -538,6 +540,21 @@ class PasswordTests(SynchronousTestCase):
         self.assertEqual(throttled.code, 429)
         self.service.clock.advance(int(throttled.header("Retry-After") or "0"))
         self.assertEqual(self.service.login("bob", "bob-pw", totp_code(BOB_TOTP, self.service.clock)).code, 200)
+
+    def test_auditUnavailableIs503(self) -> None:
+        """While the audit log cannot be written: 503 for logins and bearer requests, nothing checked or issued."""
+        token = self.service.tokens_of()["access_token"]
+        disk, _ = failing_sink(self)
+        audit.auth_decision("denied", None, None, fields={"peer": "p"}, reason="probe")
+        for response in (self.service.login("alice", "alice-pw"), self.service.me(bearer(token))):
+            self.assertEqual(response.code, 503)
+            self.assertEqual(response.json()["error"], "audit_unavailable")
+            self.assertEqual(response.header("Retry-After"), "30")
+        self.assertEqual(self.service.store.failures, {})  # not even counted as an attempt
+        disk.fixed = True
+        audit.auth_decision("denied", None, None, fields={"peer": "p"}, reason="probe")
+        self.assertEqual(self.service.me(bearer(token)).code, 200)
+        self.flushLoggedErrors(OSError)
 
     def test_totpNotSaidForAWrongPassword(self) -> None:
         response = self.service.login("bob", "wrong", totp_code(BOB_TOTP, self.service.clock))
