@@ -141,6 +141,28 @@ class ExportTests(SynchronousTestCase):
             module = importlib.import_module(name)
             self.assertEqual([n for n in module.__all__ if n.startswith("_") and n != "__version__"], [], name)
 
+    def test_oneNameOnePlace(self) -> None:
+        """
+        A package exports what it defines (its own private modules), and no
+        class or function is exported by two packages, but the root's
+        shortcuts connect and identity_of.
+        """
+        homes: dict[int, list[str]] = {}
+        for name in PUBLIC_PACKAGES:
+            module = importlib.import_module(name)
+            for public in module.__all__:
+                value = getattr(module, public)
+                if not isinstance(value, type) and not callable(value):
+                    continue
+                defined_in = getattr(value, "__module__", None)
+                if isinstance(defined_in, str) and name != "securenet" and type(value).__module__ != "types":
+                    self.assertTrue(defined_in == name or defined_in.startswith(name + "."), f"{name}.{public} is {defined_in}'s")
+                homes.setdefault(id(value), []).append(f"{name}.{public}")
+        shared = sorted(places for places in homes.values() if len(places) > 1)
+        self.assertEqual(
+            shared, [["securenet.connect", "securenet.session.connect"], ["securenet.identity_of", "securenet.session.identity_of"]]
+        )
+
     def test_rootIsLazy(self) -> None:
         """connect and identity_of are the session layer's, reached lazily from the root."""
         import securenet
