@@ -34,7 +34,15 @@ from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.web._errors import InternalError, PayloadTooLarge
 from securenet.web._jsonbody import MAX_BODY, dump_json
-from securenet.web._responses import HSTS, SECURITY_HEADERS, SERVER, apply_security_headers, is_secure, render_error
+from securenet.web._responses import (
+    HSTS,
+    REASON_PHRASES,
+    SECURITY_HEADERS,
+    SERVER,
+    apply_security_headers,
+    is_secure,
+    render_error,
+)
 
 log = SecurenetLogger(namespace="securenet.web")
 
@@ -136,6 +144,10 @@ class SecureRequest(server.Request):
             self.finish()
             return
         super().process()
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        # Twisted knows no 429 or 431 ("Unknown Status") and says 408 "Request Time-out".
+        super().setResponseCode(code, message if message is not None else REASON_PHRASES.get(code))
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting:
