@@ -25,9 +25,8 @@ policies and audit events as securenet's stream protocols.
   rotation with reuse detection, logout; the refresh tokens live in the
   credential store (C{store.refresh_tokens}, L{securenet.store}).
 * L{SecureSite}: request body limit (413), header limits (414, 431),
-  security headers on every
-  response (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict
-  JSON bodies.
+  deadlines for headers and bodies (408), security headers on every response
+  (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict JSON bodies.
 * L{BuiltinAPI}: what C{twistd securenet --http} serves.
 """
 

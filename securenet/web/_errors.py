@@ -96,6 +96,13 @@ class PayloadTooLarge(WebError):
     default_error = "body_too_large"
 
 
+class RequestTimeout(WebError):
+    """408: the request's header block or body did not arrive in time (L{securenet.web.SecureSite})."""
+
+    code = 408
+    default_error = "request_timeout"
+
+
 class URITooLong(WebError):
     """414: the request line is longer than the site accepts."""
 
@@ -141,6 +148,7 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceUnavailable",
     "TooManyRequests",
     "URITooLong",

@@ -21,26 +21,37 @@ clients.
   C{max_header_block} bytes, C{431}; at once, and the connection closed.
   The defaults, 16 KiB a line and 32 KiB a block, leave room for the
   largest token securenet accepts (8 KiB, C{Authorization: Bearer ...}).
+* **Deadlines.**  A request's header block must arrive within
+  C{header_timeout} seconds of its first byte, and its body within
+  C{body_timeout} seconds of the end of its header block (the whole body,
+  however it trickles in: every byte a client sends no longer buys it
+  more time).  On expiry the client is answered C{408} (unless something
+  of a response was already sent) and the connection closed.  Both default
+  to 60 s, as nginx's C{client_header_timeout} and C{client_body_timeout}
+  (which nginx counts between two reads of the body: this is stricter).
 * **Timeouts.**  Idle connections close after C{timeout} seconds (Twisted's
   default is 12 hours).
 * Every refusal is an C{http.limit} event (C{what}: C{body},
-  C{request-line}, C{header-line}, C{header-block}).
+  C{request-line}, C{header-line}, C{header-block}, C{header-time},
+  C{body-time}).
 * Form bodies are not parsed into C{request.args} (an API reads JSON).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
 from securenet import audit
 from securenet._logs import SecurenetLogger
-from securenet.web._errors import HeaderFieldsTooLarge, InternalError, PayloadTooLarge, URITooLong, WebError
+from securenet.web._errors import HeaderFieldsTooLarge, InternalError, PayloadTooLarge, RequestTimeout, URITooLong, WebError
 from securenet.web._jsonbody import MAX_BODY, dump_json
 from securenet.web._responses import (
     HSTS,
@@ -53,12 +64,20 @@ from securenet.web._responses import (
 
 log = SecurenetLogger(namespace="securenet.web")
 
+_CONNECTION_DONE = Failure(ConnectionDone())
+
 #: Idle seconds before a connection is closed.
 DEFAULT_TIMEOUT = 60
 
 #: Bytes of an oversized body read and dropped (so the client can read the
 #: 413) before giving up on the connection.
 DEFAULT_DISCARD_LIMIT = 1024 * 1024
+
+#: Seconds from the first byte of a request to the end of its header block.
+DEFAULT_HEADER_TIMEOUT = 60.0
+
+#: Seconds from the end of a request's header block to the end of its body.
+DEFAULT_BODY_TIMEOUT = 60.0
 
 #: The longest request line or header line, in bytes, without its CRLF:
 #: room for C{Authorization: Bearer} and a token of MAX_TOKEN_LENGTH (8 KiB).
@@ -235,11 +254,14 @@ def _channel_peer(channel: http.HTTPChannel) -> str:
 class SecureHTTPChannel(http.HTTPChannel):
     """
     The HTTP/1.1 channel of a L{SecureSite}: header size limits (414, 431)
-    of the module docstring, read from the site.  Once it refused a request (or began to close for any
+    and the header and body deadlines (408) of the module docstring, read
+    from the site.  Once it refused a request (or began to close for any
     reason) it reads nothing more from the connection.
     """
 
     site: Any = None
+    _head_deadline: IDelayedCall | None = None
+    _body_deadline: IDelayedCall | None = None
     _head_size = 0
     _head_lines = 0
     _closing = False
@@ -258,6 +280,10 @@ class SecureHTTPChannel(http.HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if data and self.line_mode and not self._handlingRequest and self._head_deadline is None:
+            # The first byte of a request (or of the pipelined requests read
+            # while the previous one was answered): its header block's clock starts.
+            self._head_deadline = self.callLater(self._setting("header_timeout", DEFAULT_HEADER_TIMEOUT), self._headTimedOut)
         super().dataReceived(data)
 
     def lineReceived(self, line: bytes) -> None:
@@ -304,16 +330,74 @@ class SecureHTTPChannel(http.HTTPChannel):
         )
 
     def allHeadersReceived(self) -> None:
+        self._cancel("_head_deadline")
         self._head_size = self._head_lines = 0
         super().allHeadersReceived()
+        if self.length != 0 and not self._closing:
+            self._body_deadline = self.callLater(self._setting("body_timeout", DEFAULT_BODY_TIMEOUT), self._bodyTimedOut)
+
+    def allContentReceived(self) -> None:
+        self._cancel("_body_deadline")
+        super().allContentReceived()
+
+    # -- deadlines ------------------------------------------------------------------------
+
+    def _headTimedOut(self) -> None:
+        self._head_deadline = None
+        timeout = self._setting("header_timeout", DEFAULT_HEADER_TIMEOUT)
+        received = self._head_size + len(getattr(self, "_buffer", b""))
+        peer = _channel_peer(self)
+        refuse(
+            self,
+            RequestTimeout(f"the request header block did not arrive within {timeout:g} s"),
+            f"closed the connection of {peer}: its request header block did not arrive within {timeout:g} s"
+            f" ({received} bytes received)",
+            what="header-time",
+            size=received,
+            limit=math.ceil(timeout),
+            peer=peer,
+        )
+
+    def _bodyTimedOut(self) -> None:
+        self._body_deadline = None
+        timeout = self._setting("body_timeout", DEFAULT_BODY_TIMEOUT)
+        request = self.requests[-1] if self.requests else None
+        received = getattr(request, "_received", 0)
+        answered = request is not None and (request.startedWriting or getattr(request, "_answered_early", False))
+        peer = _channel_peer(self)
+        refuse(
+            self,
+            None if answered else RequestTimeout(f"the request body did not arrive within {timeout:g} s"),
+            f"closed the connection of {peer}: its request body did not arrive within {timeout:g} s"
+            f" of its headers ({received} bytes received)",
+            what="body-time",
+            size=received,
+            limit=math.ceil(timeout),
+            peer=peer,
+        )
+
+    def _cancel(self, name: str) -> None:
+        call: IDelayedCall | None = getattr(self, name)
+        if call is not None:
+            setattr(self, name, None)
+            if call.active():
+                call.cancel()
 
     # -- closing ------------------------------------------------------------------------------
 
     def loseConnection(self) -> None:
         # Whoever closes (a refusal, Twisted's own 400, a non-persistent
-        # request's end): no more requests are read.
+        # request's end): no more requests are read, no deadline fires.
         self._closing = True
+        self._cancel("_head_deadline")
+        self._cancel("_body_deadline")
         super().loseConnection()
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        self._closing = True
+        self._cancel("_head_deadline")
+        self._cancel("_body_deadline")
+        super().connectionLost(reason)
 
 
 def _secure_channel(factory: http.HTTPFactory) -> Any:
@@ -336,6 +420,10 @@ class SecureSite(server.Site):
     @param discard_limit: how much of an oversized body is read and dropped
         before the connection is closed instead.
     @param timeout: idle seconds before a connection is closed.
+    @param header_timeout: seconds from the first byte of a request to the
+        end of its header block (then C{408}).
+    @param body_timeout: seconds from the end of a request's header block to
+        the end of its body (then C{408}).
     @param max_header_line: the longest request line (else C{414}) or header
         line (else C{431}), in bytes, without the CRLF.
     @param max_header_block: the largest header block (request line, header
@@ -355,12 +443,14 @@ class SecureSite(server.Site):
         max_body: int = MAX_BODY,
         discard_limit: int = DEFAULT_DISCARD_LIMIT,
         timeout: float = DEFAULT_TIMEOUT,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         max_header_line: int = DEFAULT_MAX_HEADER_LINE,
         max_header_block: int = DEFAULT_MAX_HEADER_BLOCK,
         logPath: str | None = None,
     ) -> None:
-        if max_body < 1 or discard_limit < 1 or timeout <= 0:
-            raise ValueError("max_body, discard_limit and timeout must be positive")
+        if max_body < 1 or discard_limit < 1 or not _positive(timeout, header_timeout, body_timeout):
+            raise ValueError("max_body, discard_limit and the timeouts must be positive")
         if max_header_line < 1 or max_header_block < max_header_line:
             raise ValueError("max_header_line must be positive and max_header_block at least max_header_line")
         try:
@@ -369,12 +459,20 @@ class SecureSite(server.Site):
             super().__init__(resource, reactor=reactor, timeout=timeout, logPath=logPath)
         self.max_body = max_body
         self.discard_limit = discard_limit
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.max_header_line = max_header_line
         self.max_header_block = max_header_block
 
 
+def _positive(*values: float) -> bool:
+    return all(math.isfinite(v) and v > 0 for v in values)
+
+
 __all__ = [
+    "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_DISCARD_LIMIT",
+    "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_MAX_HEADER_BLOCK",
     "DEFAULT_MAX_HEADER_LINE",
     "DEFAULT_TIMEOUT",

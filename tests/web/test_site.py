@@ -1,7 +1,8 @@
 """
 L{SecureSite} against hostile clients, in memory on a fake clock: reason
-phrases Twisted does not know and header size limits (431 at once), each
-refusal an C{http.limit} event.
+phrases Twisted does not know, header size limits (431 at once), and the
+deadlines for a request's header block and body (408), each refusal an
+C{http.limit} event.
 
 The channel is driven byte by byte through a C{StringTransport} (plain
 HTTP) or TLS joined in memory (C{securenet.testing}), with
@@ -281,3 +282,128 @@ class HeaderLimitTests(SynchronousTestCase):
     def test_settingsChecked(self) -> None:
         self.assertRaises(ValueError, SecureSite, Resource(), reactor=Clock(), max_header_line=0)
         self.assertRaises(ValueError, SecureSite, Resource(), reactor=Clock(), max_header_line=100, max_header_block=99)
+
+
+# -- deadlines: 408 ------------------------------------------------------------------------------------
+
+
+class DeadlineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.events = EventCapture(self)
+
+    def assertTimedOut(self, connection: Connection, resource: Counted, what: str, limit: int) -> dict[str, Any]:
+        """Answered 408 and closed; nothing processed; one http.limit event."""
+        response = parse_response(connection.answer)
+        self.assertEqual((response.code, response.reason), (408, b"Request Timeout"))
+        self.assertEqual(response.json()["error"], "request_timeout")
+        self.assertEqual(response.header("Connection"), "close")
+        self.assertEqual(connection.answer.count(b"HTTP/1.1 "), 1)
+        self.assertTrue(connection.closed)
+        self.assertEqual(resource.requests, [])
+        [event] = self.events.of("http.limit")
+        self.assertEqual((event["what"], event["limit"], event["peer"]), (what, limit, "127.0.0.1:54321"))
+        return event
+
+    def test_slowlorisHeadersOverTLS(self) -> None:
+        """
+        A header byte every 5 s no longer keeps the connection (each byte
+        restarted the 60 s idle timer: it stayed past 150 s): the header
+        block has 60 s from its first byte, then 408 and the end.
+        """
+        site, resource, clock = make_site()
+        connection = Connection(site, clock, tls=True)
+        connection.send(HEAD)
+        connection.advance(5)
+        took = connection.trickle(b"X-Slow: " + b"s" * 100 + b"\r\n\r\n", every=5)
+        self.assertEqual(took, 55)  # 60 s after the first byte
+        event = self.assertTimedOut(connection, resource, "header-time", 60)
+        self.assertEqual(event["size"], len(HEAD) + 11)
+        self.assertIn("did not arrive within 60 s", event["log_format"])
+
+    def test_headerDeadlineExactly(self) -> None:
+        """Open until the deadline, closed at it (plain HTTP)."""
+        site, resource, clock = make_site(header_timeout=10)
+        connection = Connection(site, clock)
+        connection.send(b"G")
+        connection.advance(9.9)
+        self.assertEqual((connection.answer, connection.closed), (b"", False))
+        connection.advance(0.1)
+        self.assertTimedOut(connection, resource, "header-time", 10)
+
+    def test_headerDeadlineIsPerRequest(self) -> None:
+        """The clock starts at a request's first byte: a keep-alive connection's later request gets its own 60 s."""
+        site, resource, clock = make_site()
+        connection = Connection(site, clock)
+        connection.send(HEAD + b"\r\n")
+        self.assertEqual(parse_response(connection.answer).code, 200)
+        connection.advance(50)  # idle, within the idle timeout
+        connection.trickle(HEAD, every=1)  # 40 s or so, from t=50 to t=90: fine
+        connection.send(b"\r\n")
+        self.assertEqual(connection.answer.count(b"HTTP/1.1 200 OK"), 2)
+        self.assertEqual(resource.requests, [b"/thing", b"/thing"])
+        self.assertFalse(connection.closed)
+        self.assertEqual(self.events.of("http.limit"), [])
+
+    def test_slowBody(self) -> None:
+        """The body has 60 s from the end of the header block, however it trickles in."""
+        site, resource, clock = make_site()
+        connection = Connection(site, clock, tls=True)
+        connection.send(b"POST /thing HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n")
+        took = connection.trickle(b"b" * 100, every=5)
+        self.assertEqual(took, 60)
+        event = self.assertTimedOut(connection, resource, "body-time", 60)
+        self.assertEqual(event["size"], 12)
+
+    def test_slowChunkedBody(self) -> None:
+        site, resource, clock = make_site(body_timeout=20)
+        connection = Connection(site, clock)
+        connection.send(b"POST /thing HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(10):
+            connection.send(b"1\r\nb\r\n")
+            connection.advance(3)
+        self.assertTimedOut(connection, resource, "body-time", 20)
+
+    def test_bodyInTime(self) -> None:
+        """A body that arrives within the deadline is processed; no deadline is left behind."""
+        site, resource, clock = make_site(body_timeout=20)
+        connection = Connection(site, clock)
+        connection.send(b"POST /thing HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\n")
+        connection.trickle(b"abcd", every=4)
+        response = parse_response(connection.answer)
+        self.assertEqual((response.code, response.body), (200, b"ok 4"))
+        connection.advance(30)  # past both deadlines, within the idle timeout
+        self.assertEqual(connection.answer.count(b"HTTP/1.1 "), 1)
+        self.assertFalse(connection.closed)
+        self.assertEqual(self.events.of("http.limit"), [])
+
+    def test_noTimersLeftBehind(self) -> None:
+        """After a plain GET the only call pending is the idle timeout."""
+        site, resource, clock = make_site()
+        connection = Connection(site, clock)
+        connection.send(HEAD + b"\r\n")
+        self.assertEqual(parse_response(connection.answer).code, 200)
+        self.assertEqual([call.getTime() - clock.seconds() for call in clock.getDelayedCalls()], [60])
+
+    def test_idleConnectionClosedQuietly(self) -> None:
+        """No request begun: the idle timeout closes the connection as before, with no 408."""
+        site, resource, clock = make_site(timeout=30)
+        connection = Connection(site, clock)
+        connection.advance(30)
+        self.assertEqual((connection.answer, connection.closed), (b"", True))
+        self.assertEqual(self.events.of("http.limit"), [])
+
+    def test_clientThatNeverReadsIsAborted(self) -> None:
+        """After the 408 the connection is aborted if the client does not let it close (abortTimeout)."""
+        site, resource, clock = make_site(header_timeout=5)
+        connection = Connection(site, clock)
+        connection.send(b"GET")
+        connection.advance(5)
+        self.assertTimedOut(connection, resource, "header-time", 5)
+        self.assertFalse(connection.transport.disconnected)
+        connection.advance(15)
+        self.assertTrue(connection.transport.disconnected)  # StringTransport's abortConnection
+
+    def test_settingsChecked(self) -> None:
+        for name in ("header_timeout", "body_timeout"):
+            for value in (0, -1, float("inf"), float("nan")):
+                self.assertRaises(ValueError, SecureSite, Resource(), reactor=Clock(), **{name: value})
