@@ -24,9 +24,9 @@ policies and audit events as securenet's stream protocols.
 * L{TokenService}, L{TokenEndpoints}: login (with TOTP), refresh-token
   rotation with reuse detection, logout; the refresh tokens live in the
   credential store (C{store.refresh_tokens}, L{securenet.store}).
-* L{SecureSite}: request body limit (413), security headers on every
-  response (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict
-  JSON bodies.
+* L{SecureSite}: request body limit (413), header limits (414, 431),
+  deadlines for headers and bodies (408), security headers on every response
+  (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict JSON bodies.
 * L{BuiltinAPI}: what C{twistd securenet --http} serves.
 """
 

@@ -96,6 +96,27 @@ class PayloadTooLarge(WebError):
     default_error = "body_too_large"
 
 
+class RequestTimeout(WebError):
+    """408: the request's header block or body did not arrive in time (L{securenet.web.SecureSite})."""
+
+    code = 408
+    default_error = "request_timeout"
+
+
+class URITooLong(WebError):
+    """414: the request line is longer than the site accepts."""
+
+    code = 414
+    default_error = "uri_too_long"
+
+
+class HeaderFieldsTooLarge(WebError):
+    """431: a header line, or the whole header block, is larger than the site accepts."""
+
+    code = 431
+    default_error = "headers_too_large"
+
+
 class UnsupportedMediaType(WebError):
     code = 415
     default_error = "unsupported_media_type"
@@ -122,12 +143,15 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "HeaderFieldsTooLarge",
     "InternalError",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "ServiceUnavailable",
     "TooManyRequests",
+    "URITooLong",
     "Unauthorized",
     "UnsupportedMediaType",
     "WebError",

@@ -46,6 +46,16 @@ SERVER = b"securenet"
 
 JSON_TYPE = b"application/json"
 
+#: Reason phrases (RFC 9110, RFC 6585) for the codes securenet answers that
+#: Twisted names with an older phrase or not at all (C{429 Unknown Status}).
+REASON_PHRASES: dict[int, bytes] = {
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+}
+
 
 def is_secure(request: IRequest) -> bool:
     """Whether the request came over TLS."""
@@ -86,7 +96,7 @@ def render_json(
 ) -> bytes:
     """Set the status and headers of a JSON answer and return its body (for C{render} methods)."""
     data = dump_json(body)
-    request.setResponseCode(code)
+    request.setResponseCode(code, REASON_PHRASES.get(code))
     apply_security_headers(request, no_store=no_store)
     grouped: dict[bytes, list[bytes]] = {}
     for name, value in headers:
@@ -172,6 +182,7 @@ def _text(value: object) -> str:
 __all__ = [
     "HSTS",
     "JSONResponse",
+    "REASON_PHRASES",
     "SECURITY_HEADERS",
     "apply_security_headers",
     "disconnect_watch",

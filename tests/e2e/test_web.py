@@ -342,6 +342,20 @@ class Scenarios(_Base):
         self.assertEqual((response.code, response.json()["error"]), (413, "body_too_large"))
         self.assertEqual((await self.request("GET", "/healthz")).code, 200)
 
+    async def test_hugeHeaderAnswered431(self) -> None:
+        """
+        A 20 KB Authorization header is answered 431 at once, and the
+        connection closed (it got nothing for 60 s, then a close: curl exit 52).
+        """
+        start = time.monotonic()
+        response = await self.request("GET", "/me", headers=[("Authorization", "Bearer " + "x" * 20_000)])
+        self.assertLess(time.monotonic() - start, 5)
+        self.assertEqual((response.code, response.json()["error"]), (431, "headers_too_large"))
+        self.assertEqual(response.header("Strict-Transport-Security"), "max-age=63072000")
+        line = "refused a header line of"
+        self.assertIn(line, self.server.twistd.waitForLog(line))
+        self.assertEqual((await self.request("GET", "/healthz")).code, 200)
+
     async def test_badBodies(self) -> None:
         cases = [
             (b'{"username": "alice", "password"', "invalid_json", "not valid JSON"),
