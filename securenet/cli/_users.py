@@ -22,19 +22,19 @@ Every refusal is an exception of securenet's hierarchy, printed by
 C{securenet.cli.main} as one line with exit code 1; nothing is written to the
 database when a command is refused.
 
-Test-only: with the environment variable C{SECURENET_TEST_FAST_HASH=1},
-passwords are hashed with tiny argon2id parameters (t=1, m=8 KiB, p=1) and
-4096 SCRAM iterations, so test suites stay fast.  Never set it for real
-users: such hashes are cheap to brute-force (the argon2 hash is upgraded at
-the user's next password login to a server; the SCRAM keys are not).
+Passwords are always hashed with the production parameters (argon2id's
+L{DEFAULT_ARGON2}, L{DEFAULT_ITERATIONS} SCRAM iterations): no environment
+variable or option of the installed command weakens what it writes.  Test
+suites that run the commands in-process replace L{password_hasher} and
+L{scram_iterations} (e.g. with L{securenet.testing.weak_hasher}).
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
+from collections.abc import Callable
 from getpass import getpass
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from securenet.cli._pki import UsageError
 from securenet.cred._names import canonical_user_name, validate_roles, validate_user_name
 from securenet.cred._passwords import PasswordHasher
 from securenet.cred._saslprep import normalize_password
-from securenet.cred._scram import derive_scram_keys
+from securenet.cred._scram import DEFAULT_ITERATIONS, derive_scram_keys
 from securenet.cred._users import new_user
 from securenet.store._errors import DatabaseFileError, NoSuchUser, UserExists
 from securenet.store._records import User
@@ -56,25 +56,17 @@ from securenet.store._sqlite import SQLiteStore
 #: Where the credential database is unless C{--db} says otherwise.
 DEFAULT_DB = Path("var/securenet.db")
 
-#: The environment variable that selects the test-only cheap hashing.
-FAST_HASH_VARIABLE = "SECURENET_TEST_FAST_HASH"
-
 #: The issuer shown by authenticator apps.
 TOTP_ISSUER = "securenet"
 
 
-def _fast() -> bool:
-    return os.environ.get(FAST_HASH_VARIABLE) == "1"
+#: Makes the hasher of new passwords: argon2id with the production
+#: parameters (L{DEFAULT_ARGON2}).  A seam for in-process tests only.
+password_hasher: Callable[[], PasswordHasher] = PasswordHasher
 
-
-def _hasher() -> PasswordHasher:
-    if _fast():
-        return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, insecurely_weak=True)
-    return PasswordHasher()
-
-
-def _scram_iterations() -> int:
-    return 4096 if _fast() else 600_000
+#: The PBKDF2 count of new SCRAM keys (what C{--auth sqlite:...,scramIterations=N}
+#: defaults to).  A seam for in-process tests only.
+scram_iterations: int = DEFAULT_ITERATIONS
 
 
 def _open(args: argparse.Namespace, *, create: bool = False) -> SQLiteStore:
@@ -163,7 +155,7 @@ def add(args: argparse.Namespace) -> int:
             raise UserExists(f"user {name!r} already exists in {store.path}")
         if password is None:
             password = read_password(args, name)
-        user = new_user(name, password, roles=roles, hasher=_hasher(), scram_iterations=_scram_iterations())
+        user = new_user(name, password, roles=roles, hasher=password_hasher(), scram_iterations=scram_iterations)
         _result(store.add_user(user))
     print(f"added user {name} (roles: {_roles_text(roles)})")
     return 0
@@ -176,8 +168,8 @@ def passwd(args: argparse.Namespace) -> int:
         password = read_password(args, name)
         updated = attrs.evolve(
             user,
-            password_hash=_hasher().hash(password),
-            scram=derive_scram_keys(password, iterations=_scram_iterations()),
+            password_hash=password_hasher().hash(password),
+            scram=derive_scram_keys(password, iterations=scram_iterations),
         )
         _result(store.update_user(updated))
     print(f"changed the password of {name}")
@@ -354,4 +346,4 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=totp_enroll)
 
 
-__all__ = ["DEFAULT_DB", "FAST_HASH_VARIABLE", "read_password", "register"]
+__all__ = ["DEFAULT_DB", "password_hasher", "read_password", "register", "scram_iterations"]

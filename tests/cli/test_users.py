@@ -3,9 +3,10 @@ Tests for C{securenet users ...}: each subcommand's output and effect on the
 database, and for each bad input the exact one-line error, exit code 1, and
 the database left as it was.
 
-They run L{securenet.cli.main} in-process with
-C{SECURENET_TEST_FAST_HASH=1} (cheap hashing); one runs the installed
-console script, as a user would.
+They run L{securenet.cli.main} in-process with cheap hashing injected
+(L{securenet.cli._users.password_hasher} and C{scram_iterations} replaced);
+a few run the installed console script, as a user would, and so pay for the
+production hashing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import argon2
 import attrs
 import pyotp
 from twisted.internet import defer
@@ -23,11 +25,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import securenet.cli._users
 from securenet.cli import main
-from securenet.cli._users import FAST_HASH_VARIABLE, qr_text
-from securenet.cred._passwords import PasswordHasher
-from securenet.cred._scram import derive_scram_keys
+from securenet.cli._users import qr_text
+from securenet.cred._passwords import DEFAULT_ARGON2, PasswordHasher
+from securenet.cred._scram import DEFAULT_ITERATIONS, derive_scram_keys
 from securenet.store._records import APIKey, User
 from securenet.store._sqlite import SQLiteStore
+from securenet.testing import TEST_SCRAM_ITERATIONS, weak_hasher
 from tests import support
 
 
@@ -71,21 +74,14 @@ HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, insecurely_we
 
 class UsersTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        saved = os.environ.get(FAST_HASH_VARIABLE)
-        os.environ[FAST_HASH_VARIABLE] = "1"
-        self.addCleanup(self._restoreEnvironment, saved)
+        self.patch(securenet.cli._users, "password_hasher", weak_hasher)
+        self.patch(securenet.cli._users, "scram_iterations", TEST_SCRAM_ITERATIONS)
         self.dir = Path(self.mktemp())
         self.dir.mkdir()
         self.db = self.dir / "creds.db"
         self.prompts: list[str] = []
         self.answers: list[str] = []
         self.patch(securenet.cli._users, "getpass", self._getpass)
-
-    def _restoreEnvironment(self, saved: str | None) -> None:
-        if saved is None:
-            os.environ.pop(FAST_HASH_VARIABLE, None)
-        else:
-            os.environ[FAST_HASH_VARIABLE] = saved
 
     def _getpass(self, prompt: str = "Password: ") -> str:
         self.prompts.append(prompt)
@@ -135,7 +131,7 @@ class UsersTestCase(SynchronousTestCase):
         user = self.user(name)
         assert user.password_hash is not None and user.scram is not None
         self.assertTrue(HASHER.verify(user.password_hash, password))
-        self.assertEqual(user.scram, derive_scram_keys(password, salt=user.scram.salt, iterations=4096))
+        self.assertEqual(user.scram, derive_scram_keys(password, salt=user.scram.salt, iterations=TEST_SCRAM_ITERATIONS))
 
 
 class AddTests(UsersTestCase):
@@ -499,7 +495,7 @@ class ConsoleScriptTests(SynchronousTestCase):
         directory = Path(self.mktemp()).absolute()
         directory.mkdir()
         db = directory / "creds.db"
-        env = support.child_env(**{FAST_HASH_VARIABLE: "1"})
+        env = support.child_env()
         securenet = support.script("securenet")
         added = support.run([securenet, "users", "add", "alice", "--role", "admin", "--db", str(db)], input=b"s3cret\n", env=env)
         self.assertEqual((added.returncode, added.stdout, added.stderr), (0, b"added user alice (roles: admin)\n", b""))
@@ -513,3 +509,33 @@ class ConsoleScriptTests(SynchronousTestCase):
             (again.returncode, again.stdout, again.stderr),
             (1, b"", f"securenet: error: user 'alice' already exists in {db}\n".encode()),
         )
+
+
+class ProductionHashingTests(SynchronousTestCase):
+    """
+    No environment variable weakens what the installed command writes: the
+    test-only C{SECURENET_TEST_FAST_HASH=1} of earlier versions is ignored.
+    """
+
+    def assertProductionRecord(self, user: User, password: str) -> None:
+        assert user.password_hash is not None and user.scram is not None
+        parameters = argon2.extract_parameters(user.password_hash)
+        self.assertEqual(parameters, DEFAULT_ARGON2)
+        self.assertTrue(HASHER.verify(user.password_hash, password))
+        self.assertEqual(user.scram.iterations, DEFAULT_ITERATIONS)
+        self.assertEqual(user.scram, derive_scram_keys(password, salt=user.scram.salt, iterations=DEFAULT_ITERATIONS))
+
+    def test_fastHashVariableIgnored(self) -> None:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        db = directory / "creds.db"
+        env = support.child_env(SECURENET_TEST_FAST_HASH="1")
+        securenet = support.script("securenet")
+        added = support.run([securenet, "users", "add", "alice", "--db", str(db)], input=b"s3cret\n", env=env)
+        self.assertEqual((added.returncode, added.stderr), (0, b""))
+        with SQLiteStore.open(db) as store:
+            self.assertProductionRecord(value(store.get_user("alice")), "s3cret")
+        changed = support.run([securenet, "users", "passwd", "alice", "--db", str(db)], input=b"n3w\n", env=env)
+        self.assertEqual((changed.returncode, changed.stderr), (0, b""))
+        with SQLiteStore.open(db) as store:
+            self.assertProductionRecord(value(store.get_user("alice")), "n3w")

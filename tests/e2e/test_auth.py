@@ -1,7 +1,9 @@
 """
 End to end, authentication: a real C{twistd securenet --auth sqlite:... --auth
 jwt:...}, credentials made with the real CLI, and the C{securenet connect}
-client for PLAIN, SCRAM-SHA-256-PLUS, bearer tokens, API keys and TOTP; and
+client for PLAIN, SCRAM-SHA-256-PLUS, bearer tokens, API keys and TOTP
+(users are added by the CLI's code in-process, with cheap hashing injected:
+the installed command always hashes for production); and
 one session driven by hand through C{openssl s_client}, to prove the wire is
 what docs/protocol.md says.
 """
@@ -11,27 +13,50 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyotp
 from twisted.trial.unittest import SynchronousTestCase
 
+from securenet.cli import _users as cli_users
+from securenet.testing import TEST_SCRAM_ITERATIONS, weak_hasher
 from tests.e2e.test_service import dev_pki
-from tests.support import Twistd, converse, run, script
+from tests.support import Twistd, converse, run, run_cli, script
 
 _SETUP: dict[str, object] = {}
 
-# Users are enrolled with cheap test-only hashing; the server is told the same
-# SCRAM iteration count, as an operator must.
-FAST = {"SECURENET_TEST_FAST_HASH": "1"}
-
 
 def securenet(*args: str, input: bytes | None = None, cwd: Path | None = None) -> str:
-    from tests.support import child_env
-
-    result = run([script("securenet"), *args], input=input, cwd=cwd, env=child_env(**FAST))
+    """The installed C{securenet ARGS}; its output."""
+    result = run([script("securenet"), *args], input=input, cwd=cwd)
     assert result.returncode == 0, (args, result.stderr.decode())
     return result.stdout.decode()
+
+
+@contextmanager
+def cheap_hashing() -> Iterator[None]:
+    """
+    In-process C{securenet users ...} hashes with L{weak_hasher} and
+    L{TEST_SCRAM_ITERATIONS} SCRAM iterations (the server is told the same
+    count, as an operator must), so e2e suites do not pay for production
+    hashing at every user they add.
+    """
+    module = cli_users
+    saved = module.password_hasher, module.scram_iterations
+    module.password_hasher, module.scram_iterations = weak_hasher, TEST_SCRAM_ITERATIONS
+    try:
+        yield
+    finally:
+        module.password_hasher, module.scram_iterations = saved
+
+
+def add_user(*args: str) -> None:
+    """C{securenet users add ARGS}, run in-process with L{cheap_hashing}."""
+    with cheap_hashing():
+        result = run_cli("users", "add", *args)
+    assert result.code == 0, (args, result.err)
 
 
 def credentials(base: Path) -> dict[str, object]:
@@ -43,8 +68,8 @@ def credentials(base: Path) -> dict[str, object]:
     (base / "alice.pw").write_text("correct horse\n")
     (base / "bob.pw").write_text("battery staple\n")
     (base / "wrong.pw").write_text("incorrect\n")
-    securenet("users", "add", "alice", "--db", str(db), "--role", "reader", "--password-file", str(base / "alice.pw"))
-    securenet("users", "add", "bob", "--db", str(db), "--password-file", str(base / "bob.pw"))
+    add_user("alice", "--db", str(db), "--role", "reader", "--password-file", str(base / "alice.pw"))
+    add_user("bob", "--db", str(db), "--password-file", str(base / "bob.pw"))
     enrolled = securenet("users", "totp-enroll", "bob", "--db", str(db))
     match = re.search(r"secret=([A-Z2-7]+)", enrolled)
     assert match, enrolled

@@ -27,14 +27,14 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from securenet.cred._jwt import TokenIssuer, TokenSettings
 from securenet.pki._tokenkeys import load_signing_key
+from tests.e2e.test_auth import add_user
 from tests.e2e.test_service import dev_pki
 from tests.support import Twistd, child_env, run, run_twistd_expecting_failure, script
 
 _SETUP: dict[str, Any] = {}
 
-# Users are enrolled with cheap test-only hashing (the server upgrades the
-# hash at the first login); the server is told their SCRAM count.
-FAST = {"SECURENET_TEST_FAST_HASH": "1"}
+# Users are added in-process with cheap hashing (add_user; the server upgrades
+# the argon2 hash at the first login); the server is told their SCRAM count.
 
 POLICY = """
 [roles.reader]
@@ -48,7 +48,7 @@ PASSWORDS = {"alice": "alice secret 1", "root": "root secret 1", "bob": "bob sec
 
 
 def securenet(*args: str) -> str:
-    result = run([script("securenet"), *args], env=child_env(**FAST))
+    result = run([script("securenet"), *args])
     assert result.returncode == 0, (args, result.stderr.decode())
     return result.stdout.decode()
 
@@ -63,7 +63,7 @@ def credentials(base: Path) -> dict[str, Any]:
     for name, password in PASSWORDS.items():
         (base / f"{name}.pw").write_text(password + "\n")
         role_args = [a for r in roles[name] for a in ("--role", r)]
-        securenet("users", "add", name, "--db", str(db), *role_args, "--password-file", str(base / f"{name}.pw"))
+        add_user(name, "--db", str(db), *role_args, "--password-file", str(base / f"{name}.pw"))
     enrolled = securenet("users", "totp-enroll", "bob", "--db", str(db))
     match = re.search(r"secret=([A-Z2-7]+)", enrolled)
     assert match, enrolled
@@ -513,8 +513,8 @@ class ExampleTests(SynchronousTestCase):
         work.mkdir(parents=True)
         db = work / "api.db"
         base: Path = creds["base"]
-        securenet("users", "add", "alice", "--db", str(db), "--role", "user", "--password-file", str(base / "alice.pw"))
-        securenet("users", "add", "root", "--db", str(db), "--role", "admin", "--password-file", str(base / "root.pw"))
+        add_user("alice", "--db", str(db), "--role", "user", "--password-file", str(base / "alice.pw"))
+        add_user("root", "--db", str(db), "--role", "admin", "--password-file", str(base / "root.pw"))
         listen = f"securenet:0:interface=127.0.0.1:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
         process = subprocess.Popen(
             [sys.executable, "-m", "examples.api", "--db", str(db), "--token-key", str(base / "tokens.key"), "--listen", listen],
