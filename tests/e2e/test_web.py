@@ -1,7 +1,8 @@
 """
 End to end, the HTTP API: a real C{twistd securenet --http ... --token-key
 ... --auth sqlite:...}, users, API keys and the token key made with the
-real CLI, and every scenario run twice -- with treq (its TLS checked by
+real CLI (users in-process, with cheap hashing injected), and every
+scenario run twice -- with treq (its TLS checked by
 securenet's client policy, L{securenet.web.client.HTTPSPolicy}) and with
 curl (C{--cacert}, C{--cert}/C{--key}).  A token the HTTP API issued then
 opens a stream session with C{securenet connect}.
@@ -12,7 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -446,6 +449,30 @@ def parse_curl(output: bytes) -> Result:
         name, _, value = line.partition(b":")
         headers.setdefault(name.decode().strip().lower(), []).append(value.decode().strip())
     return Result(code, {k: tuple(v) for k, v in headers.items()}, rest)
+
+
+class CurlPinTests(SynchronousTestCase):
+    """curl pins the service's key with the pin C{securenet pki pin --curl} prints."""
+
+    def curl(self, server: Server, pin: str) -> subprocess.CompletedProcess[bytes]:
+        """C{curl --pinnedpubkey PIN} for the HTTP API's /healthz, run by the shell in the PKI directory."""
+        command = (
+            f'curl -sS --noproxy "*" --max-time 10 --cacert ca.pem --pinnedpubkey {pin} -o /dev/null -w "%{{http_code}}" "$0"'
+        )
+        return run(["sh", "-c", command, server.url + "/healthz"], cwd=server.certs, env=child_env(), timeout=20)
+
+    def test_pinnedPublicKey(self) -> None:
+        """As the README has it: C{curl --pinnedpubkey "$(securenet pki pin --curl server.pem)"}."""
+        server = Server(self)
+        result = self.curl(server, f'"$({shlex.quote(script("securenet"))} pki pin --curl server.pem)"')
+        self.assertEqual((result.returncode, result.stdout), (0, b"200"), result.stderr)
+
+    def test_wrongPin(self) -> None:
+        """Another key's pin: curl refuses the server with its exit code 90 (CURLE_SSL_PINNEDPUBKEYNOTMATCH)."""
+        server = Server(self)
+        other = securenet("pki", "pin", "--curl", str(server.certs / "dev-client.pem")).strip()
+        result = self.curl(server, shlex.quote(other))
+        self.assertEqual((result.returncode, result.stdout), (90, b"000"), result.stderr)
 
 
 class StreamSessionTests(SynchronousTestCase):
