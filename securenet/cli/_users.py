@@ -9,6 +9,7 @@ C{securenet users ...}: the users of a credential database
     securenet users roles NAME [ROLE ...]
     securenet users disable NAME  /  securenet users enable NAME
     securenet users totp-enroll NAME [--force]
+    securenet users unlock NAME  /  securenet users unlock --address IP
 
 each with C{--db PATH}.
 
@@ -32,7 +33,11 @@ L{scram_iterations} (e.g. with L{securenet.testing.weak_hasher}).
 from __future__ import annotations
 
 import argparse
+import datetime
+import getpass as _getpass
 import io
+import ipaddress
+import os
 import sys
 from collections.abc import Callable
 from getpass import getpass
@@ -48,6 +53,7 @@ from securenet.cred._names import canonical_user_name, validate_roles, validate_
 from securenet.cred._passwords import PasswordHasher
 from securenet.cred._saslprep import normalize_password
 from securenet.cred._scram import DEFAULT_ITERATIONS, derive_scram_keys
+from securenet.cred._throttle import clear_failures
 from securenet.cred._users import new_user
 from securenet.store._errors import DatabaseFileError, NoSuchUser, UserExists
 from securenet.store._records import User
@@ -67,6 +73,10 @@ password_hasher: Callable[[], PasswordHasher] = PasswordHasher
 #: The PBKDF2 count of new SCRAM keys (what C{--auth sqlite:...,scramIterations=N}
 #: defaults to).  A seam for in-process tests only.
 scram_iterations: int = DEFAULT_ITERATIONS
+
+
+class NoSuchFailures(UsageError):
+    """C{users unlock --address}: nothing is recorded for that address."""
 
 
 def _open(args: argparse.Namespace, *, create: bool = False) -> SQLiteStore:
@@ -271,6 +281,48 @@ def totp_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator() -> str:
+    """Who runs the command, for the audit event: the login name, else the uid."""
+    try:
+        who = _getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. in a container)
+        who = f"uid {os.getuid()}"
+    return f"{who} (securenet users unlock)"
+
+
+def _address(text: str) -> str:
+    """An IP address in the form the throttle's C{addr:} keys use."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise UsageError(f"--address {text!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+
+
+def unlock(args: argparse.Namespace) -> int:
+    """
+    Clear the failure counter of a user (C{user:NAME}) or a client address
+    (C{addr:IP}): its lockout and throttling delay end at once.
+    """
+    if (args.name is None) == (args.address is None):
+        raise UsageError("give a user NAME or --address IP (one of them)")
+    with _open(args) as store:
+        if args.name is not None:
+            name = canonical_user_name(args.name)
+            _existing(store, name)
+            key, what = f"user:{name}", f"user {name}"
+        else:
+            key, what = f"addr:{_address(args.address)}", f"address {_address(args.address)}"
+        count, last = _result(clear_failures(store, key, by=_operator()))
+    if not count:
+        if args.name is None:
+            raise NoSuchFailures(f"no failures recorded for {what} in {args.db}; nothing to clear")
+        print(f"{what} has no failures recorded; nothing to clear")
+        return 0
+    when = datetime.datetime.fromtimestamp(last, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"unlocked {what}: cleared {count} recorded failure{'s' if count != 1 else ''} (the last at {when})")
+    return 0
+
+
 # -- argument parsing --------------------------------------------------------
 
 
@@ -338,6 +390,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("name", metavar="NAME")
     _add_db(p)
     p.set_defaults(func=enable)
+
+    p = command("unlock", help="end a lockout: clear the failures of a user or of a client address")
+    p.add_argument("name", nargs="?", default=None, metavar="NAME", help="the user whose failures to clear")
+    p.add_argument("--address", metavar="IP", help="clear the failures of this client address instead")
+    _add_db(p)
+    p.set_defaults(func=unlock)
 
     p = command("totp-enroll", help="give a user a TOTP secret; prints its otpauth:// URI and a QR code")
     p.add_argument("name", metavar="NAME")

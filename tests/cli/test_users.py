@@ -20,17 +20,26 @@ from typing import Any
 import argon2
 import attrs
 import pyotp
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import securenet.cli._users
+from securenet._threads import synchronous_runner
 from securenet.cli import main
 from securenet.cli._users import qr_text
+from securenet.cred._identity import AuthenticationContext, IdentityRealm
+from securenet.cred._login import LoginFailure, LoginFlow
 from securenet.cred._passwords import DEFAULT_ARGON2, PasswordHasher
 from securenet.cred._scram import DEFAULT_ITERATIONS, derive_scram_keys
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._throttle import Throttle
 from securenet.store._records import APIKey, User
 from securenet.store._sqlite import SQLiteStore
-from securenet.testing import TEST_SCRAM_ITERATIONS, weak_hasher
+from securenet.testing import TEST_SCRAM_ITERATIONS, EventCapture, weak_hasher
 from tests import support
 
 
@@ -486,6 +495,131 @@ class TotpEnrollTests(UsersTestCase):
     def test_unknownUser(self) -> None:
         self.add("alice")
         self.assertRefused(("totp-enroll", "bob"), f"no user 'bob' in {self.db}")
+
+
+class UnlockTests(UsersTestCase):
+    """
+    C{securenet users unlock NAME} and C{--address IP}: an account or an
+    address locked out by failures in the database logs in again at once.
+    """
+
+    #: When the failures happened; the throttle's clock is a second later.
+    NOW = 1_800_000_000.0
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.add("alice", "s3cret")
+        self.events = EventCapture(self)
+
+    def lock_out(self, key: str, count: int) -> None:
+        with SQLiteStore.open(self.db) as store:
+            for _ in range(count):
+                value(store.record_failure(key, self.NOW))
+
+    def failures(self, key: str) -> tuple[int, float]:
+        with SQLiteStore.open(self.db) as store:
+            failures: tuple[int, float] = value(store.get_failures(key))
+        return failures
+
+    def login(self, address: str) -> str | float:
+        """A password login of alice from C{address}, as a server runs it: her name, or the seconds to wait."""
+        clock = Clock()
+        clock.advance(self.NOW + 1)
+        with SQLiteStore.open(self.db) as store:
+            checker = StoreChecker(
+                store, clock, runner=synchronous_runner, hasher=weak_hasher(), scram_iterations=TEST_SCRAM_ITERATIONS
+            )
+            flow = LoginFlow(Portal(IdentityRealm(store), [checker]), Throttle(store, clock))
+
+            async def attempt() -> str:
+                admitted = await flow.admit("alice", address)
+                identity = await flow.check(
+                    UsernamePassword(b"alice", b"s3cret"), AuthenticationContext("PLAIN", address), "alice"
+                )
+                await flow.succeeded(admitted)
+                return identity.avatar_id
+
+            outcome = value(defer.Deferred.fromCoroutine(attempt()))
+        if isinstance(outcome, Failure):
+            outcome.trap(LoginFailure)
+            return float(outcome.value.wait)
+        assert isinstance(outcome, str)
+        return outcome
+
+    def test_unlockUser(self) -> None:
+        """Twenty failures lock alice out (a throttled attempt is not counted); unlocked, she logs in."""
+        self.lock_out("user:alice", 20)
+        self.assertIsInstance(self.login("10.0.0.1"), float)
+        result = self.users("unlock", "alice")
+        self.assertEqual(
+            result, Result(0, "unlocked user alice: cleared 20 recorded failures (the last at 2027-01-15T08:00:00Z)\n", "")
+        )
+        self.assertEqual(self.failures("user:alice"), (0, 0.0))
+        self.assertEqual(self.login("10.0.0.1"), "alice")
+        [event] = self.events.of("auth.unlock")
+        self.assertEqual((event["key"], event["count"]), ("user:alice", 20))
+        self.assertTrue(event["by"].endswith(" (securenet users unlock)"), event["by"])
+
+    def test_unlockAddress(self) -> None:
+        """An address locked out stays so when the user is unlocked; unlocking the address lets the login in."""
+        self.lock_out("addr:127.0.0.1", 100)
+        self.lock_out("user:alice", 20)
+        self.assertOK(self.users("unlock", "alice"))
+        self.assertIsInstance(self.login("127.0.0.1"), float)
+        result = self.users("unlock", "--address", "127.0.0.1")
+        self.assertEqual(
+            result,
+            Result(0, "unlocked address 127.0.0.1: cleared 100 recorded failures (the last at 2027-01-15T08:00:00Z)\n", ""),
+        )
+        self.assertEqual(self.failures("addr:127.0.0.1"), (0, 0.0))
+        self.assertEqual(self.login("127.0.0.1"), "alice")
+        self.assertEqual([e["key"] for e in self.events.of("auth.unlock")], ["user:alice", "addr:127.0.0.1"])
+
+    def test_ipv6AddressNormalized(self) -> None:
+        """The address is written as the server's keys write it (C{0:0::1} is C{::1})."""
+        self.lock_out("addr:::1", 3)
+        self.assertEqual(
+            self.users("unlock", "--address", "0:0::1"),
+            Result(0, "unlocked address ::1: cleared 3 recorded failures (the last at 2027-01-15T08:00:00Z)\n", ""),
+        )
+
+    def test_nothingToClear(self) -> None:
+        """A known user without failures: said so, exit 0, nothing logged."""
+        self.assertEqual(self.users("unlock", "alice"), Result(0, "user alice has no failures recorded; nothing to clear\n", ""))
+        self.assertEqual(self.events.of("auth.unlock"), [])
+
+    def test_unknownUser(self) -> None:
+        self.lock_out("user:bob", 20)
+        self.assertRefused(("unlock", "bob"), f"no user 'bob' in {self.db}")
+        self.assertEqual(self.failures("user:bob")[0], 20)
+
+    def test_unknownAddress(self) -> None:
+        self.lock_out("addr:127.0.0.1", 100)
+        self.assertRefused(
+            ("unlock", "--address", "10.0.0.9"), f"no failures recorded for address 10.0.0.9 in {self.db}; nothing to clear"
+        )
+        self.assertEqual(self.failures("addr:127.0.0.1")[0], 100)
+        self.assertEqual(self.events.of("auth.unlock"), [])
+
+    def test_badUsage(self) -> None:
+        self.assertRefused(
+            ("unlock", "--address", "localhost"), "--address 'localhost' is not an IP address (e.g. 127.0.0.1 or ::1)"
+        )
+        self.assertRefused(("unlock",), "give a user NAME or --address IP (one of them)")
+        self.assertRefused(("unlock", "alice", "--address", "127.0.0.1"), "give a user NAME or --address IP (one of them)")
+
+    def test_noDatabase(self) -> None:
+        missing = self.dir / "missing.db"
+        result = run("users", "unlock", "alice", "--db", missing)
+        self.assertEqual(
+            result,
+            Result(
+                1,
+                "",
+                f"securenet: error: {missing}: no credential database here (create it with 'securenet users add NAME --db {missing}')\n",
+            ),
+        )
+        self.assertFalse(missing.exists())
 
 
 class ConsoleScriptTests(SynchronousTestCase):
