@@ -180,10 +180,35 @@ class AuthE2ETests(SynchronousTestCase):
         self.assertIn("TOTP:", self.server.waitForLog("TOTP:"))
 
     def test_totpRequiredWithoutCode(self) -> None:
-        """Without --totp and without a terminal to prompt on, the client says why and exits 1."""
+        """Without --totp and without a terminal to prompt on, the client says why, names --totp, and exits 1."""
         code, out, err = self.connect("--mechanism", "PLAIN", "--user", "bob", "--password-file", str(self.base / "bob.pw"))
         self.assertEqual((code, out), (1, b""))
-        self.assertIn("no TOTP code", err)
+        self.assertIn("no TOTP code: give --totp CODE (there is no terminal to prompt on)", err)
+
+    def test_noCredentials(self) -> None:
+        """No credentials for a server that needs some: one line naming the options that give them."""
+        code, out, err = self.connect()
+        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(
+            err.strip().splitlines()[-1],
+            "securenet: error: authentication failed: NO-MECHANISM the server needs credentials "
+            "(it offers SCRAM-SHA-256-PLUS SCRAM-SHA-256 OAUTHBEARER APIKEY PLAIN); give --user NAME "
+            "(with --password-file FILE, or type the password at the prompt), --token-file FILE, --api-key-file FILE, "
+            "or a client certificate in ENDPOINT (certificate=FILE:privateKey=FILE)",
+        )
+
+    def test_scramDowngradeRefused(self) -> None:
+        """--mechanism SCRAM-SHA-256 where -PLUS is offered: refused before sending, saying what to give instead."""
+        code, out, err = self.connect(
+            "--mechanism", "SCRAM-SHA-256", "--user", "alice", "--password-file", str(self.base / "alice.pw")
+        )
+        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(
+            err.strip().splitlines()[-1],
+            "securenet: error: authentication failed: CLIENT cannot authenticate: the server offers SCRAM-SHA-256-PLUS "
+            "(bound to this TLS connection) and this client can bind, so it will not downgrade to SCRAM-SHA-256: "
+            "leave out --mechanism, or give --mechanism SCRAM-SHA-256-PLUS",
+        )
 
     def test_plainByHandThroughOpenSSL(self) -> None:
         """docs/protocol.md, typed by hand into openssl s_client: AUTH PLAIN, then the application."""
