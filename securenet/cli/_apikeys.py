@@ -193,7 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=list_keys)
 
     p = commands.add_parser("revoke", help="revoke a key by its id (the part after sn_ and before the dot)")
-    p.add_argument("id", metavar="ID")
+    p.add_argument("id", metavar="ID", help="the key's id, as 'apikeys list' shows it")
     add_db(p)
     p.set_defaults(func=revoke)
 

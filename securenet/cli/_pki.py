@@ -266,11 +266,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=pin)
 
     p = commands.add_parser("show", help="describe each certificate in FILE")
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", type=Path, metavar="FILE", help="a PEM file of one or more certificates")
     p.set_defaults(func=show)
 
     p = commands.add_parser("revoke", help="record the revocation of the certificate in FILE")
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", type=Path, metavar="FILE", help="the PEM certificate to revoke (issued by the CA in DIR)")
     _add_dir(p, "the CA directory that issued FILE")
     p.set_defaults(func=revoke_command)
 

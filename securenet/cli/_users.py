@@ -354,20 +354,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         return parser
 
     p = command("add", help="add a user with a password")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the new user's name (no spaces; what they log in as)")
     p.add_argument("--role", action="append", default=[], metavar="ROLE", help="a role (repeatable)")
     _add_password_file(p)
     _add_db(p)
     p.set_defaults(func=add)
 
     p = command("passwd", help="set a user's password")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user")
     _add_password_file(p)
     _add_db(p)
     p.set_defaults(func=passwd)
 
     p = command("del", help="delete a user and their API keys")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user to delete")
     _add_db(p)
     p.set_defaults(func=delete)
 
@@ -376,18 +376,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=list_users)
 
     p = command("roles", help="set a user's roles (none given: remove them all)")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("roles", nargs="*", metavar="ROLE")
+    p.add_argument("name", metavar="NAME", help="the user")
+    p.add_argument("roles", nargs="*", metavar="ROLE", help="the user's roles from now on (they replace the old ones)")
     _add_db(p)
     p.set_defaults(func=roles)
 
     p = command("disable", help="refuse every login of a user")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user")
     _add_db(p)
     p.set_defaults(func=disable)
 
     p = command("enable", help="allow a disabled user to log in again")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user")
     _add_db(p)
     p.set_defaults(func=enable)
 
@@ -398,7 +398,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=unlock)
 
     p = command("totp-enroll", help="give a user a TOTP secret; prints its otpauth:// URI and a QR code")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user")
     p.add_argument("--force", action="store_true", help="replace an existing TOTP secret")
     _add_db(p)
     p.set_defaults(func=totp_enroll)
