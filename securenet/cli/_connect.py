@@ -60,11 +60,23 @@ class StdioBridge(Protocol):
         self.clock = clock
         self.linger = linger
         self._lingering: Any = None
+        #: Whether writing to stdout failed because its reader is gone.
+        self.output_gone = False
 
     def dataReceived(self, data: bytes) -> None:
+        if self.output_gone:
+            return
         out = sys.stdout.buffer
-        out.write(data)
-        out.flush()
+        try:
+            out.write(data)
+            out.flush()
+        except BrokenPipeError:
+            # The reader of stdout is gone (`| head`): close; the command
+            # then ends quietly (securenet.cli.run).
+            self.output_gone = True
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
         if self._lingering is not None and self._lingering.active():
             self._lingering.reset(self.linger)
 
@@ -254,8 +266,12 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     try:
         await bridge.done
     except Exception:
+        if bridge.output_gone:
+            raise BrokenPipeError() from None
         print(f"securenet: error: {describe_failure(Failure())}", file=sys.stderr)
         return 1
+    if bridge.output_gone:
+        raise BrokenPipeError()
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import securenet.cli._users
 from securenet._threads import synchronous_runner
-from securenet.cli import main
+from securenet.cli import EXIT_BROKEN_PIPE, main
 from securenet.cli._users import qr_text
 from securenet.cred._identity import AuthenticationContext, IdentityRealm
 from securenet.cred._login import LoginFailure, LoginFlow
@@ -643,6 +644,33 @@ class ConsoleScriptTests(SynchronousTestCase):
             (again.returncode, again.stdout, again.stderr),
             (1, b"", f"securenet: error: user 'alice' already exists in {db}\n".encode()),
         )
+
+
+class BrokenPipeTests(SynchronousTestCase):
+    """C{securenet users totp-enroll NAME | head}: when the reader is gone, the command ends quietly."""
+
+    def test_readerGone(self) -> None:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        db = directory / "creds.db"
+        with SQLiteStore.open(db) as store:
+            value(store.add_user(User(name="alice")))
+        # A pipe whose reader has exited already, as head's has once it has its lines.
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            done = subprocess.run(
+                [support.script("securenet"), "users", "totp-enroll", "alice", "--db", str(db)],
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                env=support.child_env(),
+                timeout=60,
+            )
+        finally:
+            os.close(writer)
+        self.assertEqual((done.returncode, done.stderr), (EXIT_BROKEN_PIPE, b""))
+        with SQLiteStore.open(db) as store:
+            self.assertIsNotNone(value(store.get_user("alice")).totp_secret)
 
 
 class ProductionHashingTests(SynchronousTestCase):

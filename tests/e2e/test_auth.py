@@ -11,8 +11,10 @@ what docs/protocol.md says.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from securenet.cli import _users as cli_users
 from securenet.testing import TEST_SCRAM_ITERATIONS, weak_hasher
 from tests.e2e.test_service import dev_pki
-from tests.support import Twistd, converse, run, run_cli, script
+from tests.support import Twistd, child_env, converse, run, run_cli, script
 
 _SETUP: dict[str, object] = {}
 
@@ -209,6 +211,24 @@ class AuthE2ETests(SynchronousTestCase):
             "(bound to this TLS connection) and this client can bind, so it will not downgrade to SCRAM-SHA-256: "
             "leave out --mechanism, or give --mechanism SCRAM-SHA-256-PLUS",
         )
+
+    def test_readerOfOutputGone(self) -> None:
+        """C{securenet connect ... | head}: when the reader of stdout is gone, the client ends quietly (exit 141)."""
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            done = subprocess.run(
+                [script("securenet"), "connect", "-q", "--linger", "0.5", "--api-key-file", str(self.base / "alice.apikey")]
+                + [self.endpoint()],
+                input=b"hello\n",
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                env=child_env(),
+                timeout=60,
+            )
+        finally:
+            os.close(writer)
+        self.assertEqual((done.returncode, done.stderr), (141, b""))
 
     def test_plainByHandThroughOpenSSL(self) -> None:
         """docs/protocol.md, typed by hand into openssl s_client: AUTH PLAIN, then the application."""
