@@ -290,12 +290,19 @@ def _operator() -> str:
     return f"{who} (securenet users unlock)"
 
 
-def _address(text: str) -> str:
-    """An IP address in the form the throttle's C{addr:} keys use."""
+def _address_keys(text: str) -> tuple[str, list[str]]:
+    """
+    An IP address as the throttle's C{addr:} keys write it, and those keys:
+    an IPv4 address also as a dual-stack listener sees it (C{::ffff:a.b.c.d}).
+    """
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        ip = ipaddress.ip_address(text.strip())
     except ValueError:
         raise UsageError(f"--address {text!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    forms = [str(ip)] + ([f"::ffff:{ip}"] if isinstance(ip, ipaddress.IPv4Address) else [])
+    return str(ip), [f"addr:{form}" for form in forms]
 
 
 def unlock(args: argparse.Namespace) -> int:
@@ -305,19 +312,22 @@ def unlock(args: argparse.Namespace) -> int:
     """
     if (args.name is None) == (args.address is None):
         raise UsageError("give a user NAME or --address IP (one of them)")
+    if args.address is not None:
+        address, keys = _address_keys(args.address)
+        what = f"address {address}"
     with _open(args) as store:
         if args.name is not None:
             name = canonical_user_name(args.name)
             _existing(store, name)
-            key, what = f"user:{name}", f"user {name}"
-        else:
-            key, what = f"addr:{_address(args.address)}", f"address {_address(args.address)}"
-        count, last = _result(clear_failures(store, key, by=_operator()))
+            keys, what = [f"user:{name}"], f"user {name}"
+        cleared = [_result(clear_failures(store, key, by=_operator())) for key in keys]
+    count = sum(c for c, _ in cleared)
     if not count:
         if args.name is None:
             raise NoSuchFailures(f"no failures recorded for {what} in {args.db}; nothing to clear")
         print(f"{what} has no failures recorded; nothing to clear")
         return 0
+    last = max(t for c, t in cleared if c)
     when = datetime.datetime.fromtimestamp(last, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"unlocked {what}: cleared {count} recorded failure{'s' if count != 1 else ''} (the last at {when})")
     return 0

@@ -584,6 +584,16 @@ class UnlockTests(UsersTestCase):
             Result(0, "unlocked address ::1: cleared 3 recorded failures (the last at 2027-01-15T08:00:00Z)\n", ""),
         )
 
+    def test_dualStackAddress(self) -> None:
+        """On a dual-stack listener 127.0.0.1 is ::ffff:127.0.0.1: --address clears both spellings."""
+        self.lock_out("addr:::ffff:127.0.0.1", 100)
+        self.lock_out("addr:127.0.0.1", 2)
+        self.assertEqual(
+            self.users("unlock", "--address", "::ffff:127.0.0.1"),
+            Result(0, "unlocked address 127.0.0.1: cleared 102 recorded failures (the last at 2027-01-15T08:00:00Z)\n", ""),
+        )
+        self.assertEqual((self.failures("addr:::ffff:127.0.0.1"), self.failures("addr:127.0.0.1")), ((0, 0.0), (0, 0.0)))
+
     def test_nothingToClear(self) -> None:
         """A known user without failures: said so, exit 0, nothing logged."""
         self.assertEqual(self.users("unlock", "alice"), Result(0, "user alice has no failures recorded; nothing to clear\n", ""))
