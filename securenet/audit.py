@@ -14,6 +14,7 @@ or C{-}).
                        second_factor, reason, transport (stream/http), peer,
                        TLS facts; HTTP adds method and path
     auth.lockout       key, count, seconds
+    auth.unlock        key, count, by
     auth.token         action (issued/refreshed/reuse/revoked/refused), ...
     authz.decision     result, identity, action, resource, permission, rule,
                        rule_location, reason, mechanism, peer
@@ -268,6 +269,18 @@ def auth_lockout(key: str, count: int, seconds: float) -> None:
     )
 
 
+def auth_unlock(key: str, count: int, *, by: str) -> None:
+    """An operator cleared the failures of an account or address (C{securenet users unlock})."""
+    _auth.emit(
+        LogLevel.info,
+        literal(f"{key} unlocked by {by}: {count} recorded failures cleared"),
+        securenet_event="auth.unlock",
+        key=key,
+        count=count,
+        by=by,
+    )
+
+
 def auth_token(action: str, text: str, *, warn: bool = False, **fields: Any) -> None:
     """
     Something happened to the HTTP API's tokens: C{action} is one of
@@ -365,6 +378,7 @@ __all__ = [
     "auth_decision",
     "auth_lockout",
     "auth_token",
+    "auth_unlock",
     "authz_decision",
     "http_admin",
     "http_limit",

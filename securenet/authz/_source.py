@@ -64,13 +64,69 @@ def read_policy_text(path: str | Path) -> str:
         raise PolicyError(source, line, "policy file is not UTF-8 text") from None
 
 
+#: How deeply tables and arrays may nest in a policy: far more than any
+#: policy needs (a rule's C{any}/C{all} conditions take two levels each),
+#: and little enough that nothing that walks the document recurses too deep.
+MAX_NESTING = 64
+
+_TOO_DEEP = f"nested too deeply (tables and arrays more than {MAX_NESTING} levels deep)"
+
+
+def _too_deep(document: dict[str, Any]) -> TomlPath | None:
+    """The path of a value nested more than L{MAX_NESTING} levels deep, if any (walked without recursion)."""
+    todo: list[tuple[TomlPath, Any]] = [((), document)]
+    while todo:
+        path, value = todo.pop()
+        if len(path) > MAX_NESTING:
+            return path
+        if isinstance(value, dict):
+            todo.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend(((*path, i), v) for i, v in enumerate(value))
+    return None
+
+
+def _deep_line(text: str) -> int | None:
+    """
+    The line where brackets and braces first nest more than L{MAX_NESTING}
+    deep, strings and comments skipped: for a document too deep for
+    tomllib, which then reports no position.
+    """
+    depth, i, n = 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            quote = text[i : i + 3] if text.startswith(c * 3, i) else c
+            i += len(quote)
+            while i < n and not text.startswith(quote, i):
+                i += 2 if c == '"' and text[i] == "\\" else 1
+            i += len(quote)
+            continue
+        if c == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        if c in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return text.count("\n", 0, i) + 1
+        elif c in "]}":
+            depth -= 1
+        i += 1
+    return None
+
+
 def parse_toml(text: str, source: str) -> tuple[dict[str, Any], Locator]:
     """
     Parse C{text}; a syntax error becomes a L{PolicyError} with tomllib's
-    line and reason.
+    line and reason, and so does nesting deeper than L{MAX_NESTING} (which
+    would make tomllib, or what reads the document, exceed Python's
+    recursion limit).
     """
     try:
         document = tomllib.loads(text)
+    except RecursionError:
+        raise PolicyError(source, _deep_line(text), _TOO_DEEP) from None
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         lineno: int | None = getattr(e, "lineno", None)
@@ -82,6 +138,9 @@ def parse_toml(text: str, source: str) -> tuple[dict[str, Any], Locator]:
             message = message[: -len("(at end of document)")].rstrip() + " (at the end of the file)"
             lineno = lineno or max(1, len(text.splitlines()))
         raise PolicyError(source, lineno, f"TOML syntax error: {message}") from None
+    deep = _too_deep(document)
+    if deep is not None:
+        raise PolicyError(source, locate(text).line(deep), _TOO_DEEP)
     return document, locate(text)
 
 
@@ -94,7 +153,7 @@ def locate(text: str) -> Locator:
     scanner = _Scanner(text)
     try:
         scanner.document()
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, RecursionError):
         pass
     return Locator(scanner.lines)
 

@@ -3,12 +3,17 @@ The C{securenet} command: PKI, client, and (later) credentials.
 
 Each subcommand module has C{register(subparsers)}; it sets C{func} on its
 parser, a callable taking the parsed arguments and returning the exit code.
-Errors of securenet's hierarchy become one line on stderr and exit 1.
+Errors of securenet's hierarchy become one line on stderr and exit 1.  When
+the reader of standard output goes away (C{securenet ... | head}), the
+command stops quietly, like other Unix tools, with exit code 141 (a shell's
+128 + SIGPIPE).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -51,5 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+#: The exit code after the reader of standard output went away: what a shell
+#: reports for a command killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def run() -> None:
-    sys.exit(main())
+    """The console script: L{main}, and a quiet exit when standard output's reader is gone."""
+    try:
+        code = main()
+        sys.stdout.flush()  # here, not at exit, where a broken pipe is a traceback
+    except BrokenPipeError:
+        # Python's advice: point stdout at /dev/null, so the flush at exit
+        # does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = EXIT_BROKEN_PIPE
+    sys.exit(code)

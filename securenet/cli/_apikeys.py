@@ -4,7 +4,8 @@ C{securenet apikeys ...}: API keys in the credential database.
 C{create} prints the full key once -- alone on stdout, so a script can
 capture it -- and on stderr which key it is and a warning that it will not
 be shown again: the database keeps only a hash of the secret.  C{list}
-never shows hashes.  C{revoke} takes effect at the key's next use.
+never shows hashes.  C{revoke} takes effect at the key's next use; it
+takes the key id, C{sn_<id>} or the whole key, and never echoes a secret.
 
 Every refusal is an exception of securenet's hierarchy, which
 C{securenet.cli.main} prints as one line with exit code 1, and nothing is
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from securenet.cli._db import result as wait
 from securenet.cli._pki import UsageError
-from securenet.cred._apikeys import create_api_key, utc
+from securenet.cred._apikeys import KEY_ID_ALPHABET, KEY_ID_LENGTH, KEY_PREFIX, create_api_key, utc
 from securenet.cred._jwt import check_scopes
 from securenet.interfaces import ICredentialStore
 from securenet.store._errors import NoSuchUser
@@ -151,14 +152,32 @@ def list_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def key_id(text: str) -> str:
+    """
+    The key id in what the user gave C{apikeys revoke}: the id itself (as
+    C{apikeys list} shows it), C{sn_<id>}, or the whole key
+    C{sn_<id>.<secret>} as C{apikeys create} printed it.  A refusal never
+    repeats the text, which may hold a secret.
+    """
+    text = text.strip()
+    candidate = text[len(KEY_PREFIX) :].partition(".")[0] if text.startswith(KEY_PREFIX) else text
+    if len(candidate) != KEY_ID_LENGTH or not all(c in KEY_ID_ALPHABET for c in candidate):
+        raise UsageError(
+            f"ID is not an API key id: give the {KEY_ID_LENGTH} letters and digits 'securenet apikeys list' shows, "
+            "sn_ID, or the whole key sn_ID.SECRET"
+        )
+    return candidate
+
+
 def revoke(args: argparse.Namespace) -> int:
+    wanted = key_id(args.id)
     store = open_store(args.db)
     try:
-        record: APIKey | None = wait(store.get_api_key(args.id))
+        record: APIKey | None = wait(store.get_api_key(wanted))
         if record is not None and record.revoked:
             print(f"API key {record.key_id} (user {record.user}) was already revoked")
             return 0
-        wait(store.revoke_api_key(args.id))
+        wait(store.revoke_api_key(wanted))
     finally:
         close_store(store)
     assert record is not None
@@ -193,7 +212,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=list_keys)
 
     p = commands.add_parser("revoke", help="revoke a key by its id (the part after sn_ and before the dot)")
-    p.add_argument("id", metavar="ID")
+    p.add_argument(
+        "id", metavar="ID", help="the key's id as 'apikeys list' shows it, sn_ID, or the whole key sn_ID.SECRET (never echoed)"
+    )
     add_db(p)
     p.set_defaults(func=revoke)
 

@@ -26,7 +26,23 @@ from securenet.sasl._mechanism import ChannelBindings
 from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
 from securenet.sasl._plain import PlainClientMechanism
 from securenet.sasl._scram import ScramClientMechanism
+from securenet.session._errors import AuthenticationFailed
 from securenet.tls._endpoints import CLIENT_KEYS
+
+
+#: C{securenet connect --help}'s description (plain text: argparse shows it as is).
+DESCRIPTION = """\
+Connect to a securenet service, like openssl s_client with securenet's
+endpoint strings and checks: standard input goes to the server, the
+server's bytes to standard output.  Exit 0 on a clean close; on a TLS, pin,
+revocation or authentication failure, exit 1 with one line that names the
+reason."""
+
+#: What to give when the server needs credentials and none were given.
+CREDENTIAL_OPTIONS = (
+    "give --user NAME (with --password-file FILE, or type the password at the prompt), "
+    "--token-file FILE, --api-key-file FILE, or a client certificate in ENDPOINT (certificate=FILE:privateKey=FILE)"
+)
 
 
 class StdioBridge(Protocol):
@@ -44,11 +60,23 @@ class StdioBridge(Protocol):
         self.clock = clock
         self.linger = linger
         self._lingering: Any = None
+        #: Whether writing to stdout failed because its reader is gone.
+        self.output_gone = False
 
     def dataReceived(self, data: bytes) -> None:
+        if self.output_gone:
+            return
         out = sys.stdout.buffer
-        out.write(data)
-        out.flush()
+        try:
+            out.write(data)
+            out.flush()
+        except BrokenPipeError:
+            # The reader of stdout is gone (`| head`): close; the command
+            # then ends quietly (securenet.cli.run).
+            self.output_gone = True
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
         if self._lingering is not None and self._lingering.active():
             self._lingering.reset(self.linger)
 
@@ -103,10 +131,13 @@ class CredentialError(SecurenetError):
     """A credential could not be read (file missing, empty, no terminal to prompt on)."""
 
 
-def read_secret(path: str | None, prompt: str, what: str) -> str:
+def read_secret(path: str | None, prompt: str, what: str, option: str) -> str:
     """
     A secret from a file (first line, trailing newline stripped) or, without
     a file, from a prompt on the terminal.  Never from the command line.
+
+    @param option: how to give it without a terminal (C{--password-file
+        FILE}), named when there is none to prompt on.
     """
     if path is not None:
         try:
@@ -118,7 +149,7 @@ def read_secret(path: str | None, prompt: str, what: str) -> str:
             raise CredentialError(f"{path}: the {what} file is empty")
         return value
     if not _has_tty():
-        raise CredentialError(f"no {what}: give it in a file (there is no terminal to prompt on)")
+        raise CredentialError(f"no {what}: give {option} (there is no terminal to prompt on)")
     value = getpass.getpass(prompt)
     if not value:
         raise CredentialError(f"no {what} given")
@@ -155,11 +186,11 @@ def mechanism_chooser(args: argparse.Namespace) -> Callable[[Sequence[str], Chan
     if name in ("PLAIN", "SCRAM", "SCRAM-SHA-256", "SCRAM-SHA-256-PLUS"):
         if not args.user:
             raise CredentialError(f"{name} needs --user")
-        password = read_secret(args.password_file, f"password for {args.user}: ", "password")
+        password = read_secret(args.password_file, f"password for {args.user}: ", "password", "--password-file FILE")
     elif name == "OAUTHBEARER":
-        token = read_secret(args.token_file, "bearer token: ", "token")
+        token = read_secret(args.token_file, "bearer token: ", "token", "--token-file FILE")
     elif name == "APIKEY":
-        api_key = read_secret(args.api_key_file, "API key: ", "API key")
+        api_key = read_secret(args.api_key_file, "API key: ", "API key", "--api-key-file FILE")
 
     def choose(offered: Sequence[str], bindings: ChannelBindings, has_certificate: bool) -> IClientMechanism:
         if name == "EXTERNAL":
@@ -174,6 +205,12 @@ def mechanism_chooser(args: argparse.Namespace) -> Callable[[Sequence[str], Chan
             return APIKeyClientMechanism(api_key)
         plus = name == "SCRAM-SHA-256-PLUS" or (name == "SCRAM" and "SCRAM-SHA-256-PLUS" in offered)
         cb_name = "tls-exporter" if bindings.tls_exporter is not None else "tls-server-end-point"
+        if not plus and "SCRAM-SHA-256-PLUS" in offered and bindings.get(cb_name) is not None:
+            # What ScramClientMechanism refuses too, said in the CLI's words.
+            raise ValueError(
+                "the server offers SCRAM-SHA-256-PLUS (bound to this TLS connection) and this client can bind, "
+                "so it will not downgrade to SCRAM-SHA-256: leave out --mechanism, or give --mechanism SCRAM-SHA-256-PLUS"
+            )
         return ScramClientMechanism(
             args.user,
             password,
@@ -190,7 +227,7 @@ def totp_source(args: argparse.Namespace) -> Callable[[], str]:
     def code() -> str:
         if args.totp:
             return str(args.totp)
-        return read_secret(None, "TOTP code: ", "TOTP code")
+        return read_secret(None, "TOTP code: ", "TOTP code", "--totp CODE")
 
     return code
 
@@ -205,6 +242,11 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     bridge = StdioBridge(reactor, linger)
     try:
         await connect(reactor, endpoint, Factory.forProtocol(lambda: bridge), mechanism=chooser, totp=totp_source(args))
+    except AuthenticationFailed as e:
+        if chooser is None and e.code == "NO-MECHANISM":
+            # No credentials given, and the server offers neither EXTERNAL nor ANONYMOUS.
+            raise AuthenticationFailed(e.code, f"{e.text.partition(';')[0]}; {CREDENTIAL_OPTIONS}") from None
+        raise
     except SecurenetError:
         raise
     except Exception:
@@ -224,8 +266,12 @@ async def _run(reactor: Any, args: argparse.Namespace) -> int:
     try:
         await bridge.done
     except Exception:
+        if bridge.output_gone:
+            raise BrokenPipeError() from None
         print(f"securenet: error: {describe_failure(Failure())}", file=sys.stderr)
         return 1
+    if bridge.output_gone:
+        raise BrokenPipeError()
     return 0
 
 
@@ -253,7 +299,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser(
         "connect",
         help="connect to a securenet service: stdin to the server, the server to stdout",
-        description=__doc__,
+        description=DESCRIPTION,
         epilog=f"ENDPOINT is securenet:host=H:port=P:KEY=VALUE...; keys:\n{keys}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -43,6 +43,7 @@ from securenet.pki._ca import (
     Kind,
     read_revoked,
 )
+from securenet.pki._pins import curl_pin
 
 T = TypeVar("T")
 
@@ -166,7 +167,8 @@ def issue(args: argparse.Namespace) -> int:
 
 def pin(args: argparse.Namespace) -> int:
     """Exactly one line, the pin, so scripts can capture it."""
-    print(spki_pin(load_certificates(args.file)[0]))
+    certificate = load_certificates(args.file)[0]
+    print(curl_pin(certificate) if args.curl else spki_pin(certificate))
     return 0
 
 
@@ -255,15 +257,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=issue)
 
     p = commands.add_parser("pin", help="print the SPKI pin (sha256/...) of the first certificate in FILE")
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", type=Path, metavar="FILE", help="a PEM certificate (or chain: its first certificate)")
+    p.add_argument(
+        "--curl",
+        action="store_true",
+        help='print curl\'s spelling, sha256//... (curl --pinnedpubkey "$(securenet pki pin --curl FILE)")',
+    )
     p.set_defaults(func=pin)
 
     p = commands.add_parser("show", help="describe each certificate in FILE")
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", type=Path, metavar="FILE", help="a PEM file of one or more certificates")
     p.set_defaults(func=show)
 
     p = commands.add_parser("revoke", help="record the revocation of the certificate in FILE")
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", type=Path, metavar="FILE", help="the PEM certificate to revoke (issued by the CA in DIR)")
     _add_dir(p, "the CA directory that issued FILE")
     p.set_defaults(func=revoke_command)
 

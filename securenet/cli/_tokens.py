@@ -199,7 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=issue)
 
     p = commands.add_parser("revoke", help="revoke a token by its id (jti) until it expires")
-    p.add_argument("jti", nargs="?", default=None, metavar="JTI")
+    p.add_argument("jti", nargs="?", default=None, metavar="JTI", help="the token's id (its jti claim); or give --token")
     p.add_argument("--expires", default=None, metavar="WHEN", help="the token's exp: POSIX seconds or ISO 8601")
     p.add_argument("--token", default=None, metavar="TOKEN", help="revoke this token (its jti and exp are read from it)")
     add_db(p)

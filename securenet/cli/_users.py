@@ -9,6 +9,7 @@ C{securenet users ...}: the users of a credential database
     securenet users roles NAME [ROLE ...]
     securenet users disable NAME  /  securenet users enable NAME
     securenet users totp-enroll NAME [--force]
+    securenet users unlock NAME  /  securenet users unlock --address IP
 
 each with C{--db PATH}.
 
@@ -22,19 +23,23 @@ Every refusal is an exception of securenet's hierarchy, printed by
 C{securenet.cli.main} as one line with exit code 1; nothing is written to the
 database when a command is refused.
 
-Test-only: with the environment variable C{SECURENET_TEST_FAST_HASH=1},
-passwords are hashed with tiny argon2id parameters (t=1, m=8 KiB, p=1) and
-4096 SCRAM iterations, so test suites stay fast.  Never set it for real
-users: such hashes are cheap to brute-force (the argon2 hash is upgraded at
-the user's next password login to a server; the SCRAM keys are not).
+Passwords are always hashed with the production parameters (argon2id's
+L{DEFAULT_ARGON2}, L{DEFAULT_ITERATIONS} SCRAM iterations): no environment
+variable or option of the installed command weakens what it writes.  Test
+suites that run the commands in-process replace L{password_hasher} and
+L{scram_iterations} (e.g. with L{securenet.testing.weak_hasher}).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import getpass as _getpass
 import io
+import ipaddress
 import os
 import sys
+from collections.abc import Callable
 from getpass import getpass
 from pathlib import Path
 
@@ -47,7 +52,8 @@ from securenet.cli._pki import UsageError
 from securenet.cred._names import canonical_user_name, validate_roles, validate_user_name
 from securenet.cred._passwords import PasswordHasher
 from securenet.cred._saslprep import normalize_password
-from securenet.cred._scram import derive_scram_keys
+from securenet.cred._scram import DEFAULT_ITERATIONS, derive_scram_keys
+from securenet.cred._throttle import clear_failures
 from securenet.cred._users import new_user
 from securenet.store._errors import DatabaseFileError, NoSuchUser, UserExists
 from securenet.store._records import User
@@ -56,25 +62,21 @@ from securenet.store._sqlite import SQLiteStore
 #: Where the credential database is unless C{--db} says otherwise.
 DEFAULT_DB = Path("var/securenet.db")
 
-#: The environment variable that selects the test-only cheap hashing.
-FAST_HASH_VARIABLE = "SECURENET_TEST_FAST_HASH"
-
 #: The issuer shown by authenticator apps.
 TOTP_ISSUER = "securenet"
 
 
-def _fast() -> bool:
-    return os.environ.get(FAST_HASH_VARIABLE) == "1"
+#: Makes the hasher of new passwords: argon2id with the production
+#: parameters (L{DEFAULT_ARGON2}).  A seam for in-process tests only.
+password_hasher: Callable[[], PasswordHasher] = PasswordHasher
+
+#: The PBKDF2 count of new SCRAM keys (what C{--auth sqlite:...,scramIterations=N}
+#: defaults to).  A seam for in-process tests only.
+scram_iterations: int = DEFAULT_ITERATIONS
 
 
-def _hasher() -> PasswordHasher:
-    if _fast():
-        return PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, insecurely_weak=True)
-    return PasswordHasher()
-
-
-def _scram_iterations() -> int:
-    return 4096 if _fast() else 600_000
+class NoSuchFailures(UsageError):
+    """C{users unlock --address}: nothing is recorded for that address."""
 
 
 def _open(args: argparse.Namespace, *, create: bool = False) -> SQLiteStore:
@@ -163,7 +165,7 @@ def add(args: argparse.Namespace) -> int:
             raise UserExists(f"user {name!r} already exists in {store.path}")
         if password is None:
             password = read_password(args, name)
-        user = new_user(name, password, roles=roles, hasher=_hasher(), scram_iterations=_scram_iterations())
+        user = new_user(name, password, roles=roles, hasher=password_hasher(), scram_iterations=scram_iterations)
         _result(store.add_user(user))
     print(f"added user {name} (roles: {_roles_text(roles)})")
     return 0
@@ -176,8 +178,8 @@ def passwd(args: argparse.Namespace) -> int:
         password = read_password(args, name)
         updated = attrs.evolve(
             user,
-            password_hash=_hasher().hash(password),
-            scram=derive_scram_keys(password, iterations=_scram_iterations()),
+            password_hash=password_hasher().hash(password),
+            scram=derive_scram_keys(password, iterations=scram_iterations),
         )
         _result(store.update_user(updated))
     print(f"changed the password of {name}")
@@ -279,6 +281,58 @@ def totp_enroll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator() -> str:
+    """Who runs the command, for the audit event: the login name, else the uid."""
+    try:
+        who = _getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (e.g. in a container)
+        who = f"uid {os.getuid()}"
+    return f"{who} (securenet users unlock)"
+
+
+def _address_keys(text: str) -> tuple[str, list[str]]:
+    """
+    An IP address as the throttle's C{addr:} keys write it, and those keys:
+    an IPv4 address also as a dual-stack listener sees it (C{::ffff:a.b.c.d}).
+    """
+    try:
+        ip = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise UsageError(f"--address {text!r} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    forms = [str(ip)] + ([f"::ffff:{ip}"] if isinstance(ip, ipaddress.IPv4Address) else [])
+    return str(ip), [f"addr:{form}" for form in forms]
+
+
+def unlock(args: argparse.Namespace) -> int:
+    """
+    Clear the failure counter of a user (C{user:NAME}) or a client address
+    (C{addr:IP}): its lockout and throttling delay end at once.
+    """
+    if (args.name is None) == (args.address is None):
+        raise UsageError("give a user NAME or --address IP (one of them)")
+    if args.address is not None:
+        address, keys = _address_keys(args.address)
+        what = f"address {address}"
+    with _open(args) as store:
+        if args.name is not None:
+            name = canonical_user_name(args.name)
+            _existing(store, name)
+            keys, what = [f"user:{name}"], f"user {name}"
+        cleared = [_result(clear_failures(store, key, by=_operator())) for key in keys]
+    count = sum(c for c, _ in cleared)
+    if not count:
+        if args.name is None:
+            raise NoSuchFailures(f"no failures recorded for {what} in {args.db}; nothing to clear")
+        print(f"{what} has no failures recorded; nothing to clear")
+        return 0
+    last = max(t for c, t in cleared if c)
+    when = datetime.datetime.fromtimestamp(last, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    print(f"unlocked {what}: cleared {count} recorded failure{'s' if count != 1 else ''} (the last at {when})")
+    return 0
+
+
 # -- argument parsing --------------------------------------------------------
 
 
@@ -310,20 +364,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         return parser
 
     p = command("add", help="add a user with a password")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the new user's name (no spaces; what they log in as)")
     p.add_argument("--role", action="append", default=[], metavar="ROLE", help="a role (repeatable)")
     _add_password_file(p)
     _add_db(p)
     p.set_defaults(func=add)
 
     p = command("passwd", help="set a user's password")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user")
     _add_password_file(p)
     _add_db(p)
     p.set_defaults(func=passwd)
 
     p = command("del", help="delete a user and their API keys")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user to delete")
     _add_db(p)
     p.set_defaults(func=delete)
 
@@ -332,26 +386,32 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=list_users)
 
     p = command("roles", help="set a user's roles (none given: remove them all)")
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("roles", nargs="*", metavar="ROLE")
+    p.add_argument("name", metavar="NAME", help="the user")
+    p.add_argument("roles", nargs="*", metavar="ROLE", help="the user's roles from now on (they replace the old ones)")
     _add_db(p)
     p.set_defaults(func=roles)
 
     p = command("disable", help="refuse every login of a user")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user")
     _add_db(p)
     p.set_defaults(func=disable)
 
     p = command("enable", help="allow a disabled user to log in again")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user")
     _add_db(p)
     p.set_defaults(func=enable)
 
+    p = command("unlock", help="end a lockout: clear the failures of a user or of a client address")
+    p.add_argument("name", nargs="?", default=None, metavar="NAME", help="the user whose failures to clear")
+    p.add_argument("--address", metavar="IP", help="clear the failures of this client address instead")
+    _add_db(p)
+    p.set_defaults(func=unlock)
+
     p = command("totp-enroll", help="give a user a TOTP secret; prints its otpauth:// URI and a QR code")
-    p.add_argument("name", metavar="NAME")
+    p.add_argument("name", metavar="NAME", help="the user")
     p.add_argument("--force", action="store_true", help="replace an existing TOTP secret")
     _add_db(p)
     p.set_defaults(func=totp_enroll)
 
 
-__all__ = ["DEFAULT_DB", "FAST_HASH_VARIABLE", "read_password", "register"]
+__all__ = ["DEFAULT_DB", "password_hasher", "read_password", "register", "scram_iterations"]

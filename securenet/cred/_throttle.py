@@ -16,6 +16,8 @@ after that each failure doubles the wait before the next attempt (1 s, 2 s,
 before lockout).  Attempts are counted when admitted (L{Throttle.admit}); a
 success forgives the account's count and takes its own attempt back from the
 address's; an address's failures otherwise decay after a quiet lockout period.
+An operator clears them at once with L{clear_failures} (C{securenet users
+unlock NAME}, C{securenet users unlock --address IP}).
 """
 
 from __future__ import annotations
@@ -72,6 +74,21 @@ def throttle_keys(username: str | None, address: str) -> list[str]:
     if username:
         keys.append(f"user:{username}")
     return keys
+
+
+@defer.inlineCallbacks
+def clear_failures(store: ICredentialStore, key: str, *, by: str):  # type: ignore[no-untyped-def]
+    """
+    An operator's unlock: forget every failure of C{key} (C{user:NAME} or
+    C{addr:IP}), audited as C{auth.unlock} naming C{by}.  Fires with the
+    C{(count, time of the last)} cleared, C{(0, 0.0)} when there was none
+    (then nothing is changed or logged).
+    """
+    failures, last = yield store.get_failures(key)
+    if failures:
+        yield store.reset_failures(key)
+        audit.auth_unlock(key, failures, by=by)
+    return failures, last
 
 
 class Throttle:

@@ -250,6 +250,36 @@ class APIKeysListRevokeTests(CLITestCase):
             out=f"API key {key_id} (user alice) was already revoked\n",
         )
 
+    def test_revoke_as_copied(self) -> None:
+        """sn_ID and the whole key sn_ID.SECRET name the key as its id does; the secret is never echoed."""
+        for spelling in ("sn_{id}", "{key}", " {key}\n"):
+            key = self.create("--user", "alice")
+            key_id, secret = key[3:15], key.split(".")[1]
+            result = self.assertOK(
+                self.cli("apikeys", "revoke", spelling.format(id=key_id, key=key), "--db", self.db),
+                out=f"revoked API key {key_id} (user alice); it is refused from its next use\n",
+            )
+            self.assertNotIn(secret, result.out + result.err)
+            [record] = [k for k in self.successResultOf(self.store().list_api_keys()) if k.key_id == key_id]
+            self.assertTrue(record.revoked)
+
+    def test_revoke_malformed(self) -> None:
+        """Text that names no key id is refused without repeating it (it may be a secret)."""
+        key = self.create("--user", "alice")
+        secret = key.split(".")[1]
+        before = snapshot(self.dir)
+        # A bare secret (its first character made a letter: one starting with "-" is an option to argparse).
+        bare = "A" + secret[1:]
+        for text in (bare, f"sn_{secret}", f"sn_short.{secret}", "sn_", "", "AAAAAAAAAAA!"):
+            result = self.cli("apikeys", "revoke", text, "--db", self.db)
+            self.assertFails(
+                result,
+                "ID is not an API key id: give the 12 letters and digits 'securenet apikeys list' shows, "
+                "sn_ID, or the whole key sn_ID.SECRET",
+            )
+            self.assertNotIn(secret[1:], result.err)
+        self.assertEqual(snapshot(self.dir), before)
+
     def test_revoke_unknown(self) -> None:
         self.create("--user", "alice")
         before = snapshot(self.dir)

@@ -356,6 +356,43 @@ class LintTests(AuthzCLITestCase):
         )
 
 
+class NestingTests(AuthzCLITestCase):
+    """A policy nested hundreds of levels deep is one line and exit 1, never a RecursionError traceback."""
+
+    TOO_DEEP = "nested too deeply (tables and arrays more than 64 levels deep)"
+
+    def test_deepArray(self) -> None:
+        for depth in (400, 5000):
+            self.policy.write_text("[roles.a]\npermissions = " + "[" * depth + '"x"' + "]" * depth + "\n")
+            self.assertFails(run("authz", "lint", "--policy", self.policy), f"{self.policy}:2: {self.TOO_DEEP}")
+
+    def test_deepInlineTables(self) -> None:
+        for depth in (400, 5000):
+            self.policy.write_text(
+                '[roles.a]\npermissions = ["x"]\n\n[[rules]]\nwhen = ' + "{a=" * depth + "1" + "}" * depth + "\n"
+            )
+            self.assertFails(run("authz", "lint", "--policy", self.policy), f"{self.policy}:5: {self.TOO_DEEP}")
+
+    def test_deepConditions(self) -> None:
+        """Conditions nested past the limit; brackets in strings and comments do not count."""
+        condition = "{ any = [ " * 400 + '{ "identity.mfa" = true }' + " ] }" * 400
+        self.policy.write_text(
+            '# [[[[ a comment\n[roles.a]\ndescription = "[[[[{{{{"\npermissions = ["x"]\n\n'
+            f'[[rules]]\neffect = "allow"\npermissions = ["x"]\nwhen = {condition}\n'
+        )
+        self.assertFails(run("authz", "lint", "--policy", self.policy), f"{self.policy}:9: {self.TOO_DEEP}")
+        self.assertFails(
+            run("authz", "check", "--policy", self.policy, "--user", "u", "--action", "x"), f"{self.policy}:9: {self.TOO_DEEP}"
+        )
+
+    def test_reasonableNestingLoads(self) -> None:
+        """Twenty nested any/all conditions are well within the limit."""
+        condition = "{ any = [ " * 20 + '{ "identity.mfa" = true }' + " ] }" * 20
+        self.policy.write_text(f'[[rules]]\neffect = "allow"\npermissions = ["x"]\nwhen = {condition}\n')
+        result = run("authz", "check", "--policy", self.policy, "--user", "u", "--action", "x", "--mfa")
+        self.assertEqual((result.code, result.err), (0, ""), result)
+
+
 class DocumentationTests(AuthzCLITestCase):
     def test_documented_check(self) -> None:
         """The C{securenet authz check} example of docs/authz.md prints what the docs show."""

@@ -27,6 +27,7 @@ from securenet.pki import (
     load_certificates,
     load_crl,
     load_key_pair,
+    parse_pin,
     spki_pin,
 )
 from securenet.pki._ca import KeyType, generate_private_key
@@ -334,6 +335,12 @@ class PinShowTests(CLITestCase):
         result = self.assertOK(run("pki", "pin", self.dir / "server.pem"))
         self.assertEqual(result.out, spki_pin(self.server) + "\n")
         self.assertTrue(result.out.startswith("sha256/"))
+
+    def test_pinCurl(self) -> None:
+        """C{--curl}: one line, curl's C{sha256//...}, which parses to the same digest."""
+        result = self.assertOK(run("pki", "pin", "--curl", self.dir / "server.pem"))
+        self.assertEqual(result.out, spki_pin(self.server).replace("sha256/", "sha256//") + "\n")
+        self.assertEqual(parse_pin(result.out), parse_pin(spki_pin(self.server)))
 
     def test_pinFirstOfBundle(self) -> None:
         bundle = self.dir / "bundle.pem"

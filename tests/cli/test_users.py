@@ -3,31 +3,44 @@ Tests for C{securenet users ...}: each subcommand's output and effect on the
 database, and for each bad input the exact one-line error, exit code 1, and
 the database left as it was.
 
-They run L{securenet.cli.main} in-process with
-C{SECURENET_TEST_FAST_HASH=1} (cheap hashing); one runs the installed
-console script, as a user would.
+They run L{securenet.cli.main} in-process with cheap hashing injected
+(L{securenet.cli._users.password_hasher} and C{scram_iterations} replaced);
+a few run the installed console script, as a user would, and so pay for the
+production hashing.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import argon2
 import attrs
 import pyotp
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.portal import Portal
 from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import securenet.cli._users
-from securenet.cli import main
-from securenet.cli._users import FAST_HASH_VARIABLE, qr_text
-from securenet.cred._passwords import PasswordHasher
-from securenet.cred._scram import derive_scram_keys
+from securenet._threads import synchronous_runner
+from securenet.cli import EXIT_BROKEN_PIPE, main
+from securenet.cli._users import qr_text
+from securenet.cred._identity import AuthenticationContext, IdentityRealm
+from securenet.cred._login import LoginFailure, LoginFlow
+from securenet.cred._passwords import DEFAULT_ARGON2, PasswordHasher
+from securenet.cred._scram import DEFAULT_ITERATIONS, derive_scram_keys
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._throttle import Throttle
 from securenet.store._records import APIKey, User
 from securenet.store._sqlite import SQLiteStore
+from securenet.testing import TEST_SCRAM_ITERATIONS, EventCapture, weak_hasher
 from tests import support
 
 
@@ -71,21 +84,14 @@ HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, insecurely_we
 
 class UsersTestCase(SynchronousTestCase):
     def setUp(self) -> None:
-        saved = os.environ.get(FAST_HASH_VARIABLE)
-        os.environ[FAST_HASH_VARIABLE] = "1"
-        self.addCleanup(self._restoreEnvironment, saved)
+        self.patch(securenet.cli._users, "password_hasher", weak_hasher)
+        self.patch(securenet.cli._users, "scram_iterations", TEST_SCRAM_ITERATIONS)
         self.dir = Path(self.mktemp())
         self.dir.mkdir()
         self.db = self.dir / "creds.db"
         self.prompts: list[str] = []
         self.answers: list[str] = []
         self.patch(securenet.cli._users, "getpass", self._getpass)
-
-    def _restoreEnvironment(self, saved: str | None) -> None:
-        if saved is None:
-            os.environ.pop(FAST_HASH_VARIABLE, None)
-        else:
-            os.environ[FAST_HASH_VARIABLE] = saved
 
     def _getpass(self, prompt: str = "Password: ") -> str:
         self.prompts.append(prompt)
@@ -135,7 +141,7 @@ class UsersTestCase(SynchronousTestCase):
         user = self.user(name)
         assert user.password_hash is not None and user.scram is not None
         self.assertTrue(HASHER.verify(user.password_hash, password))
-        self.assertEqual(user.scram, derive_scram_keys(password, salt=user.scram.salt, iterations=4096))
+        self.assertEqual(user.scram, derive_scram_keys(password, salt=user.scram.salt, iterations=TEST_SCRAM_ITERATIONS))
 
 
 class AddTests(UsersTestCase):
@@ -492,6 +498,141 @@ class TotpEnrollTests(UsersTestCase):
         self.assertRefused(("totp-enroll", "bob"), f"no user 'bob' in {self.db}")
 
 
+class UnlockTests(UsersTestCase):
+    """
+    C{securenet users unlock NAME} and C{--address IP}: an account or an
+    address locked out by failures in the database logs in again at once.
+    """
+
+    #: When the failures happened; the throttle's clock is a second later.
+    NOW = 1_800_000_000.0
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.add("alice", "s3cret")
+        self.events = EventCapture(self)
+
+    def lock_out(self, key: str, count: int) -> None:
+        with SQLiteStore.open(self.db) as store:
+            for _ in range(count):
+                value(store.record_failure(key, self.NOW))
+
+    def failures(self, key: str) -> tuple[int, float]:
+        with SQLiteStore.open(self.db) as store:
+            failures: tuple[int, float] = value(store.get_failures(key))
+        return failures
+
+    def login(self, address: str) -> str | float:
+        """A password login of alice from C{address}, as a server runs it: her name, or the seconds to wait."""
+        clock = Clock()
+        clock.advance(self.NOW + 1)
+        with SQLiteStore.open(self.db) as store:
+            checker = StoreChecker(
+                store, clock, runner=synchronous_runner, hasher=weak_hasher(), scram_iterations=TEST_SCRAM_ITERATIONS
+            )
+            flow = LoginFlow(Portal(IdentityRealm(store), [checker]), Throttle(store, clock))
+
+            async def attempt() -> str:
+                admitted = await flow.admit("alice", address)
+                identity = await flow.check(
+                    UsernamePassword(b"alice", b"s3cret"), AuthenticationContext("PLAIN", address), "alice"
+                )
+                await flow.succeeded(admitted)
+                return identity.avatar_id
+
+            outcome = value(defer.Deferred.fromCoroutine(attempt()))
+        if isinstance(outcome, Failure):
+            outcome.trap(LoginFailure)
+            return float(outcome.value.wait)
+        assert isinstance(outcome, str)
+        return outcome
+
+    def test_unlockUser(self) -> None:
+        """Twenty failures lock alice out (a throttled attempt is not counted); unlocked, she logs in."""
+        self.lock_out("user:alice", 20)
+        self.assertIsInstance(self.login("10.0.0.1"), float)
+        result = self.users("unlock", "alice")
+        self.assertEqual(
+            result, Result(0, "unlocked user alice: cleared 20 recorded failures (the last at 2027-01-15T08:00:00Z)\n", "")
+        )
+        self.assertEqual(self.failures("user:alice"), (0, 0.0))
+        self.assertEqual(self.login("10.0.0.1"), "alice")
+        [event] = self.events.of("auth.unlock")
+        self.assertEqual((event["key"], event["count"]), ("user:alice", 20))
+        self.assertTrue(event["by"].endswith(" (securenet users unlock)"), event["by"])
+
+    def test_unlockAddress(self) -> None:
+        """An address locked out stays so when the user is unlocked; unlocking the address lets the login in."""
+        self.lock_out("addr:127.0.0.1", 100)
+        self.lock_out("user:alice", 20)
+        self.assertOK(self.users("unlock", "alice"))
+        self.assertIsInstance(self.login("127.0.0.1"), float)
+        result = self.users("unlock", "--address", "127.0.0.1")
+        self.assertEqual(
+            result,
+            Result(0, "unlocked address 127.0.0.1: cleared 100 recorded failures (the last at 2027-01-15T08:00:00Z)\n", ""),
+        )
+        self.assertEqual(self.failures("addr:127.0.0.1"), (0, 0.0))
+        self.assertEqual(self.login("127.0.0.1"), "alice")
+        self.assertEqual([e["key"] for e in self.events.of("auth.unlock")], ["user:alice", "addr:127.0.0.1"])
+
+    def test_ipv6AddressNormalized(self) -> None:
+        """The address is written as the server's keys write it (C{0:0::1} is C{::1})."""
+        self.lock_out("addr:::1", 3)
+        self.assertEqual(
+            self.users("unlock", "--address", "0:0::1"),
+            Result(0, "unlocked address ::1: cleared 3 recorded failures (the last at 2027-01-15T08:00:00Z)\n", ""),
+        )
+
+    def test_dualStackAddress(self) -> None:
+        """On a dual-stack listener 127.0.0.1 is ::ffff:127.0.0.1: --address clears both spellings."""
+        self.lock_out("addr:::ffff:127.0.0.1", 100)
+        self.lock_out("addr:127.0.0.1", 2)
+        self.assertEqual(
+            self.users("unlock", "--address", "::ffff:127.0.0.1"),
+            Result(0, "unlocked address 127.0.0.1: cleared 102 recorded failures (the last at 2027-01-15T08:00:00Z)\n", ""),
+        )
+        self.assertEqual((self.failures("addr:::ffff:127.0.0.1"), self.failures("addr:127.0.0.1")), ((0, 0.0), (0, 0.0)))
+
+    def test_nothingToClear(self) -> None:
+        """A known user without failures: said so, exit 0, nothing logged."""
+        self.assertEqual(self.users("unlock", "alice"), Result(0, "user alice has no failures recorded; nothing to clear\n", ""))
+        self.assertEqual(self.events.of("auth.unlock"), [])
+
+    def test_unknownUser(self) -> None:
+        self.lock_out("user:bob", 20)
+        self.assertRefused(("unlock", "bob"), f"no user 'bob' in {self.db}")
+        self.assertEqual(self.failures("user:bob")[0], 20)
+
+    def test_unknownAddress(self) -> None:
+        self.lock_out("addr:127.0.0.1", 100)
+        self.assertRefused(
+            ("unlock", "--address", "10.0.0.9"), f"no failures recorded for address 10.0.0.9 in {self.db}; nothing to clear"
+        )
+        self.assertEqual(self.failures("addr:127.0.0.1")[0], 100)
+        self.assertEqual(self.events.of("auth.unlock"), [])
+
+    def test_badUsage(self) -> None:
+        self.assertRefused(
+            ("unlock", "--address", "localhost"), "--address 'localhost' is not an IP address (e.g. 127.0.0.1 or ::1)"
+        )
+        self.assertRefused(("unlock",), "give a user NAME or --address IP (one of them)")
+        self.assertRefused(("unlock", "alice", "--address", "127.0.0.1"), "give a user NAME or --address IP (one of them)")
+
+    def test_noDatabase(self) -> None:
+        missing = self.dir / "missing.db"
+        result = run("users", "unlock", "alice", "--db", missing)
+        self.assertEqual(
+            result,
+            Result(
+                1,
+                "",
+                f"securenet: error: {missing}: no credential database here (create it with 'securenet users add NAME --db {missing}')\n",
+            ),
+        )
+        self.assertFalse(missing.exists())
+
+
 class ConsoleScriptTests(SynchronousTestCase):
     """The installed C{securenet} script, password piped on standard input."""
 
@@ -499,7 +640,7 @@ class ConsoleScriptTests(SynchronousTestCase):
         directory = Path(self.mktemp()).absolute()
         directory.mkdir()
         db = directory / "creds.db"
-        env = support.child_env(**{FAST_HASH_VARIABLE: "1"})
+        env = support.child_env()
         securenet = support.script("securenet")
         added = support.run([securenet, "users", "add", "alice", "--role", "admin", "--db", str(db)], input=b"s3cret\n", env=env)
         self.assertEqual((added.returncode, added.stdout, added.stderr), (0, b"added user alice (roles: admin)\n", b""))
@@ -513,3 +654,60 @@ class ConsoleScriptTests(SynchronousTestCase):
             (again.returncode, again.stdout, again.stderr),
             (1, b"", f"securenet: error: user 'alice' already exists in {db}\n".encode()),
         )
+
+
+class BrokenPipeTests(SynchronousTestCase):
+    """C{securenet users totp-enroll NAME | head}: when the reader is gone, the command ends quietly."""
+
+    def test_readerGone(self) -> None:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        db = directory / "creds.db"
+        with SQLiteStore.open(db) as store:
+            value(store.add_user(User(name="alice")))
+        # A pipe whose reader has exited already, as head's has once it has its lines.
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            done = subprocess.run(
+                [support.script("securenet"), "users", "totp-enroll", "alice", "--db", str(db)],
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                env=support.child_env(),
+                timeout=60,
+            )
+        finally:
+            os.close(writer)
+        self.assertEqual((done.returncode, done.stderr), (EXIT_BROKEN_PIPE, b""))
+        with SQLiteStore.open(db) as store:
+            self.assertIsNotNone(value(store.get_user("alice")).totp_secret)
+
+
+class ProductionHashingTests(SynchronousTestCase):
+    """
+    No environment variable weakens what the installed command writes: the
+    test-only C{SECURENET_TEST_FAST_HASH=1} of earlier versions is ignored.
+    """
+
+    def assertProductionRecord(self, user: User, password: str) -> None:
+        assert user.password_hash is not None and user.scram is not None
+        parameters = argon2.extract_parameters(user.password_hash)
+        self.assertEqual(parameters, DEFAULT_ARGON2)
+        self.assertTrue(HASHER.verify(user.password_hash, password))
+        self.assertEqual(user.scram.iterations, DEFAULT_ITERATIONS)
+        self.assertEqual(user.scram, derive_scram_keys(password, salt=user.scram.salt, iterations=DEFAULT_ITERATIONS))
+
+    def test_fastHashVariableIgnored(self) -> None:
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        db = directory / "creds.db"
+        env = support.child_env(SECURENET_TEST_FAST_HASH="1")
+        securenet = support.script("securenet")
+        added = support.run([securenet, "users", "add", "alice", "--db", str(db)], input=b"s3cret\n", env=env)
+        self.assertEqual((added.returncode, added.stderr), (0, b""))
+        with SQLiteStore.open(db) as store:
+            self.assertProductionRecord(value(store.get_user("alice")), "s3cret")
+        changed = support.run([securenet, "users", "passwd", "alice", "--db", str(db)], input=b"n3w\n", env=env)
+        self.assertEqual((changed.returncode, changed.stderr), (0, b""))
+        with SQLiteStore.open(db) as store:
+            self.assertProductionRecord(value(store.get_user("alice")), "n3w")

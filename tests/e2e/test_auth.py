@@ -1,7 +1,9 @@
 """
 End to end, authentication: a real C{twistd securenet --auth sqlite:... --auth
 jwt:...}, credentials made with the real CLI, and the C{securenet connect}
-client for PLAIN, SCRAM-SHA-256-PLUS, bearer tokens, API keys and TOTP; and
+client for PLAIN, SCRAM-SHA-256-PLUS, bearer tokens, API keys and TOTP
+(users are added by the CLI's code in-process, with cheap hashing injected:
+the installed command always hashes for production); and
 one session driven by hand through C{openssl s_client}, to prove the wire is
 what docs/protocol.md says.
 """
@@ -9,29 +11,54 @@ what docs/protocol.md says.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyotp
 from twisted.trial.unittest import SynchronousTestCase
 
+from securenet.cli import _users as cli_users
+from securenet.testing import TEST_SCRAM_ITERATIONS, weak_hasher
 from tests.e2e.test_service import dev_pki
-from tests.support import Twistd, converse, run, script
+from tests.support import Twistd, child_env, converse, run, run_cli, script
 
 _SETUP: dict[str, object] = {}
 
-# Users are enrolled with cheap test-only hashing; the server is told the same
-# SCRAM iteration count, as an operator must.
-FAST = {"SECURENET_TEST_FAST_HASH": "1"}
-
 
 def securenet(*args: str, input: bytes | None = None, cwd: Path | None = None) -> str:
-    from tests.support import child_env
-
-    result = run([script("securenet"), *args], input=input, cwd=cwd, env=child_env(**FAST))
+    """The installed C{securenet ARGS}; its output."""
+    result = run([script("securenet"), *args], input=input, cwd=cwd)
     assert result.returncode == 0, (args, result.stderr.decode())
     return result.stdout.decode()
+
+
+@contextmanager
+def cheap_hashing() -> Iterator[None]:
+    """
+    In-process C{securenet users ...} hashes with L{weak_hasher} and
+    L{TEST_SCRAM_ITERATIONS} SCRAM iterations (the server is told the same
+    count, as an operator must), so e2e suites do not pay for production
+    hashing at every user they add.
+    """
+    module = cli_users
+    saved = module.password_hasher, module.scram_iterations
+    module.password_hasher, module.scram_iterations = weak_hasher, TEST_SCRAM_ITERATIONS
+    try:
+        yield
+    finally:
+        module.password_hasher, module.scram_iterations = saved
+
+
+def add_user(*args: str) -> None:
+    """C{securenet users add ARGS}, run in-process with L{cheap_hashing}."""
+    with cheap_hashing():
+        result = run_cli("users", "add", *args)
+    assert result.code == 0, (args, result.err)
 
 
 def credentials(base: Path) -> dict[str, object]:
@@ -43,8 +70,8 @@ def credentials(base: Path) -> dict[str, object]:
     (base / "alice.pw").write_text("correct horse\n")
     (base / "bob.pw").write_text("battery staple\n")
     (base / "wrong.pw").write_text("incorrect\n")
-    securenet("users", "add", "alice", "--db", str(db), "--role", "reader", "--password-file", str(base / "alice.pw"))
-    securenet("users", "add", "bob", "--db", str(db), "--password-file", str(base / "bob.pw"))
+    add_user("alice", "--db", str(db), "--role", "reader", "--password-file", str(base / "alice.pw"))
+    add_user("bob", "--db", str(db), "--password-file", str(base / "bob.pw"))
     enrolled = securenet("users", "totp-enroll", "bob", "--db", str(db))
     match = re.search(r"secret=([A-Z2-7]+)", enrolled)
     assert match, enrolled
@@ -155,10 +182,53 @@ class AuthE2ETests(SynchronousTestCase):
         self.assertIn("TOTP:", self.server.waitForLog("TOTP:"))
 
     def test_totpRequiredWithoutCode(self) -> None:
-        """Without --totp and without a terminal to prompt on, the client says why and exits 1."""
+        """Without --totp and without a terminal to prompt on, the client says why, names --totp, and exits 1."""
         code, out, err = self.connect("--mechanism", "PLAIN", "--user", "bob", "--password-file", str(self.base / "bob.pw"))
         self.assertEqual((code, out), (1, b""))
-        self.assertIn("no TOTP code", err)
+        self.assertIn("no TOTP code: give --totp CODE (there is no terminal to prompt on)", err)
+
+    def test_noCredentials(self) -> None:
+        """No credentials for a server that needs some: one line naming the options that give them."""
+        code, out, err = self.connect()
+        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(
+            err.strip().splitlines()[-1],
+            "securenet: error: authentication failed: NO-MECHANISM the server needs credentials "
+            "(it offers SCRAM-SHA-256-PLUS SCRAM-SHA-256 OAUTHBEARER APIKEY PLAIN); give --user NAME "
+            "(with --password-file FILE, or type the password at the prompt), --token-file FILE, --api-key-file FILE, "
+            "or a client certificate in ENDPOINT (certificate=FILE:privateKey=FILE)",
+        )
+
+    def test_scramDowngradeRefused(self) -> None:
+        """--mechanism SCRAM-SHA-256 where -PLUS is offered: refused before sending, saying what to give instead."""
+        code, out, err = self.connect(
+            "--mechanism", "SCRAM-SHA-256", "--user", "alice", "--password-file", str(self.base / "alice.pw")
+        )
+        self.assertEqual((code, out), (1, b""))
+        self.assertEqual(
+            err.strip().splitlines()[-1],
+            "securenet: error: authentication failed: CLIENT cannot authenticate: the server offers SCRAM-SHA-256-PLUS "
+            "(bound to this TLS connection) and this client can bind, so it will not downgrade to SCRAM-SHA-256: "
+            "leave out --mechanism, or give --mechanism SCRAM-SHA-256-PLUS",
+        )
+
+    def test_readerOfOutputGone(self) -> None:
+        """C{securenet connect ... | head}: when the reader of stdout is gone, the client ends quietly (exit 141)."""
+        reader, writer = os.pipe()
+        os.close(reader)
+        try:
+            done = subprocess.run(
+                [script("securenet"), "connect", "-q", "--linger", "0.5", "--api-key-file", str(self.base / "alice.apikey")]
+                + [self.endpoint()],
+                input=b"hello\n",
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                env=child_env(),
+                timeout=60,
+            )
+        finally:
+            os.close(writer)
+        self.assertEqual((done.returncode, done.stderr), (141, b""))
 
     def test_plainByHandThroughOpenSSL(self) -> None:
         """docs/protocol.md, typed by hand into openssl s_client: AUTH PLAIN, then the application."""

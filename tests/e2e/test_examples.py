@@ -3,8 +3,8 @@ The worked examples end to end, as examples/README.md tells a user to run
 them: a real C{twistd securenet --app examples.X.server.F --policy
 examples/X/policy.toml} process, a PKI made with the C{securenet pki} CLI
 (devices with SPIFFE URI SANs), credential databases made with C{securenet
-users add} / C{users totp-enroll}, and the example clients and
-C{securenet connect} as the user's side.
+users add} (in-process, with cheap hashing injected) / C{users totp-enroll},
+and the example clients and C{securenet connect} as the user's side.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from pathlib import Path
 import pyotp
 from twisted.trial.unittest import SynchronousTestCase
 
+from securenet.testing import TEST_SCRAM_ITERATIONS
+from tests.e2e.test_auth import add_user
 from tests.support import REPO, Twistd, child_env, run, script
 
-#: Cheap password hashing for the users the CLI adds; the server is told the
-#: same SCRAM iteration count.
-FAST = {"SECURENET_TEST_FAST_HASH": "1"}
-SCRAM = "scramIterations=4096"
+#: Users are added in-process with cheap hashing (add_user); the server is
+#: told the same SCRAM iteration count.
+SCRAM = f"scramIterations={TEST_SCRAM_ITERATIONS}"
 
 CLIENTS = ("alice", "bob", "mod")
 DEVICES = ("dev1",)
@@ -43,7 +44,7 @@ _DATABASES: dict[str, tuple[Path, str | None]] = {}
 
 def _all(commands: Sequence[Sequence[str]]) -> None:
     """Run CLI commands side by side; all must succeed."""
-    running = [subprocess.Popen(list(c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(**FAST)) for c in commands]
+    running = [subprocess.Popen(list(c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env()) for c in commands]
     for command, process in zip(commands, running):
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, (command, out, err)
@@ -82,10 +83,10 @@ def example_database(example: str, base: Path) -> tuple[Path, str | None]:
     db = base / f"{example}.db"
     password = str(_PKI["password"])
     for name, role in USERS[example]:
-        _all([[securenet, "users", "add", name, "--role", role, "--db", str(db), "--password-file", password]])
+        add_user(name, "--role", role, "--db", str(db), "--password-file", password)
     secret = None
     if example == "telemetry":
-        enrolled = run([securenet, "users", "totp-enroll", "ops", "--db", str(db)], env=child_env(**FAST))
+        enrolled = run([securenet, "users", "totp-enroll", "ops", "--db", str(db)])
         assert enrolled.returncode == 0, enrolled.stderr
         found = re.search(r"secret=([A-Z2-7]+)", enrolled.stdout.decode())
         assert found, enrolled.stdout

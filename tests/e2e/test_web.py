@@ -1,7 +1,8 @@
 """
 End to end, the HTTP API: a real C{twistd securenet --http ... --token-key
 ... --auth sqlite:...}, users, API keys and the token key made with the
-real CLI, and every scenario run twice -- with treq (its TLS checked by
+real CLI (users in-process, with cheap hashing injected), and every
+scenario run twice -- with treq (its TLS checked by
 securenet's client policy, L{securenet.web.client.HTTPSPolicy}) and with
 curl (C{--cacert}, C{--cert}/C{--key}).  A token the HTTP API issued then
 opens a stream session with C{securenet connect}.
@@ -12,7 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -27,14 +30,14 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from securenet.cred._jwt import TokenIssuer, TokenSettings
 from securenet.pki._tokenkeys import load_signing_key
+from tests.e2e.test_auth import add_user
 from tests.e2e.test_service import dev_pki
 from tests.support import Twistd, child_env, run, run_twistd_expecting_failure, script
 
 _SETUP: dict[str, Any] = {}
 
-# Users are enrolled with cheap test-only hashing (the server upgrades the
-# hash at the first login); the server is told their SCRAM count.
-FAST = {"SECURENET_TEST_FAST_HASH": "1"}
+# Users are added in-process with cheap hashing (add_user; the server upgrades
+# the argon2 hash at the first login); the server is told their SCRAM count.
 
 POLICY = """
 [roles.reader]
@@ -48,7 +51,7 @@ PASSWORDS = {"alice": "alice secret 1", "root": "root secret 1", "bob": "bob sec
 
 
 def securenet(*args: str) -> str:
-    result = run([script("securenet"), *args], env=child_env(**FAST))
+    result = run([script("securenet"), *args])
     assert result.returncode == 0, (args, result.stderr.decode())
     return result.stdout.decode()
 
@@ -63,7 +66,7 @@ def credentials(base: Path) -> dict[str, Any]:
     for name, password in PASSWORDS.items():
         (base / f"{name}.pw").write_text(password + "\n")
         role_args = [a for r in roles[name] for a in ("--role", r)]
-        securenet("users", "add", name, "--db", str(db), *role_args, "--password-file", str(base / f"{name}.pw"))
+        add_user(name, "--db", str(db), *role_args, "--password-file", str(base / f"{name}.pw"))
     enrolled = securenet("users", "totp-enroll", "bob", "--db", str(db))
     match = re.search(r"secret=([A-Z2-7]+)", enrolled)
     assert match, enrolled
@@ -462,6 +465,30 @@ def parse_curl(output: bytes) -> Result:
     return Result(code, {k: tuple(v) for k, v in headers.items()}, rest)
 
 
+class CurlPinTests(SynchronousTestCase):
+    """curl pins the service's key with the pin C{securenet pki pin --curl} prints."""
+
+    def curl(self, server: Server, pin: str) -> subprocess.CompletedProcess[bytes]:
+        """C{curl --pinnedpubkey PIN} for the HTTP API's /healthz, run by the shell in the PKI directory."""
+        command = (
+            f'curl -sS --noproxy "*" --max-time 10 --cacert ca.pem --pinnedpubkey {pin} -o /dev/null -w "%{{http_code}}" "$0"'
+        )
+        return run(["sh", "-c", command, server.url + "/healthz"], cwd=server.certs, env=child_env(), timeout=20)
+
+    def test_pinnedPublicKey(self) -> None:
+        """As the README has it: C{curl --pinnedpubkey "$(securenet pki pin --curl server.pem)"}."""
+        server = Server(self)
+        result = self.curl(server, f'"$({shlex.quote(script("securenet"))} pki pin --curl server.pem)"')
+        self.assertEqual((result.returncode, result.stdout), (0, b"200"), result.stderr)
+
+    def test_wrongPin(self) -> None:
+        """Another key's pin: curl refuses the server with its exit code 90 (CURLE_SSL_PINNEDPUBKEYNOTMATCH)."""
+        server = Server(self)
+        other = securenet("pki", "pin", "--curl", str(server.certs / "dev-client.pem")).strip()
+        result = self.curl(server, shlex.quote(other))
+        self.assertEqual((result.returncode, result.stdout), (90, b"000"), result.stderr)
+
+
 class StreamSessionTests(SynchronousTestCase):
     """A token from the HTTP API opens a stream session (OAUTHBEARER) of the same service."""
 
@@ -527,8 +554,8 @@ class ExampleTests(SynchronousTestCase):
         work.mkdir(parents=True)
         db = work / "api.db"
         base: Path = creds["base"]
-        securenet("users", "add", "alice", "--db", str(db), "--role", "user", "--password-file", str(base / "alice.pw"))
-        securenet("users", "add", "root", "--db", str(db), "--role", "admin", "--password-file", str(base / "root.pw"))
+        add_user("alice", "--db", str(db), "--role", "user", "--password-file", str(base / "alice.pw"))
+        add_user("root", "--db", str(db), "--role", "admin", "--password-file", str(base / "root.pw"))
         listen = f"securenet:0:interface=127.0.0.1:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
         process = subprocess.Popen(
             [sys.executable, "-m", "examples.api", "--db", str(db), "--token-key", str(base / "tokens.key"), "--listen", listen],

@@ -54,6 +54,7 @@ from securenet.pki import (
     write_crl,
 )
 from securenet.pki._ca import read_revoked
+from securenet.pki._pins import curl_pin, format_pin
 
 
 @functools.cache
@@ -348,6 +349,34 @@ class PinTests(PKITestCase):
         self.assertEqual(parse_pin(f"  {text}\n"), digest)
         cert = CertificateAuthority.create().certificate
         self.assertEqual(len(parse_pin(spki_pin(cert))), 32)
+
+    def test_parseCurlSpelling(self) -> None:
+        """curl's C{sha256//<base64>} (C{--pinnedpubkey}) is the same pin as C{sha256/<base64>}."""
+        digest = hashlib.sha256(b"key").digest()
+        encoded = base64.b64encode(digest).decode("ascii")
+        self.assertEqual(parse_pin("sha256//" + encoded), digest)
+        self.assertEqual(parse_pin(f" sha256//{encoded}\n"), digest)
+        cert = CertificateAuthority.create().certificate
+        self.assertEqual(parse_pin(curl_pin(cert)), parse_pin(spki_pin(cert)))
+        self.assertEqual(curl_pin(cert), spki_pin(cert).replace("sha256/", "sha256//"))
+
+    def test_parseDigestBeginningWithSlash(self) -> None:
+        """A digest whose base64 begins with C{/} is told apart from curl's spelling by its length."""
+        digest = next(d for d in (hashlib.sha256(bytes([i])).digest() for i in range(10_000)) if d[0] >> 2 == 63)
+        encoded = base64.b64encode(digest).decode("ascii")
+        self.assertTrue(encoded.startswith("/"))
+        self.assertEqual(parse_pin("sha256/" + encoded), digest)
+        self.assertEqual(parse_pin("sha256//" + encoded), digest)
+        self.assertEqual(parse_pin(format_pin(digest, curl=True)), digest)
+
+    def test_parseCurlSpellingErrors(self) -> None:
+        """A malformed curl-spelled pin is refused like any other, the text quoted whole."""
+        short = base64.b64encode(b"\x00" * 20).decode("ascii")
+        for text, message in {
+            "sha256//" + short: f"pin {'sha256//' + short!r} decodes to 20 bytes, not the 32 of SHA-256",
+            "sha256///": "pin 'sha256///' is not valid base64",
+        }.items():
+            self.assertEqual(str(self.assertRaises(InvalidPin, parse_pin, text)), message)
 
     def test_parseErrors(self) -> None:
         """Each malformed pin is refused with the reason."""
