@@ -115,7 +115,7 @@ class ServerEndpointTests(EndpointTestCase):
         self.assertIs(factory.wrappedFactory.reactor, self.reactor)
 
     def test_defaults(self) -> None:
-        """The minimal string: port positional, 127.0.0.1, backlog 50, no client auth, intermediate, tickets on."""
+        """The minimal string: port positional, 127.0.0.1, backlog 511, no client auth, intermediate, tickets on."""
         endpoint = server_endpoint(self.reactor, self.server())
         policy = endpoint.policy
         self.assertEqual(policy.client_auth, "none")
@@ -124,7 +124,17 @@ class ServerEndpointTests(EndpointTestCase):
         self.assertEqual(policy.handshake_timeout, 10.0)
         endpoint.listen(Factory())
         [(port, _, backlog, interface)] = self.reactor.tcpServers
-        self.assertEqual((port, backlog, interface), (8443, 50, "127.0.0.1"))
+        self.assertEqual((port, backlog, interface), (8443, 511, "127.0.0.1"))
+
+    def test_backlogReachesListen(self) -> None:
+        """
+        The listen backlog reaches the reactor's listenTCP: 511 by default
+        (nginx's; 50 dropped connections under load), or what backlog= says.
+        """
+        server_endpoint(self.reactor, self.server()).listen(Factory())
+        server_endpoint(self.reactor, self.server(":backlog=2048", port="8444")).listen(Factory())
+        self.assertEqual([(port, backlog) for port, _, backlog, _ in self.reactor.tcpServers], [(8443, 511), (8444, 2048)])
+        self.assertIn("511", SERVER_KEYS["backlog"])
 
     def test_trustRootsImpliesRequired(self) -> None:
         """Giving trustRoots without clientAuth means clientAuth=required."""
