@@ -32,6 +32,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securenet.tls._client import ClientTLSPolicy
@@ -145,9 +146,10 @@ class SecureServerEndpoint:
 @implementer(IStreamClientEndpoint)
 class SecureClientEndpoint:
     """
-    Connects with TLS under a L{ClientTLSPolicy}.  C{connect} fires with the
-    L{TLSGuard} as soon as TCP is up; use L{securenet.client.connect} to wait
-    for the handshake and get typed failures.
+    Connects with TLS under a L{ClientTLSPolicy}: the TLS layer alone.  A
+    securenet service also runs the authentication exchange; for it use
+    L{securenet.connect}, or C{clientFromString(reactor, "securenet:...")},
+    whose endpoint does both.
     """
 
     def __init__(
@@ -171,17 +173,47 @@ class SecureClientEndpoint:
         self._tcp = endpoint(reactor, host.strip("[]"), port, timeout=timeout, bindAddress=bind)
 
     def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
-        if not isinstance(protocolFactory, TLSGuardFactory):
-            protocolFactory = TLSGuardFactory(protocolFactory, self.reactor)
+        """
+        Connect C{protocolFactory}'s protocol over TLS.
+
+        @return: a Deferred that fires with that protocol once the server is
+            verified and the protocol is connected (its C{connectionMade} has
+            run); given a L{TLSGuardFactory} (such as the session layer's,
+            which authenticates first), once that factory has connected its
+            application.  It fails with the typed L{TLSError} (e.g.
+            L{PinMismatch}) or the TCP error.  Cancelling it stops the
+            connection attempt, or closes the connection if the application
+            is not connected yet.
+        """
+        if isinstance(protocolFactory, TLSGuardFactory):
+            guard = protocolFactory
+            if guard.ready is not None:
+                raise ValueError("this TLSGuardFactory is already waiting for a connection (its ready is set)")
+        else:
+            guard = TLSGuardFactory(protocolFactory, self.reactor)
+        connected: list[Any] = []
+
+        def cancel(_: Deferred[IProtocol]) -> None:
+            guard.ready = None
+            if connected:
+                connected[0].abortConnection()
+            else:
+                tcp.cancel()
+
+        ready: Deferred[IProtocol] = Deferred(cancel)
+        # The guard fires it with the application, or fails it with the typed error.
+        guard.ready = ready
+
+        def tcpFailed(failure: Failure) -> None:
+            if guard.ready is ready:
+                guard.ready = None
+                ready.errback(failure)
+
         creator = self.policy.creator(self.server_name, self.port)
-        tls = TLSMemoryBIOFactory(creator, True, protocolFactory, clock=self.reactor)
-        d: Deferred[IProtocol] = self._tcp.connect(tls)
-
-        def guard(tlsProtocol: Any) -> IProtocol:
-            wrapped: IProtocol = tlsProtocol.wrappedProtocol
-            return wrapped
-
-        return d.addCallback(guard)
+        # The reactor is also Twisted's clock for aggregating TLS writes.
+        tcp = self._tcp.connect(TLSMemoryBIOFactory(creator, True, guard, clock=self.reactor))
+        tcp.addCallbacks(connected.append, tcpFailed)
+        return ready
 
 
 def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> SecureServerEndpoint:
