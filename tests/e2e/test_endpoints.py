@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 from securenet.session import AuthenticationFailed
 from securenet.tls import PinMismatch
 from tests.e2e.test_auth import credentials
-from tests.e2e.test_service import E2EBase, dev_pki, server_listen
+from tests.e2e.test_service import E2EBase, dev_pki, server_listen, sslyze
 from tests.support import Twistd, run
 
 
@@ -58,6 +58,17 @@ class ServerChainTests(E2EBase):
         chain = out.partition("Certificate chain\n")[2].partition("\n---\n")[0]
         self.assertEqual(re.findall(r"^ *(\d+) s:(.*)$", chain, re.M), [("0", "CN = server")], out)
         self.assertEqual(chain.count("-----BEGIN CERTIFICATE-----"), 1, out)
+
+    def test_sslyzeFindsNoAnchor(self) -> None:
+        """sslyze's certificate check, which reported "Received chain contains anchor"."""
+        server = self.startServer("--listen", server_listen(self.certs, clientAuth="optional"), "--auth", "anonymous")
+        result = run(
+            [sslyze(), "--certinfo", f"--certinfo_ca_file={self.certs / 'ca.pem'}", f"localhost:{server.port}"], timeout=300
+        )
+        out = result.stdout.decode()
+        self.assertEqual(result.returncode, 0, out[-3000:])
+        self.assertRegex(out, r"Received Chain: +server\n")
+        self.assertRegex(out, r"Received Chain Contains Anchor: +OK - Anchor certificate not sent")
 
 
 class Hello(Protocol):
