@@ -21,12 +21,13 @@ from twisted.cred.portal import Portal
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.error import ConnectingCancelledError
-from twisted.internet.interfaces import IAddress, IProtocol
+from twisted.internet.interfaces import IAddress, IProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
 
 from securenet._plugins import CREDENTIAL_KEYS
 from securenet.cli._connect import CredentialError
@@ -353,3 +354,23 @@ class KeyTests(ClientEndpointTestCase):
         with self.assertRaises(TypeError):
             endpoint.connect(TLSGuardFactory(Factory(), self.reactor))
         self.assertEqual(self.reactor.tcpClients, [])
+
+
+class ClientServiceTests(ClientEndpointTestCase):
+    """Twisted's ClientService, the usual user of a client endpoint string."""
+
+    def test_whenConnected(self) -> None:
+        """whenConnected fires with the user's protocol, authenticated (not with a guard that is still handshaking)."""
+        from twisted.application.internet import ClientService
+
+        self.listen(memory_portal(passwords={"bob": "builder"}, clock=self.reactor))
+        endpoint = self.endpoint(f":user=bob:passwordFile={self.secret('bob.pw', 'builder')}")
+        self.assertTrue(verifyObject(IStreamClientEndpoint, endpoint))
+        service = ClientService(endpoint, self.client_apps, clock=self.reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        connected = service.whenConnected()
+        self.join().flush()
+        [app] = self.client_apps.built
+        self.assertIs(self.successResultOf(connected), app)
+        self.assertExchanged(app, "bob")
