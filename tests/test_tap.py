@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from securenet import tap
 from securenet.apps._echo import EchoFactory
 from securenet.cred._checkers import CertificateChecker
+from securenet.session._endpoint import SessionClientEndpoint
 from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI
 from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint
@@ -209,4 +210,6 @@ class EndpointPluginTests(SynchronousTestCase):
     def test_client(self) -> None:
         certs = PKI.save(Path(self.mktemp()))
         endpoint = clientFromString(MemoryReactorClock(), f"securenet:host=localhost:port=1:trustRoots={certs / 'ca.pem'}")
-        self.assertIsInstance(endpoint, SecureClientEndpoint)
+        # TLS, then the authentication exchange (tests/session/test_endpoint.py).
+        self.assertIsInstance(endpoint, SessionClientEndpoint)
+        self.assertIsInstance(endpoint.tls, SecureClientEndpoint)

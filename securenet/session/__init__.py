@@ -6,7 +6,9 @@ Server: L{SessionFactory} wraps the application's factory; each
 L{ServerSession} runs the authentication exchange and connects the
 application only once the client is authenticated.  Client: L{connect}
 (and L{ClientSessionFactory}) verifies the server, authenticates with
-L{ClientCredentials}, and fires with the application's protocol.
+L{ClientCredentials}, and fires with the application's protocol;
+L{SessionClientEndpoint} is the same as an endpoint (what
+C{clientFromString(reactor, "securenet:...")} returns).
 """
 
 from securenet.session._client import (
@@ -17,6 +19,7 @@ from securenet.session._client import (
     connect,
     default_mechanism,
 )
+from securenet.session._endpoint import SessionClientEndpoint
 from securenet.session._errors import AuthenticationFailed, ProtocolViolation, ServerNotAuthenticated
 from securenet.session._exchange import ExchangeSettings, ServerExchange
 from securenet.session._server import NotASecureSession, ServerSession, SessionFactory, identity_of
@@ -33,6 +36,7 @@ __all__ = [
     "ServerExchange",
     "ServerNotAuthenticated",
     "ServerSession",
+    "SessionClientEndpoint",
     "SessionFactory",
     "connect",
     "default_mechanism",

@@ -368,21 +368,15 @@ def connect(
         gets the L{AuthenticationFailed}.  Without a pipelined EXTERNAL this
         changes nothing.
     @return: a Deferred that fires with the connected application protocol
-        once the server is verified and we are authenticated (with
-        C{early_data}: once the server is verified and our C{AUTH} is sent),
-        or fails with a typed error (L{securenet.tls.errors.TLSError},
-        L{AuthenticationFailed}, or a connection error) with no application
-        byte sent.
+        (its C{connectionMade} has run) once the server is verified and we
+        are authenticated (with C{early_data}: once the server is verified
+        and our C{AUTH} is sent), or fails with a typed error
+        (L{securenet.tls.errors.TLSError}, L{AuthenticationFailed}, or a
+        connection error) with no application byte sent.  Cancelling it
+        stops connecting, or closes the connection before the application
+        is connected.
     """
     if isinstance(endpoint, str):
         endpoint = client_endpoint(reactor, endpoint)
-    ready: Deferred[IProtocol] = Deferred()
-    session = ClientSessionFactory(factory, reactor, ClientCredentials(mechanism, totp), early_data=early_data, ready=ready)
-
-    def tcpFailed(failure: Failure) -> None:
-        if session.ready is not None:
-            session.ready = None
-            ready.errback(failure)
-
-    endpoint.connect(session).addErrback(tcpFailed)
-    return ready
+    session = ClientSessionFactory(factory, reactor, ClientCredentials(mechanism, totp), early_data=early_data)
+    return endpoint.connect(session)

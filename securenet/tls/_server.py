@@ -47,6 +47,9 @@ from securenet.tls._profiles import INTERMEDIATE, TLSProfile
 
 # -- server --------------------------------------------------------------------
 
+#: OpenSSL's SSL_MODE_NO_AUTO_CHAIN (ssl.h), which pyOpenSSL does not name.
+_MODE_NO_AUTO_CHAIN = 0x00000008
+
 
 @attrs.frozen(slots=False)
 class ServerTLSPolicy:
@@ -118,6 +121,11 @@ class ServerTLSPolicy:
             # (which OpenSSL would otherwise still use for TLS 1.3 and 1.2).
             ctx.set_options(SSL.OP_NO_TICKET)
             ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        # Send the chain of certKey, nothing else.  Without extra chain
+        # certificates OpenSSL would complete the chain from the store below,
+        # which holds the trust roots for client certificates: it would send
+        # the CA itself (an anchor, which a client never needs).
+        ctx.set_mode(_MODE_NO_AUTO_CHAIN)
         ctx.use_certificate(self.certificate_chain[0])
         for extra in self.certificate_chain[1:]:
             ctx.add_extra_chain_cert(extra)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -37,7 +38,7 @@ from securenet.tls._endpoints import (
     server_endpoint,
     split_description,
 )
-from securenet.tls._errors import TLSConfigurationError
+from securenet.tls._errors import PinMismatch, TLSConfigurationError
 from securenet.tls._guard import TLSGuardFactory
 from securenet.tls._profiles import INTERMEDIATE, MODERN
 from tests.tls.test_policy import CLIENT_DATA, SERVER_DATA, RecordingFactory
@@ -115,7 +116,7 @@ class ServerEndpointTests(EndpointTestCase):
         self.assertIs(factory.wrappedFactory.reactor, self.reactor)
 
     def test_defaults(self) -> None:
-        """The minimal string: port positional, 127.0.0.1, backlog 50, no client auth, intermediate, tickets on."""
+        """The minimal string: port positional, 127.0.0.1, backlog 511, no client auth, intermediate, tickets on."""
         endpoint = server_endpoint(self.reactor, self.server())
         policy = endpoint.policy
         self.assertEqual(policy.client_auth, "none")
@@ -124,7 +125,17 @@ class ServerEndpointTests(EndpointTestCase):
         self.assertEqual(policy.handshake_timeout, 10.0)
         endpoint.listen(Factory())
         [(port, _, backlog, interface)] = self.reactor.tcpServers
-        self.assertEqual((port, backlog, interface), (8443, 50, "127.0.0.1"))
+        self.assertEqual((port, backlog, interface), (8443, 511, "127.0.0.1"))
+
+    def test_backlogReachesListen(self) -> None:
+        """
+        The listen backlog reaches the reactor's listenTCP: 511 by default
+        (nginx's; 50 dropped connections under load), or what backlog= says.
+        """
+        server_endpoint(self.reactor, self.server()).listen(Factory())
+        server_endpoint(self.reactor, self.server(":backlog=2048", port="8444")).listen(Factory())
+        self.assertEqual([(port, backlog) for port, _, backlog, _ in self.reactor.tcpServers], [(8443, 511), (8444, 2048)])
+        self.assertIn("511", SERVER_KEYS["backlog"])
 
     def test_trustRootsImpliesRequired(self) -> None:
         """Giving trustRoots without clientAuth means clientAuth=required."""
@@ -435,6 +446,61 @@ class EndpointRoundTripTests(EndpointTestCase):
 
         pending = [c for c in global_reactor.getDelayedCalls() if "_AggregateSmallWrites" in repr(c)]
         self.assertEqual(pending, [])
+
+    def join(self) -> iosim.IOPump:
+        """Join the last client attempt to the listening server, TCP only (nothing moves until flushed)."""
+        [(_, server_factory, _, _)] = self.reactor.tcpServers
+        _, _, client_factory, _, _ = self.reactor.tcpClients[-1]
+        server = server_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        client = client_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8443))
+        return iosim.connect(
+            server,
+            iosim.FakeTransport(server, isServer=True),
+            client,
+            iosim.FakeTransport(client, isServer=False),
+            greet=False,
+            clock=self.reactor,
+        )
+
+    def test_tlsEndpointFiresWithApplication(self) -> None:
+        """
+        The TLS endpoint alone keeps the endpoint contract too: not the guard
+        when TCP is up, but the application protocol, connected, once the
+        server is verified.
+        """
+        server_apps = RecordingFactory(SERVER_DATA)
+        server_endpoint(self.reactor, self.server()).listen(server_apps)
+        client_apps = RecordingFactory(CLIENT_DATA)
+        d = client_endpoint(self.reactor, self.client()).connect(client_apps)
+        pump = self.join()
+        self.assertNoResult(d)
+        pump.flush()
+        [app] = client_apps.built
+        self.assertIs(self.successResultOf(d), app)
+        self.assertEqual((server_apps.received, client_apps.received), (CLIENT_DATA, SERVER_DATA))
+
+    def test_tlsEndpointPinMismatch(self) -> None:
+        """A wrong pin fails the TLS endpoint's Deferred with PinMismatch; no application on either side."""
+        server_apps = RecordingFactory(SERVER_DATA)
+        server_endpoint(self.reactor, self.server()).listen(server_apps)
+        client_apps = RecordingFactory(CLIENT_DATA)
+        d = client_endpoint(self.reactor, self.client(":pin=sha256/" + "A" * 43 + "=")).connect(client_apps)
+        self.join().flush()
+        self.failureResultOf(d, PinMismatch)
+        self.assertEqual((server_apps.built, client_apps.built), ([], []))
+
+    def test_tlsEndpointCancelDuringHandshake(self) -> None:
+        """Cancelling once TCP is up closes the connection before any application is built."""
+        server_apps = RecordingFactory(SERVER_DATA)
+        server_endpoint(self.reactor, self.server()).listen(server_apps)
+        client_apps = RecordingFactory(CLIENT_DATA)
+        d = client_endpoint(self.reactor, self.client()).connect(client_apps)
+        pump = self.join()
+        d.cancel()
+        pump.flush()
+        self.failureResultOf(d, CancelledError)
+        self.assertEqual((server_apps.built, client_apps.built), ([], []))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_handshakeDeadlineOnEndpointReactor(self) -> None:
         """The server's handshake deadline from handshakeTimeout= runs on the endpoint's reactor."""

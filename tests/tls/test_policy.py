@@ -33,7 +33,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer, providedBy
 
-from securenet.pki._ca import IssuedCertificate, generate_private_key
+from securenet.pki._ca import CertificateAuthority, IssuedCertificate, generate_private_key
 from securenet.pki._pins import spki_pin
 from securenet.testing import (
     CLIENT_ADDRESS,
@@ -152,6 +152,36 @@ def self_signed_server() -> IssuedCertificate:
         .sign(key, hashes.SHA256())
     )
     return IssuedCertificate(cert, key)
+
+
+@functools.cache
+def intermediate_hierarchy() -> tuple[x509.Certificate, IssuedCertificate]:
+    """
+    A root that allows an intermediate, and a server certificate for
+    localhost issued by that intermediate: (root, leaf with chain=(intermediate,)).
+    """
+    now = _now()
+
+    def ca_certificate(name: str, key: Any, issuer: x509.Name, signer: Any) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(signer, hashes.SHA256())
+        )
+
+    root_key, intermediate_key = generate_private_key("ec"), generate_private_key("ec")
+    root_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chain test root")])
+    root = ca_certificate("chain test root", root_key, root_name, root_key)
+    intermediate = ca_certificate("chain test intermediate", intermediate_key, root.subject, root_key)
+    leaf = CertificateAuthority(intermediate, intermediate_key).issue("server", "localhost")
+    return root, attrs.evolve(leaf, chain=(intermediate,))
 
 
 def serving(issued: IssuedCertificate, **kwargs: Any) -> ServerTLSPolicy:
@@ -810,6 +840,40 @@ class ClientCertificateTests(TLSTestCase):
                 pki().server_policy(handshake_timeout=bad)
             with self.assertRaises(TLSConfigurationError):
                 pki().client_policy(handshake_timeout=bad)
+
+
+class ServerChainTests(TLSTestCase):
+    """The server sends the chain of certKey: never the trust roots it verifies clients with."""
+
+    def sent_chain(self, run: Run) -> list[x509.Certificate]:
+        """The certificates the server sent, as the client received them (leaf first)."""
+        self.assertConnected(run)
+        chain = run.conn.client_tls.getHandle().get_peer_cert_chain(as_cryptography=True)
+        assert chain is not None
+        return list(chain)
+
+    def test_trustRootsNotSent(self) -> None:
+        """
+        With trustRoots (the CA that issued the server certificate too), the
+        server sends its certificate alone: OpenSSL would otherwise complete
+        the chain from the verification store and send the anchor (sslyze:
+        "Received chain contains anchor").
+        """
+        for version in (SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION):
+            run = handshake(
+                pki().server_policy(client_auth="required"),
+                pki().client_policy(client="alice", profile=attrs.evolve(INTERMEDIATE, max_version=version)),
+            )
+            self.assertEqual(self.sent_chain(run), [pki().server.certificate], version)
+
+    def test_intermediatesOfCertKeySent(self) -> None:
+        """The intermediates certKey holds are sent, the root is not (even when it is among trustRoots)."""
+        root, issued = intermediate_hierarchy()
+        run = handshake(
+            serving(issued, client_auth="required", trust_roots=(pki().ca.certificate, root)),
+            pki().client_policy(client="alice", trust_roots=(root,)),
+        )
+        self.assertEqual(self.sent_chain(run), [issued.certificate, *issued.chain])
 
 
 # -- protocol policy -----------------------------------------------------------
