@@ -36,6 +36,7 @@ from securenet.tls._context import (
     _STATES,
     CHAIN_ERRORS,
     DEFAULT_HANDSHAKE_TIMEOUT,
+    MODE_NO_AUTO_CHAIN,
     ConnectionState,
     apply_profile,
     certificate_tuple,
@@ -146,6 +147,9 @@ class ClientTLSPolicy:
         ctx = SSL.Context(SSL.TLS_METHOD)
         apply_profile(ctx, self.profile)
         if self.certificate_chain and self.private_key is not None:
+            # Our own chain only: OpenSSL would complete it from the store of
+            # trust roots for the server and send the CA (an anchor) too.
+            ctx.set_mode(MODE_NO_AUTO_CHAIN)
             ctx.use_certificate(self.certificate_chain[0])
             for extra in self.certificate_chain[1:]:
                 ctx.add_extra_chain_cert(extra)

@@ -211,6 +211,11 @@ def load_chain(path: str | os.PathLike[str] | None) -> tuple[x509.Certificate, .
     return tuple(load_certificates(path)) if path is not None else ()
 
 
+#: OpenSSL's SSL_MODE_NO_AUTO_CHAIN (ssl.h), which pyOpenSSL does not name:
+#: send the configured chain only, never one completed from the trust store.
+MODE_NO_AUTO_CHAIN = 0x00000008
+
+
 def apply_profile(ctx: SSL.Context, profile: TLSProfile) -> None:
     ctx.set_min_proto_version(profile.min_version)
     ctx.set_max_proto_version(profile.max_version)

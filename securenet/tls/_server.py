@@ -30,6 +30,7 @@ from securenet.tls._context import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_SESSION_LIFETIME,
     DEFAULT_TICKET_ROTATION,
+    MODE_NO_AUTO_CHAIN,
     ClientAuth,
     ConnectionState,
     apply_profile,
@@ -46,9 +47,6 @@ from securenet.tls._errors import (
 from securenet.tls._profiles import INTERMEDIATE, TLSProfile
 
 # -- server --------------------------------------------------------------------
-
-#: OpenSSL's SSL_MODE_NO_AUTO_CHAIN (ssl.h), which pyOpenSSL does not name.
-_MODE_NO_AUTO_CHAIN = 0x00000008
 
 
 @attrs.frozen(slots=False)
@@ -125,7 +123,7 @@ class ServerTLSPolicy:
         # certificates OpenSSL would complete the chain from the store below,
         # which holds the trust roots for client certificates: it would send
         # the CA itself (an anchor, which a client never needs).
-        ctx.set_mode(_MODE_NO_AUTO_CHAIN)
+        ctx.set_mode(MODE_NO_AUTO_CHAIN)
         ctx.use_certificate(self.certificate_chain[0])
         for extra in self.certificate_chain[1:]:
             ctx.add_extra_chain_cert(extra)

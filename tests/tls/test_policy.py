@@ -875,6 +875,15 @@ class ServerChainTests(TLSTestCase):
         )
         self.assertEqual(self.sent_chain(run), [issued.certificate, *issued.chain])
 
+    def test_clientSendsItsCertificateOnly(self) -> None:
+        """The client's certificate, likewise, goes without the CA that is among its trust roots."""
+        run = handshake(pki().server_policy(client_auth="required"), pki().client_policy(client="alice"))
+        self.assertConnected(run)
+        handle = run.conn.server_tls.getHandle()
+        # A server's peer chain is what the client sent besides its certificate.
+        self.assertEqual(list(handle.get_peer_cert_chain(as_cryptography=True) or ()), [])
+        self.assertEqual(handle.get_peer_certificate(as_cryptography=True), pki().client("alice").certificate)
+
 
 # -- protocol policy -----------------------------------------------------------
 
