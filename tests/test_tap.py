@@ -6,20 +6,30 @@ process; and the endpoint-string plugins through Twisted's own parsers.
 from __future__ import annotations
 
 import io
+import os
+import pwd
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from securenet import tap
 from securenet.apps._echo import EchoFactory
 from securenet.cred._checkers import CertificateChecker
 from securenet.session._server import SessionFactory
+from securenet.store._records import User
+from securenet.store._sqlite import SQLiteStore
 from securenet.testing import EphemeralPKI
 from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint
 
@@ -210,3 +220,148 @@ class EndpointPluginTests(SynchronousTestCase):
         certs = PKI.save(Path(self.mktemp()))
         endpoint = clientFromString(MemoryReactorClock(), f"securenet:host=localhost:port=1:trustRoots={certs / 'ca.pem'}")
         self.assertIsInstance(endpoint, SecureClientEndpoint)
+
+
+# -- the credential database at start-up --------------------------------------------------
+
+
+def public_key_file(testcase: SynchronousTestCase) -> Path:
+    path = Path(testcase.mktemp())
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    path.write_bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def nobody_ids() -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return entry.pw_uid, entry.pw_gid
+
+
+def scratch_directory(testcase: SynchronousTestCase) -> Path:
+    """A new directory that the user of L{unprivileged} owns (root's test directory may be closed to nobody)."""
+    directory = Path(tempfile.mkdtemp(prefix="securenet-tap-test-"))
+
+    def remove() -> None:
+        for path, _, _ in os.walk(directory):
+            os.chmod(path, 0o700)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    testcase.addCleanup(remove)
+    if os.geteuid() == 0:
+        os.chown(directory, *nobody_ids())
+    return directory
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """
+    Run the block without root's power to ignore file modes, as in the store's
+    conformance suite: as is for a user; for root, as nobody (effective ids
+    only, restored after; no other thread may touch files meanwhile).
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    uid, gid = nobody_ids()
+    egid = os.getegid()
+    try:
+        os.setegid(gid)
+        try:
+            os.seteuid(uid)
+        except BaseException:
+            os.setegid(egid)
+            raise
+    except PermissionError as e:
+        raise SkipTest(f"root cannot drop its privileges here ({e}), so file modes cannot be tested") from None
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+
+
+class CredentialDatabaseTests(SynchronousTestCase):
+    """--auth with a credential database: it must exist, and the server must be able to write it."""
+
+    def setUp(self) -> None:
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+
+    def refused(self, *argv: str) -> str:
+        """Parse C{argv}, expecting twistd to stop with exit 1 and one line: return it."""
+        with self.assertRaises(tap.StartupError) as caught:
+            tap.Options().parseOptions(list(argv))
+        self.assertEqual(caught.exception.code, 1)
+        line = self.stderr.getvalue()
+        self.stderr.seek(0)
+        self.stderr.truncate()
+        self.assertEqual(len(line.splitlines()), 1, line)
+        return line.rstrip("\n")
+
+    def test_missingDatabaseRefused(self) -> None:
+        """
+        A credential database that does not exist is refused, for every
+        checker with a database (sqlite:PATH and each db= option), with one
+        line naming it and how to make one; no file is created.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        db = directory / "typo.db"
+        key = public_key_file(self)
+        for description, auth_type in [
+            (f"sqlite:{db}", "sqlite"),
+            (f"sqlite:db={db},scramIterations=4096", "sqlite"),
+            (f"apikey:db={db}", "apikey"),
+            (f"totp:db={db}", "totp"),
+            (f"jwt:key={key},db={db}", "jwt"),
+        ]:
+            line = self.refused("--auth", description)
+            self.assertEqual(
+                line,
+                f"twistd securenet: error: --auth {auth_type}: {db}: no such credential database"
+                f" (create it with: securenet users add NAME --db {db})",
+            )
+            self.assertEqual(os.listdir(directory), [])
+
+    def test_missingDirectoryRefused(self) -> None:
+        """Nor is a directory made for it."""
+        directory = Path(self.mktemp())
+        db = directory / "sub" / "creds.db"
+        line = self.refused("--auth", f"sqlite:{db}")
+        self.assertIn(f"--auth sqlite: {db}: no such credential database", line)
+        self.assertFalse(directory.exists())
+
+    def test_readOnlyDatabaseRefused(self) -> None:
+        """
+        A database file the server cannot write (mode 0400) stops twistd with
+        one line naming it, not a StoreError and an IndexError: the fake-salt
+        secret is made in a write transaction, whose failure was ignored.
+        """
+        db = scratch_directory(self) / "creds.db"
+        with unprivileged():
+            with SQLiteStore.open(db) as store:
+                store.add_user(User("alice"))
+            db.chmod(0o400)
+            line = self.refused("--auth", f"sqlite:{db}")
+        self.assertEqual(
+            line,
+            f"twistd securenet: error: --auth sqlite: {db}: the credential database cannot be written"
+            " (attempt to write a readonly database); the server records failed logins and used TOTP codes in it",
+        )
+
+    def test_readOnlyDirectoryRefused(self) -> None:
+        """A database in a directory the server cannot write (0500) is refused too, with one line naming it."""
+        directory = scratch_directory(self) / "dir"
+        db = directory / "creds.db"
+        with unprivileged():
+            with SQLiteStore.open(db) as store:
+                store.add_user(User("alice"))
+            directory.chmod(0o500)
+            for mode in (0o600, 0o400):
+                db.chmod(mode)
+                line = self.refused("--auth", f"sqlite:{db}")
+                self.assertTrue(line.startswith(f"twistd securenet: error: --auth sqlite: {db}: "), line)
+                self.assertIn("readonly database", line)
