@@ -9,20 +9,25 @@ import io
 import os
 import pwd
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.python import usage
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from securenet import tap
 from securenet.apps._echo import EchoFactory
@@ -30,7 +35,7 @@ from securenet.cred._checkers import CertificateChecker
 from securenet.session._server import SessionFactory
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
-from securenet.testing import EphemeralPKI
+from securenet.testing import EphemeralPKI, EventCapture
 from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint
 
 PKI = EphemeralPKI.create()
@@ -365,3 +370,96 @@ class CredentialDatabaseTests(SynchronousTestCase):
                 line = self.refused("--auth", f"sqlite:{db}")
                 self.assertTrue(line.startswith(f"twistd securenet: error: --auth sqlite: {db}: "), line)
                 self.assertIn("readonly database", line)
+
+
+# -- listening ----------------------------------------------------------------------------
+
+
+def held_port(testcase: SynchronousTestCase) -> int:
+    """A port on 127.0.0.1 that this process listens on until the test ends."""
+    holder = socket.socket()
+    testcase.addCleanup(holder.close)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return int(holder.getsockname()[1])
+
+
+class ListenFailureTests(SynchronousTestCase):
+    """A listener that cannot bind stops twistd with one line: never a server listening nowhere."""
+
+    def setUp(self) -> None:
+        self.certs = PKI.save(Path(self.mktemp()))
+        self.terminal = io.StringIO()
+        self.patch(sys, "__stderr__", self.terminal)
+        self.events = EventCapture(self)
+
+    def test_portInUse(self) -> None:
+        """
+        --listen on a port in use: privilegedStartService raises ListenError
+        (exit 1) naming the port, the OS reason and the endpoint, on the
+        terminal's stderr and in the log; nothing says it listens.
+        """
+        port = held_port(self)
+        listen = (
+            f"securenet:{port}:interface=127.0.0.1:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
+        )
+        options = tap.Options()
+        options.parseOptions(["--listen", listen, "--auth", "anonymous"])
+        service = tap.makeService(options)
+        errors: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, lambda event: errors.append(event) if event.get("log_level") == LogLevel.error else None)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        expected = f"cannot listen on 127.0.0.1:{port}: Address already in use (--listen {listen})"
+        self.assertIsInstance(caught.exception, tap.ListenError)
+        self.assertIsInstance(caught.exception, Exception)  # so that twistd removes its pidfile
+        self.assertEqual((caught.exception.code, str(caught.exception)), (1, expected))
+        self.assertEqual(self.terminal.getvalue(), f"twistd securenet: error: {expected}\n")
+        self.assertEqual([formatEvent(e) for e in errors], [expected])
+        self.assertEqual(self.events.of("service.listening"), [])
+
+    def test_failureLater(self) -> None:
+        """A bind that fails once the reactor runs: the one line in the log, and the reactor stops."""
+        waiting: Deferred[Any] = Deferred()
+        endpoint = cast(Any, type("Later", (), {"listen": lambda self, factory: waiting}))()
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        stopped: list[bool] = []
+        self.patch(reactor, "stop", lambda: stopped.append(True))
+        listener = tap.Listener(endpoint, Factory(), option="--listen", description="securenet:1:x=y", reactor=reactor)
+        errors: list[str] = []
+        observer = cast(ILogObserver, lambda e: errors.append(formatEvent(e)) if e["log_level"] >= LogLevel.error else None)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        listener.privilegedStartService()
+        self.assertEqual((errors, stopped), ([], []))
+        waiting.errback(CannotListenError("::1", 1, OSError(13, "Permission denied")))
+        self.assertEqual(errors, ["cannot listen on [::1]:1: Permission denied (--listen securenet:1:x=y); stopping"])
+        self.assertEqual(stopped, [True])
+        self.assertEqual(self.terminal.getvalue(), "")
+
+
+class ListeningTests(TestCase):
+    def test_listeningLoggedOnceBound(self) -> None:
+        """'securenet listening' is logged once the port is bound, with the port the kernel chose."""
+        certs = PKI.save(Path(self.mktemp()))
+        listen = f"securenet:0:interface=127.0.0.1:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        options = tap.Options()
+        options.parseOptions(["--listen", listen, "--auth", "anonymous"])
+        events = EventCapture(self)
+        service = tap.makeService(options)
+        self.assertEqual(events.of("service.listening"), [])
+        service.privilegedStartService()
+        self.addCleanup(service.stopService)
+        [child] = list(service)  # type: ignore[call-overload]
+        ports: list[Any] = []
+        child._waitingForPort.addCallback(lambda bound: ports.append(bound) or bound)
+        port = ports[0].getHost().port
+        [event] = events.of("service.listening")
+        self.assertEqual(
+            (event["kind"], event["endpoint"], event["address"], event["port"]), ("stream", listen, "127.0.0.1", port)
+        )
+        self.assertNotEqual(port, 0)
+        self.assertTrue(formatEvent(event).startswith(f"securenet listening on 127.0.0.1:{port} ({listen}): profile "))

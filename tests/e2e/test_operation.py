@@ -9,7 +9,10 @@ processes on 127.0.0.1; every wait is bounded.
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -17,7 +20,114 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
 from tests.e2e.test_service import dev_pki, server_listen
-from tests.support import run, run_twistd_expecting_failure
+from tests.support import run, run_twistd_expecting_failure, script
+
+
+def held_port(testcase: SynchronousTestCase) -> int:
+    """A port on 127.0.0.1 that the test process listens on until the test ends."""
+    holder = socket.socket()
+    testcase.addCleanup(holder.close)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return int(holder.getsockname()[1])
+
+
+def alive(pid: int) -> bool:
+    """Whether process C{pid} runs (a zombie, exited but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def wait_until(condition: object, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return True
+        time.sleep(0.05)
+    return bool(callable(condition) and condition())
+
+
+def stop_daemon(pidfile: Path) -> None:
+    """Stop a daemon still running from C{pidfile} (one that should have exited), so that no test leaves one behind."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    if alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        if not wait_until(lambda: not alive(pid), 10):
+            os.kill(pid, signal.SIGKILL)
+
+
+class ListenFailureTests(SynchronousTestCase):
+    """A port in use: twistd exits 1 with one line, never says it listens, leaves no pidfile; no zombie server."""
+
+    def setUp(self) -> None:
+        self.certs = dev_pki(Path(self.mktemp()).resolve())
+        self.work = Path(self.mktemp()).resolve()
+        self.work.mkdir(parents=True)
+        self.port = held_port(self)
+
+    def twistd(self, *args: str, daemon: bool = False) -> subprocess.CompletedProcess[bytes]:
+        pidfile = self.work / "twistd.pid"
+        options = [] if daemon else ["-n"]
+        if daemon:
+            options += ["-l", str(self.work / "twistd.log")]
+        self.addCleanup(stop_daemon, pidfile)
+        try:
+            result = run([script("twistd"), *options, f"--pidfile={pidfile}", "securenet", *args], cwd=self.work, timeout=20)
+        except subprocess.TimeoutExpired:
+            self.fail("twistd kept running although it could not listen")
+        # A daemon's parent exits as soon as its child reports; the child then removes the pidfile.
+        self.assertTrue(wait_until(lambda: not pidfile.exists(), 10), "the pidfile was left behind")
+        return result
+
+    def assertRefused(self, option: str, endpoint: str) -> None:
+        result = self.twistd(option, endpoint)
+        line = f"cannot listen on 127.0.0.1:{self.port}: Address already in use ({option} {endpoint})"
+        self.assertEqual(result.returncode, 1, result)
+        self.assertEqual(result.stderr.decode(), f"twistd securenet: error: {line}\n")
+        log = result.stdout.decode()
+        self.assertEqual(log.count(line), 1, log)
+        self.assertIn(f"[securenet.tap#error] {line}\n", log)
+        self.assertNotIn("listening on", log)
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Unhandled Error", log)
+
+    def test_streamPortInUse(self) -> None:
+        """--listen on a port in use: exit 1, the port, the OS reason and the endpoint, once, on stderr and in the log."""
+        self.assertRefused("--listen", server_listen(self.certs).replace("securenet:0:", f"securenet:{self.port}:"))
+
+    def test_httpPortInUse(self) -> None:
+        """The same for an --http listener."""
+        self.assertRefused("--http", server_listen(self.certs).replace("securenet:0:", f"securenet:{self.port}:"))
+
+    def test_secondListenerPortInUse(self) -> None:
+        """A port in use behind one that binds: twistd still stops (the first says it listens, which it did)."""
+        taken = server_listen(self.certs).replace("securenet:0:", f"securenet:{self.port}:")
+        result = self.twistd("--listen", server_listen(self.certs), "--listen", taken)
+        self.assertEqual(result.returncode, 1, result)
+        line = f"cannot listen on 127.0.0.1:{self.port}: Address already in use (--listen {taken})"
+        self.assertEqual(result.stderr.decode(), f"twistd securenet: error: {line}\n")
+        self.assertEqual(result.stdout.decode().count("securenet listening on 127.0.0.1:"), 1)
+
+    def test_daemonPortInUse(self) -> None:
+        """As a daemon: twistd's parent exits 1 with the reason, the log has the line, the pidfile is removed."""
+        endpoint = server_listen(self.certs).replace("securenet:0:", f"securenet:{self.port}:")
+        result = self.twistd("--listen", endpoint, daemon=True)
+        self.assertEqual(result.returncode, 1, result)
+        self.assertIn(b"ListenError: cannot listen on 127.0.0.1:%d: Address already in use" % self.port, result.stderr)
+        log = (self.work / "twistd.log").read_text()
+        self.assertEqual(log.count(f"cannot listen on 127.0.0.1:{self.port}: Address already in use (--listen {endpoint})"), 1)
+        self.assertNotIn("listening on", log)
+        self.assertNotIn("Traceback", log)
 
 
 class CredentialDatabaseTests(SynchronousTestCase):
