@@ -16,15 +16,18 @@ throttle and policy; with C{--http} and no C{--listen}, only the HTTP API is
 served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.service}).
 
 A listener logs that it listens once its port is bound; one that cannot
-bind stops twistd with one line (L{ListenError}).
+bind stops twistd with one line (L{ListenError}).  SIGHUP is logged and
+ignored while the service runs (L{SecurenetService}): there is no reload yet.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -186,6 +189,40 @@ class Listener(StreamServerEndpointService):
             self.reactor.stop()
         else:
             self.reactor.callWhenRunning(self.reactor.stop)
+
+
+#: What SIGHUP logs: until the configuration can be reloaded, the signal is ignored (by default it kills the process).
+SIGHUP_IGNORED = "SIGHUP received: reload is not implemented yet; ignoring"
+
+
+class SecurenetService(MultiService):
+    """
+    The service C{twistd securenet} runs: its listeners, and while it runs a
+    SIGHUP handler that logs L{SIGHUP_IGNORED} and keeps serving.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self._previousHangup: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        if hasattr(signal, "SIGHUP"):
+            try:
+                self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+            except ValueError:  # not the main thread: no signal handlers
+                self._previousHangup = None
+
+    def stopService(self) -> Any:
+        if self._previousHangup is not None:
+            signal.signal(signal.SIGHUP, self._previousHangup)
+            self._previousHangup = None
+        return super().stopService()
+
+    def _hangup(self, signum: int, frame: FrameType | None) -> None:
+        # A signal handler may interrupt the reactor anywhere: log from the reactor's loop.
+        self.reactor.callFromThread(log.warn, SIGHUP_IGNORED)
 
 
 class Options(usage.Options, strcred.AuthOptionMixin):
@@ -361,7 +398,7 @@ def _makeService(options: Options) -> IService:
     portal = Portal(IdentityRealm(store), checkers)
     throttle = Throttle(store, reactor) if store is not None else None
     policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
-    service = MultiService()
+    service = SecurenetService(reactor)
     for description in options["listen"]:
         try:
             endpoint = server_endpoint(reactor, description)

@@ -9,6 +9,7 @@ import io
 import os
 import pwd
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -463,3 +464,42 @@ class ListeningTests(TestCase):
         )
         self.assertNotEqual(port, 0)
         self.assertTrue(formatEvent(event).startswith(f"securenet listening on 127.0.0.1:{port} ({listen}): profile "))
+
+
+# -- SIGHUP ---------------------------------------------------------------------------------
+
+
+class HangupTests(SynchronousTestCase):
+    def test_sighupIgnoredWithOneLine(self) -> None:
+        """
+        While the service runs, SIGHUP (which by default kills the process)
+        logs one line from the reactor's loop and changes nothing else; once
+        it stops, the previous handler is back.
+        """
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        calls: list[tuple[Any, ...]] = []
+        reactor = cast(Any, type("Reactor", (), {"callFromThread": lambda self, *call: calls.append(call)}))()
+        service = tap.SecurenetService(reactor)
+        service.startService()
+        self.assertNotIn(signal.getsignal(signal.SIGHUP), (signal.SIG_DFL, previous))
+        os.kill(os.getpid(), signal.SIGHUP)
+        [(function, *args)] = calls
+        lines: list[str] = []
+        observer = cast(ILogObserver, lambda event: lines.append(f"{event['log_level'].name} {formatEvent(event)}"))
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        function(*args)
+        self.assertEqual(lines, ["warn SIGHUP received: reload is not implemented yet; ignoring"])
+        self.assertTrue(service.running)
+        service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+    def test_makeServiceHandlesSighup(self) -> None:
+        """The service twistd runs is the one that handles SIGHUP."""
+        certs = PKI.save(Path(self.mktemp()))
+        options = tap.Options()
+        options.parseOptions(
+            ["--listen", f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}", "--auth", "anonymous"]
+        )
+        self.assertIsInstance(tap.makeService(options), tap.SecurenetService)

@@ -9,18 +9,20 @@ processes on 127.0.0.1; every wait is bounded.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
-from tests.e2e.test_service import dev_pki, server_listen
-from tests.support import run, run_twistd_expecting_failure, script
+from tests.e2e.test_service import client_endpoint, dev_pki, server_listen
+from tests.support import child_env, run, run_twistd_expecting_failure, script
 
 
 def held_port(testcase: SynchronousTestCase) -> int:
@@ -64,6 +66,67 @@ def stop_daemon(pidfile: Path) -> None:
         os.kill(pid, signal.SIGTERM)
         if not wait_until(lambda: not alive(pid), 10):
             os.kill(pid, signal.SIGKILL)
+
+
+class PidfileTwistd:
+    """
+    C{twistd [-n] --pidfile=PATH -l LOG securenet ARGS} in C{cwd}: in the
+    foreground (C{daemon=False}) or as a daemon, whose pid is read from the
+    pidfile.  L{stop} sends SIGTERM (to the daemon too) and waits for the end.
+    """
+
+    def __init__(self, cwd: Path, args: Sequence[str], *, daemon: bool, timeout: float = 30) -> None:
+        self.cwd = cwd
+        self.pidfile = cwd / "twistd.pid"
+        self.log = cwd / "twistd.log"
+        self.daemon = daemon
+        options = [] if daemon else ["-n"]
+        self.args = [script("twistd"), *options, f"--pidfile={self.pidfile}", "-l", str(self.log), "securenet", *args]
+        self.process = subprocess.Popen(self.args, cwd=cwd, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if daemon:
+            out, err = self.process.communicate(timeout=timeout)
+            assert self.process.returncode == 0, (self.process.returncode, out, err, self.logText())
+            assert wait_until(self.pidfile.exists, timeout), self.logText()
+            self.pid = int(self.pidfile.read_text().strip())
+        else:
+            self.pid = self.process.pid
+        deadline = time.monotonic() + timeout
+        while not re.search(r"\(TLS\) starting on (\d+)", self.logText()):
+            if not self.running() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"twistd did not start listening:\n{self.logText()}")
+            time.sleep(0.05)
+        self.port = int(re.findall(r"\(TLS\) starting on (\d+)", self.logText())[0])
+
+    def logText(self) -> str:
+        try:
+            return self.log.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def running(self) -> bool:
+        if not self.daemon:
+            return self.process.poll() is None
+        return alive(self.pid)
+
+    def signal(self, number: int) -> None:
+        os.kill(self.pid, number)
+
+    def stop(self) -> None:
+        """SIGTERM, then wait (bounded) until the process has ended; kill it if it will not."""
+        if self.running():
+            self.signal(signal.SIGTERM)
+        if not self.daemon:
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        elif not wait_until(lambda: not self.running(), 15):
+            os.kill(self.pid, signal.SIGKILL)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 class ListenFailureTests(SynchronousTestCase):
@@ -128,6 +191,52 @@ class ListenFailureTests(SynchronousTestCase):
         self.assertEqual(log.count(f"cannot listen on 127.0.0.1:{self.port}: Address already in use (--listen {endpoint})"), 1)
         self.assertNotIn("listening on", log)
         self.assertNotIn("Traceback", log)
+
+
+class HangupTests(SynchronousTestCase):
+    """SIGHUP is logged and ignored (no reload yet): the server keeps serving; SIGTERM still stops it cleanly."""
+
+    line = "SIGHUP received: reload is not implemented yet; ignoring"
+
+    def setUp(self) -> None:
+        self.certs = dev_pki(Path(self.mktemp()).resolve())
+        self.work = Path(self.mktemp()).resolve()
+        self.work.mkdir(parents=True)
+
+    def echo(self, port: int, data: bytes) -> subprocess.CompletedProcess[bytes]:
+        return run([script("securenet"), "connect", "--linger", "0.5", "-q", client_endpoint(self.certs, port)], input=data)
+
+    def check(self, daemon: bool) -> None:
+        server = PidfileTwistd(self.work, ["--listen", server_listen(self.certs)], daemon=daemon)
+        self.addCleanup(server.stop)
+        self.assertEqual(self.echo(server.port, b"before\n").stdout, b"before\n")
+        server.signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: self.line in server.logText(), 10), server.logText())
+        time.sleep(0.2)
+        self.assertTrue(server.running(), server.logText())
+        result = self.echo(server.port, b"after SIGHUP\n")
+        self.assertEqual((result.returncode, result.stdout), (0, b"after SIGHUP\n"), result.stderr)
+        self.assertTrue(self.pidfileExists())
+        server.stop()
+        if not daemon:
+            # twistd shuts down cleanly, then ends by the signal it was sent (as Twisted does since 19.2).
+            self.assertEqual(server.process.returncode, -signal.SIGTERM)
+        self.assertFalse(server.running())
+        self.assertFalse(self.pidfileExists(), "the pidfile was left behind")
+        log = server.logText()
+        self.assertEqual(log.count(self.line), 1, log)
+        self.assertIn(f"[securenet.tap#warn] {self.line}\n", log)
+        self.assertIn("Server Shut Down.", log)
+        self.assertNotIn("Traceback", log)
+
+    def pidfileExists(self) -> bool:
+        return (self.work / "twistd.pid").exists()
+
+    def test_foreground(self) -> None:
+        self.check(daemon=False)
+
+    def test_daemon(self) -> None:
+        self.check(daemon=True)
 
 
 class CredentialDatabaseTests(SynchronousTestCase):
