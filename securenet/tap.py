@@ -33,6 +33,7 @@ from typing import Any
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.cred import strcred
+from twisted.cred.checkers import FilePasswordDB, InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import CannotListenError
@@ -287,6 +288,10 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(f"--auth {description}: no such checker type {e.args[0]!r} (see --help-auth)") from None
         except (strcred.StrcredException, SecurenetError) as e:
             raise StartupError(str(e)) from None
+        if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+            # Twisted's `memory` factory stores str names and passwords; credentials carry bytes.
+            checker.users = {_utf8(name): _utf8(password) for name, password in checker.users.items()}
+        self.setdefault("plaintextCheckers", []).extend(_plaintext_warning(checker, description))
         self.addChecker(checker)
 
     def opt_listen(self, endpoint: str) -> None:
@@ -355,6 +360,24 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 self.opt_auth(value)
 
 
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _plaintext_warning(checker: object, description: str) -> list[str]:
+    """The start-up warning for a checker that keeps passwords in plaintext (Twisted's C{memory} and C{file})."""
+    auth_type = description.partition(":")[0]
+    if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        where = "from the command line, in memory"
+    elif isinstance(checker, FilePasswordDB) and checker.hash is None:
+        where = f"in {checker.filename!r}"
+    else:
+        return []
+    return [
+        f"--auth {auth_type}: passwords are kept in plaintext ({where}); use --auth sqlite:PATH (hashed passwords, SCRAM) outside tests"
+    ]
+
+
 def load_app(spec: str) -> IProtocolFactory:
     """
     Resolve C{--app}: a built-in name, or a dotted path to a factory
@@ -398,6 +421,8 @@ def _makeService(options: Options) -> IService:
     portal = Portal(IdentityRealm(store), checkers)
     throttle = Throttle(store, reactor) if store is not None else None
     policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
+    for warning in options.get("plaintextCheckers", []):
+        log.warn(literal(warning))
     service = SecurenetService(reactor)
     for description in options["listen"]:
         try:

@@ -21,6 +21,8 @@ from typing import Any, cast
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.internet import StreamServerEndpointService
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.error import CannotListenError
@@ -33,6 +35,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from securenet import tap
 from securenet.apps._echo import EchoFactory
 from securenet.cred._checkers import CertificateChecker
+from securenet.sasl._mechanism import ChannelBindings
+from securenet.sasl._offer import offered_mechanisms
 from securenet.session._server import SessionFactory
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
@@ -503,3 +507,81 @@ class HangupTests(SynchronousTestCase):
             ["--listen", f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}", "--auth", "anonymous"]
         )
         self.assertIsInstance(tap.makeService(options), tap.SecurenetService)
+
+
+# -- Twisted's own password checkers -----------------------------------------------------------
+
+
+ADVICE = "use --auth sqlite:PATH (hashed passwords, SCRAM) outside tests"
+
+
+class TwistedCheckerTests(SynchronousTestCase):
+    """--auth memory, file and unix: twisted.cred's IUsernamePassword checkers are offered PLAIN and work."""
+
+    def setUp(self) -> None:
+        self.certs = PKI.save(Path(self.mktemp()))
+        self.listen = f"securenet:0:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
+
+    def service(self, *auth: str) -> SessionFactory:
+        options = tap.Options()
+        options.parseOptions(["--listen", self.listen, *[a for value in auth for a in ("--auth", value)]])
+        [child] = list(tap.makeService(options))  # type: ignore[call-overload]
+        return child.factory  # type: ignore[no-any-return]
+
+    def offered(self, session: SessionFactory) -> list[str]:
+        return list(offered_mechanisms(session.portal, False, ChannelBindings()))
+
+    def login(self, session: SessionFactory, name: bytes, password: bytes) -> object:
+        checker = session.portal.checkers[IUsernamePassword]
+        return self.successResultOf(defer.maybeDeferred(checker.requestAvatarId, UsernamePassword(name, password)))
+
+    def warnings(self) -> list[str]:
+        lines: list[str] = []
+        observer = cast(
+            ILogObserver,
+            lambda e: (
+                lines.append(formatEvent(e))
+                if e.get("log_namespace") == "securenet.tap" and e["log_level"] == LogLevel.warn
+                else None
+            ),
+        )
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return lines
+
+    def test_memory(self) -> None:
+        """--auth memory:NAME:PASSWORD offers PLAIN, its users log in, and it is warned about at start-up."""
+        warnings = self.warnings()
+        session = self.service("memory:alice:pw:bob:pw2")
+        self.assertEqual(self.offered(session), ["PLAIN"])
+        self.assertEqual(self.login(session, b"alice", b"pw"), b"alice")
+        self.assertEqual(self.login(session, b"bob", b"pw2"), b"bob")
+        self.failureResultOf(session.portal.checkers[IUsernamePassword].requestAvatarId(UsernamePassword(b"alice", b"pw2")))
+        self.assertEqual(
+            warnings,
+            [f"--auth memory: passwords are kept in plaintext (from the command line, in memory); {ADVICE}"],
+        )
+
+    def test_file(self) -> None:
+        """--auth file:PATH offers PLAIN, its users log in, and it is warned about at start-up, naming the file."""
+        path = Path(self.mktemp())
+        path.write_text("alice:pw\n")
+        warnings = self.warnings()
+        session = self.service(f"file:{path}")
+        self.assertEqual(self.offered(session), ["PLAIN"])
+        self.assertEqual(self.login(session, b"alice", b"pw"), b"alice")
+        self.assertEqual(
+            warnings,
+            [f"--auth file: passwords are kept in plaintext (in {str(path)!r}); {ADVICE}"],
+        )
+
+    def test_unix(self) -> None:
+        """--auth unix (the system's passwords, not tried here) offers PLAIN; no warning."""
+        warnings = self.warnings()
+        self.assertEqual(self.offered(self.service("unix")), ["PLAIN"])
+        self.assertEqual(warnings, [])
+
+    def test_noWarningOtherwise(self) -> None:
+        warnings = self.warnings()
+        self.service("anonymous", "certificate")
+        self.assertEqual(warnings, [])

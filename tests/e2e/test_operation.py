@@ -8,6 +8,7 @@ processes on 127.0.0.1; every wait is bounded.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,7 +23,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
 from tests.e2e.test_service import client_endpoint, dev_pki, server_listen
-from tests.support import child_env, run, run_twistd_expecting_failure, script
+from tests.e2e.test_web import WebTwistd
+from tests.support import Twistd, child_env, converse, run, run_twistd_expecting_failure, script
 
 
 def held_port(testcase: SynchronousTestCase) -> int:
@@ -310,3 +312,74 @@ class CredentialDatabaseTests(SynchronousTestCase):
         [line] = result.stderr.decode().splitlines()
         self.assertTrue(line.startswith(f"twistd securenet: error: --auth sqlite: {db}: not a usable SQLite database ("), line)
         self.assertEqual(result.stdout, b"")
+
+
+class TwistedCheckerTests(SynchronousTestCase):
+    """Twisted's own --auth memory and unix: PLAIN is offered and (memory) works, over the stream and HTTP Basic."""
+
+    warning = (
+        "[securenet.tap#warn] --auth memory: passwords are kept in plaintext (from the command line, in memory);"
+        " use --auth sqlite:PATH (hashed passwords, SCRAM) outside tests\n"
+    )
+
+    def setUp(self) -> None:
+        self.certs = dev_pki(Path(self.mktemp()).resolve())
+        self.work = Path(self.mktemp()).resolve()
+        self.work.mkdir(parents=True)
+        self.listen = server_listen(self.certs, trustRoots="", clientAuth="none")
+
+    def passwordFile(self, password: str) -> Path:
+        path = self.work / f"{len(password)}.pw"
+        path.write_text(password + "\n")
+        return path
+
+    def greeting(self, port: int) -> bytes:
+        out, _ = converse(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-quiet"], b"", b"\r\n")
+        return out
+
+    def test_memoryOverTheStream(self) -> None:
+        """--auth memory:alice:pw offers PLAIN; `securenet connect` logs in as alice; a wrong password is refused."""
+        server = Twistd(self.work, ["--listen", self.listen, "--auth", "memory:alice:correct horse"])
+        self.addCleanup(server.stop)
+        self.assertIn(b"SECURENET 1 AUTH PLAIN\r\n", self.greeting(server.port))
+        endpoint = client_endpoint(self.certs, server.port, certificate="", privateKey="")
+        login = [script("securenet"), "connect", "--linger", "0.5", "--mechanism", "PLAIN", "--user", "alice", "--password-file"]
+        result = run([*login, str(self.passwordFile("correct horse")), endpoint], input=b"hello memory\n")
+        self.assertEqual((result.returncode, result.stdout), (0, b"hello memory\n"), result.stderr)
+        self.assertIn(b"authenticated as alice", result.stderr)
+        wrong = run([*login, str(self.passwordFile("wrong")), endpoint], input=b"secret\n")
+        self.assertEqual((wrong.returncode, wrong.stdout), (1, b""))
+        self.assertIn(b"AUTH-FAILED", wrong.stderr)
+        log = server.waitForLog("by PLAIN: alice (credentials refused)")
+        self.assertIn("authentication ok for 127.0.0.1", log)
+        self.assertEqual(log.count(self.warning), 1, log)
+
+    def test_memoryOverHTTPBasic(self) -> None:
+        """With --http, HTTP Basic works against --auth memory (and a wrong password is a 401)."""
+        http = self.listen
+        server = WebTwistd(self.work, ["--http", http, "--auth", "memory:alice:correct horse"])
+        self.addCleanup(server.stop)
+
+        def me(credentials: str) -> tuple[str, bytes]:
+            result = run(
+                ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "--cacert", str(self.certs / "ca.pem")]
+                + ["-u", credentials, "-w", "\n%{http_code}", f"https://localhost:{server.http_ports[0]}/me"],
+                timeout=20,
+            )
+            body, _, code = result.stdout.rpartition(b"\n")
+            return code.decode(), body
+
+        code, body = me("alice:correct horse")
+        self.assertEqual(code, "200", body)
+        self.assertEqual((json.loads(body)["name"], json.loads(body)["scheme"]), ("alice", "Basic"))
+        self.assertEqual(me("alice:wrong")[0], "401")
+        log = server.waitForLog("(credentials refused)")
+        self.assertIn("authentication ok for 127.0.0.1", log)
+        self.assertEqual(log.count(self.warning), 1, log)
+
+    def test_unixOffersPlain(self) -> None:
+        """--auth unix (system passwords: not tried here) offers PLAIN, and no plaintext warning."""
+        server = Twistd(self.work, ["--listen", self.listen, "--auth", "unix"])
+        self.addCleanup(server.stop)
+        self.assertIn(b"SECURENET 1 AUTH PLAIN\r\n", self.greeting(server.port))
+        self.assertNotIn("plaintext", server.logText())
