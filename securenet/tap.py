@@ -1,9 +1,10 @@
 """
 C{twistd securenet}: options and service.
 
-    twistd -n securenet --listen ENDPOINT [--listen ...] --app NAME_OR_DOTTED_PATH
-                        [--auth CHECKER[:ARGS] ...] [--config FILE]
-                        [--http ENDPOINT ...] [--token-key PATH]
+    twistd -n securenet [--listen ENDPOINT ...] [--app NAME_OR_DOTTED_PATH]
+                        [--auth CHECKER[:ARGS] ...] [--policy FILE] [--config FILE]
+                        [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS]
+                        [--refresh-ttl SECONDS] [--log-level LEVEL]
 
 With no C{--listen} (on the command line or in the config file) the
 development defaults apply: 127.0.0.1:8443 with the PKI that C{make run}
@@ -228,7 +229,8 @@ class SecurenetService(MultiService):
 
 class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = (
-        "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--config FILE] [--http ENDPOINT ...] [--token-key PATH]"
+        "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
+        " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--refresh-ttl SECONDS] [--log-level LEVEL]"
     )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
@@ -277,11 +279,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["http"] = []
 
     def opt_auth(self, description: str) -> None:
-        """
-        A checker: --auth TYPE[:ARGS] (see --help-auth).  A checker that
-        cannot be made (a missing or corrupt credential database, a bad key
-        file) stops twistd with one line, not the whole usage text.
-        """
+        """A checker: --auth TYPE[:ARGS] (see --help-auth); may be repeated. A checker that cannot be made (a missing, corrupt or read-only credential database, a bad key file) stops twistd with one line."""
         try:
             checker = strcred.makeChecker(description)
         except strcred.InvalidAuthType as e:

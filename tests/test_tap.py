@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -230,6 +231,37 @@ class EndpointPluginTests(SynchronousTestCase):
         certs = PKI.save(Path(self.mktemp()))
         endpoint = clientFromString(MemoryReactorClock(), f"securenet:host=localhost:port=1:trustRoots={certs / 'ca.pem'}")
         self.assertIsInstance(endpoint, SecureClientEndpoint)
+
+
+# -- twistd securenet --help -----------------------------------------------------------
+
+#: Options every twistd plugin has (Twisted's), which the synopsis need not repeat.
+GENERIC_OPTIONS = {"help", "version", "help-auth", "help-auth-type"}
+
+
+def help_sentences(text: str) -> list[str]:
+    """The lines of a --help text without the option column (where runs of spaces align the columns)."""
+    return [re.sub(r"^\s*(?:-\w, )?--[\w-]+=?(?=\s)", "", line).strip() for line in text.splitlines()]
+
+
+class HelpTests(SynchronousTestCase):
+    def test_singleSpaces(self) -> None:
+        """--help's sentences have no runs of spaces (no implicit concatenation or docstring indentation shows)."""
+        for line in help_sentences(str(tap.Options())):
+            self.assertNotIn("  ", line)
+
+    def test_synopsisNamesEveryOption(self) -> None:
+        """The usage line names every option of twistd securenet (--policy and --log-level too)."""
+        options = tap.Options()
+        synopsis = options.getSynopsis()
+        names = {name.rstrip("=") for name in options.longOpt} - GENERIC_OPTIONS
+        self.assertEqual(
+            names,
+            {"listen", "app", "auth", "policy", "config", "http", "token-key", "token-ttl", "refresh-ttl", "log-level"},
+        )
+        for name in sorted(names):
+            self.assertIn(f"[--{name} ", synopsis)
+        self.assertNotIn("  ", synopsis)
 
 
 # -- the credential database at start-up --------------------------------------------------

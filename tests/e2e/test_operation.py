@@ -25,6 +25,7 @@ from securenet.store._sqlite import SQLiteStore
 from tests.e2e.test_service import client_endpoint, dev_pki, server_listen
 from tests.e2e.test_web import WebTwistd
 from tests.support import Twistd, child_env, converse, run, run_twistd_expecting_failure, script
+from tests.test_tap import GENERIC_OPTIONS, help_sentences
 
 
 def held_port(testcase: SynchronousTestCase) -> int:
@@ -383,3 +384,19 @@ class TwistedCheckerTests(SynchronousTestCase):
         self.addCleanup(server.stop)
         self.assertIn(b"SECURENET 1 AUTH PLAIN\r\n", self.greeting(server.port))
         self.assertNotIn("plaintext", server.logText())
+
+
+class HelpTests(SynchronousTestCase):
+    def test_help(self) -> None:
+        """`twistd securenet --help`: single spaces in its sentences, and a usage line naming every option."""
+        result = run([script("twistd"), "securenet", "--help"])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        text = result.stdout.decode()
+        for line in help_sentences(text):
+            self.assertNotIn("  ", line)
+        usage = text.splitlines()[0]
+        self.assertTrue(usage.startswith("Usage: twistd [options] securenet [--listen ENDPOINT ...] "), usage)
+        options = set(re.findall(r"^\s+(?:-\w, )?--([\w-]+)", text, re.MULTILINE)) - GENERIC_OPTIONS
+        self.assertIn("log-level", options)
+        for option in options:
+            self.assertIn(f"[--{option} ", usage)
