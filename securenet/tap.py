@@ -1,9 +1,10 @@
 """
 C{twistd securenet}: options and service.
 
-    twistd -n securenet --listen ENDPOINT [--listen ...] --app NAME_OR_DOTTED_PATH
-                        [--auth CHECKER[:ARGS] ...] [--config FILE]
-                        [--http ENDPOINT ...] [--token-key PATH]
+    twistd -n securenet [--listen ENDPOINT ...] [--app NAME_OR_DOTTED_PATH]
+                        [--auth CHECKER[:ARGS] ...] [--policy FILE] [--config FILE]
+                        [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS]
+                        [--refresh-ttl SECONDS] [--log-level LEVEL]
 
 With no C{--listen} (on the command line or in the config file) the
 development defaults apply: 127.0.0.1:8443 with the PKI that C{make run}
@@ -14,27 +15,37 @@ C{--http ENDPOINT} (repeatable) also serves the built-in HTTP API
 (L{securenet.web.api}) on a C{securenet:} endpoint, with the same portal,
 throttle and policy; with C{--http} and no C{--listen}, only the HTTP API is
 served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.service}).
+
+A listener logs that it listens once its port is bound; one that cannot
+bind stops twistd with one line (L{ListenError}).  SIGHUP is logged and
+ignored while the service runs (L{SecurenetService}): there is no reload yet.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
 from twisted.cred import strcred
+from twisted.cred.checkers import FilePasswordDB, InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import Portal
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import reflect, usage
+from twisted.python.failure import Failure
 
 from securenet import audit
 from securenet._errors import SecurenetError
-from securenet._logs import SecurenetLogger
+from securenet._logs import SecurenetLogger, literal
 from securenet.apps import BUILTIN_APPS
 from securenet.audit import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
 from securenet.audit import LEVELS as LOG_LEVELS
@@ -92,9 +103,154 @@ class StartupError(SystemExit):
         super().__init__(1)
 
 
+class ListenError(SystemExit, Exception):
+    """
+    A listener cannot bind its port: twistd stops, exit status 1, with one
+    line naming the endpoint and the operating system's reason (on stderr
+    and in the log) instead of a traceback and a server that listens nowhere.
+
+    Raised from C{privilegedStartService}, inside twistd's start-up: as an
+    C{Exception}, twistd's clean-up for a failed start runs (the pidfile is
+    removed, a daemon's parent is told and exits 1); as a C{SystemExit},
+    Python then exits 1 without a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(1)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def listen_failure_message(failure: Failure, option: str, description: str) -> str:
+    """One line: where the listener could not bind and why (C{option} names the setting, C{--listen} or C{--http})."""
+    error = failure.value
+    if isinstance(error, CannotListenError):
+        host = error.interface or "*"
+        shown = f"[{host}]" if ":" in host else host
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        return f"cannot listen on {shown}:{error.port}: {reason} ({option} {description})"
+    return f"cannot listen ({option} {description}): {failure.getErrorMessage()}"
+
+
+class Listener(StreamServerEndpointService):
+    """
+    One listener of C{twistd securenet}: it says it listens only once its
+    port is bound (C{announce}), and a bind that fails stops twistd with one
+    line (L{ListenError}) instead of Twisted's traceback and a process that
+    keeps running without listening.
+
+    @param option: the setting the endpoint came from (C{--listen}, C{--http}).
+    @param announce: called with the listening port once it is bound.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamServerEndpoint,
+        factory: IProtocolFactory,
+        *,
+        option: str,
+        description: str,
+        reactor: Any,
+        announce: Callable[[IListeningPort], object] | None = None,
+    ) -> None:
+        super().__init__(endpoint, factory)
+        self.option = option
+        self.description = description
+        self.reactor = reactor
+        self.announce = announce
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        starting = True
+        failed: list[Failure] = []
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            if self.announce is not None:
+                self.announce(port)
+            return port
+
+        def refused(failure: Failure) -> None:
+            if failure.check(CancelledError):
+                return
+            if starting:
+                failed.append(failure)
+            else:
+                self._failedLater(failure)
+
+        self._waitingForPort = self.endpoint.listen(self.factory).addCallbacks(listening, refused)
+        starting = False
+        if failed:
+            message = listen_failure_message(failed[0], self.option, self.description)
+            log.error(literal(message))
+            # twistd has sent sys.stderr to the log by now: the terminal's is sys.__stderr__.
+            print(f"twistd securenet: error: {message}", file=sys.__stderr__ or sys.stderr, flush=True)
+            raise ListenError(message)
+
+    def _failedLater(self, failure: Failure) -> None:
+        """A bind that fails once the reactor runs (no securenet: endpoint does): the line, then twistd stops."""
+        log.error(literal(f"{listen_failure_message(failure, self.option, self.description)}; stopping"))
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+
+#: What SIGHUP logs: until the configuration can be reloaded, the signal is ignored (by default it kills the process).
+SIGHUP_IGNORED = "SIGHUP received: reload is not implemented yet; ignoring"
+
+
+class SecurenetService(MultiService):
+    """
+    The service C{twistd securenet} runs: its listeners; while it runs, a
+    SIGHUP handler that logs L{SIGHUP_IGNORED} and keeps serving, and a
+    watch on the log observers (L{securenet.audit.watch_sink}) so that
+    authentications fail closed when the audit log cannot be written
+    (C{fail_closed}, C{--audit-failure refuse}).
+    """
+
+    def __init__(self, reactor: Any, *, fail_closed: bool = True) -> None:
+        super().__init__()
+        self.reactor = reactor
+        self.fail_closed = fail_closed
+        self._previousHangup: Any = None
+        self._unwatch: Callable[[], None] | None = None
+
+    def startService(self) -> None:
+        self._unwatch = audit.watch_sink(fail_closed=self.fail_closed)
+        super().startService()
+        if hasattr(signal, "SIGHUP"):
+            try:
+                self._previousHangup = signal.signal(signal.SIGHUP, self._hangup)
+            except ValueError:  # not the main thread: no signal handlers
+                self._previousHangup = None
+
+    def stopService(self) -> Deferred[None]:
+        if self._previousHangup is not None:
+            signal.signal(signal.SIGHUP, self._previousHangup)
+            self._previousHangup = None
+        stopped: Deferred[None] = super().stopService()
+
+        def unwatch(result: object) -> object:
+            if self._unwatch is not None:
+                self._unwatch()
+                self._unwatch = None
+            return result
+
+        stopped.addBoth(unwatch)
+        return stopped
+
+    def _hangup(self, signum: int, frame: FrameType | None) -> None:
+        # A signal handler may interrupt the reactor anywhere: log from the reactor's loop.
+        self.reactor.callFromThread(log.warn, SIGHUP_IGNORED)
+
+
 class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = (
-        "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--config FILE] [--http ENDPOINT ...] [--token-key PATH]"
+        "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
+        " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--refresh-ttl SECONDS] [--log-level LEVEL]"
+        " [--audit-failure refuse|continue]"
     )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
@@ -151,17 +307,17 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["http"] = []
 
     def opt_auth(self, description: str) -> None:
-        """
-        A checker: --auth TYPE[:ARGS] (see --help-auth).  A checker that
-        cannot be made (a missing or corrupt credential database, a bad key
-        file) stops twistd with one line, not the whole usage text.
-        """
+        """A checker: --auth TYPE[:ARGS] (see --help-auth); may be repeated. A checker that cannot be made (a missing, corrupt or read-only credential database, a bad key file) stops twistd with one line."""
         try:
             checker = strcred.makeChecker(description)
         except strcred.InvalidAuthType as e:
             raise usage.UsageError(f"--auth {description}: no such checker type {e.args[0]!r} (see --help-auth)") from None
         except (strcred.StrcredException, SecurenetError) as e:
             raise StartupError(str(e)) from None
+        if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+            # Twisted's `memory` factory stores str names and passwords; credentials carry bytes.
+            checker.users = {_utf8(name): _utf8(password) for name, password in checker.users.items()}
+        self.setdefault("plaintextCheckers", []).extend(_plaintext_warning(checker, description))
         self.addChecker(checker)
 
     def opt_listen(self, endpoint: str) -> None:
@@ -234,6 +390,24 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 self.opt_auth(value)
 
 
+def _utf8(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _plaintext_warning(checker: object, description: str) -> list[str]:
+    """The start-up warning for a checker that keeps passwords in plaintext (Twisted's C{memory} and C{file})."""
+    auth_type = description.partition(":")[0]
+    if isinstance(checker, InMemoryUsernamePasswordDatabaseDontUse):
+        where = "from the command line, in memory"
+    elif isinstance(checker, FilePasswordDB) and checker.hash is None:
+        where = f"in {checker.filename!r}"
+    else:
+        return []
+    return [
+        f"--auth {auth_type}: passwords are kept in plaintext ({where}); use --auth sqlite:PATH (hashed passwords, SCRAM) outside tests"
+    ]
+
+
 def load_app(spec: str) -> IProtocolFactory:
     """
     Resolve C{--app}: a built-in name, or a dotted path to a factory
@@ -267,35 +441,6 @@ def makeService(options: Options) -> IService:
         raise StartupError(str(e)) from None
 
 
-class SecurenetService(MultiService):
-    """
-    The listeners; while running, it watches the log observers
-    (L{securenet.audit.watch_sink}) so that authentications fail closed when
-    the audit log cannot be written.
-    """
-
-    def __init__(self, *, fail_closed: bool) -> None:
-        super().__init__()
-        self.fail_closed = fail_closed
-        self._unwatch: Callable[[], None] | None = None
-
-    def startService(self) -> None:
-        self._unwatch = audit.watch_sink(fail_closed=self.fail_closed)
-        super().startService()
-
-    def stopService(self) -> Deferred[None]:
-        stopped: Deferred[None] = super().stopService()
-
-        def unwatch(result: object) -> object:
-            if self._unwatch is not None:
-                self._unwatch()
-                self._unwatch = None
-            return result
-
-        stopped.addBoth(unwatch)
-        return stopped
-
-
 def _makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
@@ -306,7 +451,9 @@ def _makeService(options: Options) -> IService:
     portal = Portal(IdentityRealm(store), checkers)
     throttle = Throttle(store, reactor) if store is not None else None
     policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
-    service = SecurenetService(fail_closed=options["audit-failure"] == "refuse")
+    for warning in options.get("plaintextCheckers", []):
+        log.warn(literal(warning))
+    service = SecurenetService(reactor, fail_closed=options["audit-failure"] == "refuse")
     for description in options["listen"]:
         try:
             endpoint = server_endpoint(reactor, description)
@@ -315,9 +462,15 @@ def _makeService(options: Options) -> IService:
             if options.get("dev") and not DEV_CERTS.joinpath("server.pem").exists():
                 hint = " (no --listen given and the development PKI in ./certs is missing: run `make run`, or `securenet pki init --dir certs` and issue the certificates)"
             raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
-        _logListening(endpoint, description, options)
         session = SessionFactory(factory, portal, reactor, throttle=throttle, policy=policy)
-        StreamServerEndpointService(endpoint, session).setServiceParent(service)
+        Listener(
+            endpoint,
+            session,
+            option="--listen",
+            description=description,
+            reactor=reactor,
+            announce=_announcer(endpoint, description, options["app"]),
+        ).setServiceParent(service)
     _addWebService(service, options, reactor, portal, store, throttle, policy)
     return service
 
@@ -365,6 +518,9 @@ def _addWebService(
             policy=policy,
             checkers=options["credCheckers"],
             tokens=tokens,
+            listener=lambda endpoint, site, description: Listener(
+                endpoint, site, option="--http", description=description, reactor=reactor
+            ),
         )
         web.setServiceParent(service)
 
@@ -383,16 +539,27 @@ def credential_store(checkers: list[object]) -> ICredentialStore | None:
     return None
 
 
-def _logListening(endpoint: SecureServerEndpoint, description: str, options: Options) -> None:
-    policy = endpoint.policy
-    pin = spki_pin(policy.certificate_chain[0])
-    audit.service_listening(
-        "stream",
-        f"securenet listening on {description}: profile {policy.profile.name}, clientAuth {policy.client_auth},"
-        f" app {options['app']}, server pin {pin}",
-        endpoint=description,
-        profile=policy.profile.name,
-        client_auth=policy.client_auth,
-        pin=pin,
-        app=options["app"],
-    )
+def _announcer(endpoint: SecureServerEndpoint, description: str, app: str) -> Callable[[IListeningPort], None]:
+    """What a stream listener logs once its port is bound (with the port the kernel chose)."""
+
+    def announce(port: IListeningPort) -> None:
+        address = port.getHost()
+        host = getattr(address, "host", "?")
+        shown = f"[{host}]" if ":" in host else host
+        port_number = getattr(address, "port", "?")
+        policy = endpoint.policy
+        pin = spki_pin(policy.certificate_chain[0])
+        audit.service_listening(
+            "stream",
+            f"securenet listening on {shown}:{port_number} ({description}): profile {policy.profile.name},"
+            f" clientAuth {policy.client_auth}, app {app}, server pin {pin}",
+            endpoint=description,
+            profile=policy.profile.name,
+            client_auth=policy.client_auth,
+            pin=pin,
+            app=app,
+            address=shown,
+            port=port_number,
+        )
+
+    return announce

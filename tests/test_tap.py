@@ -6,22 +6,43 @@ process; and the endpoint-string plugins through Twisted's own parsers.
 from __future__ import annotations
 
 import io
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.internet import StreamServerEndpointService
+from twisted.cred.credentials import IUsernamePassword, UsernamePassword
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from securenet import tap
 from securenet.apps._echo import EchoFactory
 from securenet.cred._checkers import CertificateChecker
+from securenet.sasl._mechanism import ChannelBindings
+from securenet.sasl._offer import offered_mechanisms
 from securenet.session._endpoint import SessionClientEndpoint
 from securenet.session._server import SessionFactory
-from securenet.testing import EphemeralPKI
+from securenet.store._records import User
+from securenet.store._sqlite import SQLiteStore
+from securenet.testing import EphemeralPKI, EventCapture
 from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint
 
 PKI = EphemeralPKI.create()
@@ -213,3 +234,389 @@ class EndpointPluginTests(SynchronousTestCase):
         # TLS, then the authentication exchange (tests/session/test_endpoint.py).
         self.assertIsInstance(endpoint, SessionClientEndpoint)
         self.assertIsInstance(endpoint.tls, SecureClientEndpoint)
+
+
+# -- twistd securenet --help -----------------------------------------------------------
+
+#: Options every twistd plugin has (Twisted's), which the synopsis need not repeat.
+GENERIC_OPTIONS = {"help", "version", "help-auth", "help-auth-type"}
+
+
+def help_sentences(text: str) -> list[str]:
+    """The lines of a --help text without the option column (where runs of spaces align the columns)."""
+    return [re.sub(r"^\s*(?:-\w, )?--[\w-]+=?(?=\s)", "", line).strip() for line in text.splitlines()]
+
+
+class HelpTests(SynchronousTestCase):
+    def test_singleSpaces(self) -> None:
+        """--help's sentences have no runs of spaces (no implicit concatenation or docstring indentation shows)."""
+        for line in help_sentences(str(tap.Options())):
+            self.assertNotIn("  ", line)
+
+    def test_synopsisNamesEveryOption(self) -> None:
+        """The usage line names every option of twistd securenet (--policy and --log-level too)."""
+        options = tap.Options()
+        synopsis = options.getSynopsis()
+        names = {name.rstrip("=") for name in options.longOpt} - GENERIC_OPTIONS
+        self.assertEqual(
+            names,
+            {"listen", "app", "auth", "policy", "config", "http", "token-key", "token-ttl", "refresh-ttl", "log-level"},
+        )
+        for name in sorted(names):
+            self.assertIn(f"[--{name} ", synopsis)
+        self.assertNotIn("  ", synopsis)
+
+
+# -- the credential database at start-up --------------------------------------------------
+
+
+def public_key_file(testcase: SynchronousTestCase) -> Path:
+    path = Path(testcase.mktemp())
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    path.write_bytes(key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def nobody_ids() -> tuple[int, int]:
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return entry.pw_uid, entry.pw_gid
+
+
+def scratch_directory(testcase: SynchronousTestCase) -> Path:
+    """A new directory that the user of L{unprivileged} owns (root's test directory may be closed to nobody)."""
+    directory = Path(tempfile.mkdtemp(prefix="securenet-tap-test-"))
+
+    def remove() -> None:
+        for path, _, _ in os.walk(directory):
+            os.chmod(path, 0o700)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    testcase.addCleanup(remove)
+    if os.geteuid() == 0:
+        os.chown(directory, *nobody_ids())
+    return directory
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """
+    Run the block without root's power to ignore file modes, as in the store's
+    conformance suite: as is for a user; for root, as nobody (effective ids
+    only, restored after; no other thread may touch files meanwhile).
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    uid, gid = nobody_ids()
+    egid = os.getegid()
+    try:
+        os.setegid(gid)
+        try:
+            os.seteuid(uid)
+        except BaseException:
+            os.setegid(egid)
+            raise
+    except PermissionError as e:
+        raise SkipTest(f"root cannot drop its privileges here ({e}), so file modes cannot be tested") from None
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(egid)
+
+
+class CredentialDatabaseTests(SynchronousTestCase):
+    """--auth with a credential database: it must exist, and the server must be able to write it."""
+
+    def setUp(self) -> None:
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+
+    def refused(self, *argv: str) -> str:
+        """Parse C{argv}, expecting twistd to stop with exit 1 and one line: return it."""
+        with self.assertRaises(tap.StartupError) as caught:
+            tap.Options().parseOptions(list(argv))
+        self.assertEqual(caught.exception.code, 1)
+        line = self.stderr.getvalue()
+        self.stderr.seek(0)
+        self.stderr.truncate()
+        self.assertEqual(len(line.splitlines()), 1, line)
+        return line.rstrip("\n")
+
+    def test_missingDatabaseRefused(self) -> None:
+        """
+        A credential database that does not exist is refused, for every
+        checker with a database (sqlite:PATH and each db= option), with one
+        line naming it and how to make one; no file is created.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        db = directory / "typo.db"
+        key = public_key_file(self)
+        for description, auth_type in [
+            (f"sqlite:{db}", "sqlite"),
+            (f"sqlite:db={db},scramIterations=4096", "sqlite"),
+            (f"apikey:db={db}", "apikey"),
+            (f"totp:db={db}", "totp"),
+            (f"jwt:key={key},db={db}", "jwt"),
+        ]:
+            line = self.refused("--auth", description)
+            self.assertEqual(
+                line,
+                f"twistd securenet: error: --auth {auth_type}: {db}: no such credential database"
+                f" (create it with: securenet users add NAME --db {db})",
+            )
+            self.assertEqual(os.listdir(directory), [])
+
+    def test_missingDirectoryRefused(self) -> None:
+        """Nor is a directory made for it."""
+        directory = Path(self.mktemp())
+        db = directory / "sub" / "creds.db"
+        line = self.refused("--auth", f"sqlite:{db}")
+        self.assertIn(f"--auth sqlite: {db}: no such credential database", line)
+        self.assertFalse(directory.exists())
+
+    def test_readOnlyDatabaseRefused(self) -> None:
+        """
+        A database file the server cannot write (mode 0400) stops twistd with
+        one line naming it, not a StoreError and an IndexError: the fake-salt
+        secret is made in a write transaction, whose failure was ignored.
+        """
+        db = scratch_directory(self) / "creds.db"
+        with unprivileged():
+            with SQLiteStore.open(db) as store:
+                store.add_user(User("alice"))
+            db.chmod(0o400)
+            line = self.refused("--auth", f"sqlite:{db}")
+        self.assertEqual(
+            line,
+            f"twistd securenet: error: --auth sqlite: {db}: the credential database cannot be written"
+            " (attempt to write a readonly database); the server records failed logins and used TOTP codes in it",
+        )
+
+    def test_readOnlyDirectoryRefused(self) -> None:
+        """A database in a directory the server cannot write (0500) is refused too, with one line naming it."""
+        directory = scratch_directory(self) / "dir"
+        db = directory / "creds.db"
+        with unprivileged():
+            with SQLiteStore.open(db) as store:
+                store.add_user(User("alice"))
+            directory.chmod(0o500)
+            for mode in (0o600, 0o400):
+                db.chmod(mode)
+                line = self.refused("--auth", f"sqlite:{db}")
+                self.assertTrue(line.startswith(f"twistd securenet: error: --auth sqlite: {db}: "), line)
+                self.assertIn("readonly database", line)
+
+
+# -- listening ----------------------------------------------------------------------------
+
+
+def held_port(testcase: SynchronousTestCase) -> int:
+    """A port on 127.0.0.1 that this process listens on until the test ends."""
+    holder = socket.socket()
+    testcase.addCleanup(holder.close)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return int(holder.getsockname()[1])
+
+
+class ListenFailureTests(SynchronousTestCase):
+    """A listener that cannot bind stops twistd with one line: never a server listening nowhere."""
+
+    def setUp(self) -> None:
+        self.certs = PKI.save(Path(self.mktemp()))
+        self.terminal = io.StringIO()
+        self.patch(sys, "__stderr__", self.terminal)
+        self.events = EventCapture(self)
+
+    def test_portInUse(self) -> None:
+        """
+        --listen on a port in use: privilegedStartService raises ListenError
+        (exit 1) naming the port, the OS reason and the endpoint, on the
+        terminal's stderr and in the log; nothing says it listens.
+        """
+        port = held_port(self)
+        listen = (
+            f"securenet:{port}:interface=127.0.0.1:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
+        )
+        options = tap.Options()
+        options.parseOptions(["--listen", listen, "--auth", "anonymous"])
+        service = tap.makeService(options)
+        errors: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, lambda event: errors.append(event) if event.get("log_level") == LogLevel.error else None)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        expected = f"cannot listen on 127.0.0.1:{port}: Address already in use (--listen {listen})"
+        self.assertIsInstance(caught.exception, tap.ListenError)
+        self.assertIsInstance(caught.exception, Exception)  # so that twistd removes its pidfile
+        self.assertEqual((caught.exception.code, str(caught.exception)), (1, expected))
+        self.assertEqual(self.terminal.getvalue(), f"twistd securenet: error: {expected}\n")
+        self.assertEqual([formatEvent(e) for e in errors], [expected])
+        self.assertEqual(self.events.of("service.listening"), [])
+
+    def test_failureLater(self) -> None:
+        """A bind that fails once the reactor runs: the one line in the log, and the reactor stops."""
+        waiting: Deferred[Any] = Deferred()
+        endpoint = cast(Any, type("Later", (), {"listen": lambda self, factory: waiting}))()
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        stopped: list[bool] = []
+        self.patch(reactor, "stop", lambda: stopped.append(True))
+        listener = tap.Listener(endpoint, Factory(), option="--listen", description="securenet:1:x=y", reactor=reactor)
+        errors: list[str] = []
+        observer = cast(ILogObserver, lambda e: errors.append(formatEvent(e)) if e["log_level"] >= LogLevel.error else None)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        listener.privilegedStartService()
+        self.assertEqual((errors, stopped), ([], []))
+        waiting.errback(CannotListenError("::1", 1, OSError(13, "Permission denied")))
+        self.assertEqual(errors, ["cannot listen on [::1]:1: Permission denied (--listen securenet:1:x=y); stopping"])
+        self.assertEqual(stopped, [True])
+        self.assertEqual(self.terminal.getvalue(), "")
+
+
+class ListeningTests(TestCase):
+    def test_listeningLoggedOnceBound(self) -> None:
+        """'securenet listening' is logged once the port is bound, with the port the kernel chose."""
+        certs = PKI.save(Path(self.mktemp()))
+        listen = f"securenet:0:interface=127.0.0.1:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        options = tap.Options()
+        options.parseOptions(["--listen", listen, "--auth", "anonymous"])
+        events = EventCapture(self)
+        service = tap.makeService(options)
+        self.assertEqual(events.of("service.listening"), [])
+        service.privilegedStartService()
+        self.addCleanup(service.stopService)
+        [child] = list(service)  # type: ignore[call-overload]
+        ports: list[Any] = []
+        child._waitingForPort.addCallback(lambda bound: ports.append(bound) or bound)
+        port = ports[0].getHost().port
+        [event] = events.of("service.listening")
+        self.assertEqual(
+            (event["kind"], event["endpoint"], event["address"], event["port"]), ("stream", listen, "127.0.0.1", port)
+        )
+        self.assertNotEqual(port, 0)
+        self.assertTrue(formatEvent(event).startswith(f"securenet listening on 127.0.0.1:{port} ({listen}): profile "))
+
+
+# -- SIGHUP ---------------------------------------------------------------------------------
+
+
+class HangupTests(SynchronousTestCase):
+    def test_sighupIgnoredWithOneLine(self) -> None:
+        """
+        While the service runs, SIGHUP (which by default kills the process)
+        logs one line from the reactor's loop and changes nothing else; once
+        it stops, the previous handler is back.
+        """
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
+        calls: list[tuple[Any, ...]] = []
+        reactor = cast(Any, type("Reactor", (), {"callFromThread": lambda self, *call: calls.append(call)}))()
+        service = tap.SecurenetService(reactor)
+        service.startService()
+        self.assertNotIn(signal.getsignal(signal.SIGHUP), (signal.SIG_DFL, previous))
+        os.kill(os.getpid(), signal.SIGHUP)
+        [(function, *args)] = calls
+        lines: list[str] = []
+        observer = cast(ILogObserver, lambda event: lines.append(f"{event['log_level'].name} {formatEvent(event)}"))
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        function(*args)
+        self.assertEqual(lines, ["warn SIGHUP received: reload is not implemented yet; ignoring"])
+        self.assertTrue(service.running)
+        service.stopService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+    def test_makeServiceHandlesSighup(self) -> None:
+        """The service twistd runs is the one that handles SIGHUP."""
+        certs = PKI.save(Path(self.mktemp()))
+        options = tap.Options()
+        options.parseOptions(
+            ["--listen", f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}", "--auth", "anonymous"]
+        )
+        self.assertIsInstance(tap.makeService(options), tap.SecurenetService)
+
+
+# -- Twisted's own password checkers -----------------------------------------------------------
+
+
+ADVICE = "use --auth sqlite:PATH (hashed passwords, SCRAM) outside tests"
+
+
+class TwistedCheckerTests(SynchronousTestCase):
+    """--auth memory, file and unix: twisted.cred's IUsernamePassword checkers are offered PLAIN and work."""
+
+    def setUp(self) -> None:
+        self.certs = PKI.save(Path(self.mktemp()))
+        self.listen = f"securenet:0:certKey={self.certs / 'server.pem'}:privateKey={self.certs / 'server.key'}"
+
+    def service(self, *auth: str) -> SessionFactory:
+        options = tap.Options()
+        options.parseOptions(["--listen", self.listen, *[a for value in auth for a in ("--auth", value)]])
+        [child] = list(tap.makeService(options))  # type: ignore[call-overload]
+        return child.factory  # type: ignore[no-any-return]
+
+    def offered(self, session: SessionFactory) -> list[str]:
+        return list(offered_mechanisms(session.portal, False, ChannelBindings()))
+
+    def login(self, session: SessionFactory, name: bytes, password: bytes) -> object:
+        checker = session.portal.checkers[IUsernamePassword]
+        return self.successResultOf(defer.maybeDeferred(checker.requestAvatarId, UsernamePassword(name, password)))
+
+    def warnings(self) -> list[str]:
+        lines: list[str] = []
+        observer = cast(
+            ILogObserver,
+            lambda e: (
+                lines.append(formatEvent(e))
+                if e.get("log_namespace") == "securenet.tap" and e["log_level"] == LogLevel.warn
+                else None
+            ),
+        )
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return lines
+
+    def test_memory(self) -> None:
+        """--auth memory:NAME:PASSWORD offers PLAIN, its users log in, and it is warned about at start-up."""
+        warnings = self.warnings()
+        session = self.service("memory:alice:pw:bob:pw2")
+        self.assertEqual(self.offered(session), ["PLAIN"])
+        self.assertEqual(self.login(session, b"alice", b"pw"), b"alice")
+        self.assertEqual(self.login(session, b"bob", b"pw2"), b"bob")
+        self.failureResultOf(session.portal.checkers[IUsernamePassword].requestAvatarId(UsernamePassword(b"alice", b"pw2")))
+        self.assertEqual(
+            warnings,
+            [f"--auth memory: passwords are kept in plaintext (from the command line, in memory); {ADVICE}"],
+        )
+
+    def test_file(self) -> None:
+        """--auth file:PATH offers PLAIN, its users log in, and it is warned about at start-up, naming the file."""
+        path = Path(self.mktemp())
+        path.write_text("alice:pw\n")
+        warnings = self.warnings()
+        session = self.service(f"file:{path}")
+        self.assertEqual(self.offered(session), ["PLAIN"])
+        self.assertEqual(self.login(session, b"alice", b"pw"), b"alice")
+        self.assertEqual(
+            warnings,
+            [f"--auth file: passwords are kept in plaintext (in {str(path)!r}); {ADVICE}"],
+        )
+
+    def test_unix(self) -> None:
+        """--auth unix (the system's passwords, not tried here) offers PLAIN; no warning."""
+        warnings = self.warnings()
+        self.assertEqual(self.offered(self.service("unix")), ["PLAIN"])
+        self.assertEqual(warnings, [])
+
+    def test_noWarningOtherwise(self) -> None:
+        warnings = self.warnings()
+        self.service("anonymous", "certificate")
+        self.assertEqual(warnings, [])

@@ -10,11 +10,14 @@ pick single mechanisms from the same database; C{jwt} adds bearer tokens.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.strcred import ICheckerFactory, StrcredException
 from twisted.plugin import IPlugin
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securenet._errors import SecurenetError
@@ -91,11 +94,28 @@ certificateCheckerFactory = CertificateCheckerFactory()
 # -- credential-database, token, API key and TOTP checkers --------------------
 
 
+def require_database(path: str, auth_type: str) -> None:
+    """
+    Refuse a credential database that does not exist: a server never creates
+    one (a typo would start a server where every login fails); the CLI does,
+    with C{securenet users add}.
+    """
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        raise CheckerArgumentError(
+            f"--auth {auth_type}: {path}: no such credential database (create it with: securenet users add NAME --db {path})"
+        ) from None
+    except OSError:
+        pass  # the store names the problem
+
+
 def open_store(path: str, auth_type: str) -> ICredentialStore:
     """
     The credential database named by C{db=PATH}, its SQL on a dedicated
     thread of the running reactor (imported here, when a checker is made,
-    never at module import).  Tests replace this function.
+    never at module import).  A missing file is refused
+    (L{require_database}).  Tests replace this function.
     """
     from twisted.internet import reactor
 
@@ -104,6 +124,7 @@ def open_store(path: str, auth_type: str) -> ICredentialStore:
 
     if not path:
         raise CheckerArgumentError(f"--auth {auth_type}: db= needs a path")
+    require_database(path, auth_type)
     runner = thread_runner(reactor)
     try:
         return SQLiteStore.open(path, runner=runner)
@@ -224,13 +245,24 @@ class SQLiteCheckerFactory:
 
         from securenet.store._sqlite import SQLiteStore
 
-        # The fake-salt secret is read once, at start-up, before the reactor runs.
+        require_database(options["db"], self.authType)
+        # The fake-salt secret is read once, at start-up, before the reactor
+        # runs (synchronously: the Deferred has fired when secret() returns).
+        # It is made on first use, in a write transaction: so a database the
+        # server cannot write -- which it must, for throttling counters and
+        # used TOTP codes -- is refused here, by name.
+        secret: list[bytes] = []
+        failed: list[Failure] = []
         try:
             with SQLiteStore.open(options["db"]) as startup:
-                secret: list[bytes] = []
-                startup.secret("scram-fake-salt").addCallback(secret.append)
+                startup.secret("scram-fake-salt").addCallbacks(secret.append, failed.append)
         except SecurenetError as e:
             raise CheckerArgumentError(f"--auth sqlite: {e}") from None
+        if failed:
+            raise CheckerArgumentError(
+                f"--auth sqlite: {options['db']}: the credential database cannot be written "
+                f"({_reason(failed[0], options['db'])}); the server records failed logins and used TOTP codes in it"
+            )
         store = open_store(options["db"], self.authType)
         return StoreChecker(
             store,
@@ -239,6 +271,15 @@ class SQLiteCheckerFactory:
             scram_iterations=iterations,
             scram_secret=secret[0],
         )
+
+
+def _reason(failure: Failure, path: str) -> str:
+    """A store error's message without the path it starts with (the caller names the file)."""
+    message = failure.getErrorMessage()
+    for prefix in (f"{path}: ", f"{Path(path)}: "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
 
 
 sqliteCheckerFactory = SQLiteCheckerFactory()

@@ -8,12 +8,12 @@ HTTP requests and in stream sessions (C{OAUTHBEARER}).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
@@ -144,11 +144,17 @@ def web_service(
     checkers: Sequence[object],
     tokens: TokenService | None = None,
     runner: Runner | None = None,
+    listener: Callable[[IStreamServerEndpoint, IProtocolFactory, str], IService] | None = None,
 ) -> MultiService:
     """
     A service listening on every endpoint of C{settings.endpoints} with the
     built-in API.
 
+    @param listener: makes the service of one endpoint, from the endpoint
+        (which logs where it listens once it does), the site and the
+        endpoint string; C{twistd securenet} passes one that stops twistd
+        with one line when the port cannot be bound.  By default a
+        C{StreamServerEndpointService}.
     @raise WebConfigurationError: an endpoint string is refused.
     """
     hasher, iterations = _password_settings(checkers)
@@ -168,7 +174,11 @@ def web_service(
             endpoint = server_endpoint(reactor, description)
         except SecurenetError as e:
             raise WebConfigurationError(f"--http {description}: {e}") from None
-        StreamServerEndpointService(_Announced(endpoint, description), site).setServiceParent(service)
+        announced = _Announced(endpoint, description)
+        if listener is None:
+            StreamServerEndpointService(announced, site).setServiceParent(service)
+        else:
+            listener(announced, site, description).setServiceParent(service)
     return service
 
 

@@ -8,6 +8,7 @@ tests/e2e/test_web.py.
 from __future__ import annotations
 
 import io
+import socket
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from securenet.cred._storechecker import StoreChecker
 from securenet.interfaces import ITokenCredentials
 from securenet.session._server import SessionFactory
 from securenet.store._memory import MemoryStore
-from securenet.testing import EphemeralPKI, weak_hasher
+from securenet.testing import EphemeralPKI, EventCapture, weak_hasher
 from securenet.web._site import SecureSite
 from securenet.web._tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
 
@@ -190,3 +191,35 @@ class WebServiceTests(SynchronousTestCase):
         self.assertRefused(
             self.options("--http", "securenet:0:nokey=1"), "--http securenet:0:nokey=1: unknown server endpoint key"
         )
+
+
+class HTTPListenFailureTests(SynchronousTestCase):
+    def test_portInUse(self) -> None:
+        """
+        --http on a port in use: twistd stops (ListenError, exit 1) with one
+        line naming the port, the OS reason and the --http endpoint; the HTTP
+        API never says it listens.
+        """
+        certs = PKI.save(Path(self.mktemp()))
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        http = f"securenet:{port}:interface=127.0.0.1:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        terminal = io.StringIO()
+        self.patch(sys, "__stderr__", terminal)
+        events = EventCapture(self)
+        options = tap.Options()
+        options.addChecker(
+            StoreChecker(MemoryStore(), Clock(), runner=synchronous_runner, hasher=weak_hasher(), scram_iterations=4096)
+        )
+        options.parseOptions(["--http", http])
+        service = tap.makeService(options)
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        expected = f"cannot listen on 127.0.0.1:{port}: Address already in use (--http {http})"
+        self.assertIsInstance(caught.exception, tap.ListenError)
+        self.assertEqual((caught.exception.code, str(caught.exception)), (1, expected))
+        self.assertEqual(terminal.getvalue(), f"twistd securenet: error: {expected}\n")
+        self.assertEqual(events.of("service.listening"), [])
