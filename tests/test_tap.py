@@ -260,7 +260,19 @@ class HelpTests(SynchronousTestCase):
         names = {name.rstrip("=") for name in options.longOpt} - GENERIC_OPTIONS
         self.assertEqual(
             names,
-            {"listen", "app", "auth", "policy", "config", "http", "token-key", "token-ttl", "refresh-ttl", "log-level"},
+            {
+                "listen",
+                "app",
+                "auth",
+                "policy",
+                "config",
+                "http",
+                "token-key",
+                "token-ttl",
+                "refresh-ttl",
+                "log-level",
+                "audit-failure",
+            },
         )
         for name in sorted(names):
             self.assertIn(f"[--{name} ", synopsis)
