@@ -16,7 +16,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Dependencies (re-installed when the packaging metadata changes).
-$(DEPS): $(PY) setup.cfg pyproject.toml
+$(DEPS): $(PY) pyproject.toml
 	$(PY) -m pip install -q '.[test]'
 	touch $@
 
@@ -64,7 +64,7 @@ BENCH_DEPS := $(VENV)/.bench-installed
 
 .PHONY: bench bench-quick bench-tools
 
-$(BENCH_DEPS): $(DEPS) setup.cfg
+$(BENCH_DEPS): $(DEPS) pyproject.toml
 	$(PY) -m pip install -q '.[bench]'
 	touch $@
 
