@@ -256,7 +256,8 @@ def validate_command(command: type[amp.Command]) -> None:
     for field in fields:
         if field not in required:
             raise CommandSetupError(
-                f"command {name}: resource {spec!r} names {field!r}, which is not one of its arguments ({', '.join(required) or 'none'})"
+                f"command {name}: resource {spec!r} names {field!r}, which is not one of its arguments "
+                f"({', '.join(required) or 'none'})"
             )
         if required[field].optional:
             raise CommandSetupError(f"command {name}: resource {spec!r} names the optional argument {field!r}")

@@ -108,7 +108,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "config",
             "c",
             None,
-            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); command-line values win.",
+            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); "
+            "command-line values win.",
         ],
         ["policy", "p", None, "TOML authorization policy (docs/authz.md); applications find it as their session's policy."],
         [
@@ -154,7 +155,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["listen"].append(endpoint)
 
     def opt_http(self, endpoint: str) -> None:
-        """A securenet: server endpoint for the built-in HTTP API (may be repeated); clientAuth=optional accepts client certificates."""
+        # twistd --help shows this docstring as the option's help: one line, or the wrapping keeps the indentation.
+        """A securenet: server endpoint for the built-in HTTP API (may be repeated); clientAuth=optional accepts client certificates."""  # noqa: E501
         self["http"].append(endpoint)
 
     def postOptions(self) -> None:
@@ -265,7 +267,10 @@ def _makeService(options: Options) -> IService:
         except SecurenetError as e:
             hint = ""
             if options.get("dev") and not DEV_CERTS.joinpath("server.pem").exists():
-                hint = " (no --listen given and the development PKI in ./certs is missing: run `make run`, or `securenet pki init --dir certs` and issue the certificates)"
+                hint = (
+                    " (no --listen given and the development PKI in ./certs is missing: run `make run`, or `securenet pki init "
+                    "--dir certs` and issue the certificates)"
+                )
             raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
         _logListening(endpoint, description, options)
         session = SessionFactory(factory, portal, reactor, throttle=throttle, policy=policy)

@@ -19,26 +19,35 @@ unless you ask (L{EphemeralPKI.save}).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
+import pyotp
 from cryptography import x509
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime
 from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from twisted.test import iosim
 
+from securenet._threads import synchronous_runner
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import IdentityRealm
+from securenet.cred._passwords import PasswordHasher
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._users import new_user
 from securenet.interfaces import IClientMechanism
 from securenet.pki._ca import CertificateAuthority, IssuedCertificate, default_server_sans, save_ca
 from securenet.session._client import ClientCredentials, ClientSessionFactory, MechanismChooser
+from securenet.session._exchange import ExchangeSettings
 from securenet.session._server import SessionFactory
+from securenet.store._memory import MemoryStore
+from securenet.store._records import User
 from securenet.tls._guard import TLSGuard, TLSGuardFactory
 from securenet.tls._policy import ClientTLSPolicy, ServerTLSCreator, ServerTLSPolicy
 
@@ -169,20 +178,6 @@ def connect_in_memory(
 
 
 # -- a portal with users, and an application connected in memory ---------------------
-
-from collections.abc import Iterable, Mapping  # noqa: E402
-
-import pyotp  # noqa: E402
-from twisted.internet.interfaces import IReactorTime  # noqa: E402
-from twisted.python.failure import Failure  # noqa: E402
-
-from securenet._threads import synchronous_runner
-from securenet.cred._passwords import PasswordHasher
-from securenet.cred._storechecker import StoreChecker
-from securenet.cred._users import new_user
-from securenet.session._exchange import ExchangeSettings
-from securenet.store._memory import MemoryStore
-from securenet.store._records import User
 
 #: The SCRAM iteration count of L{memory_portal}'s users (cheap: tests only).
 TEST_SCRAM_ITERATIONS = 4096

@@ -43,7 +43,7 @@ from securenet.store._records import APIKey, User
 from securenet.testing import EphemeralPKI, connect_in_memory
 
 NOW = 1_800_000_000
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 class APIKeyTestCase(SynchronousTestCase):
@@ -320,7 +320,9 @@ class StrcredTests(APIKeyTestCase):
         self.patch(securenet.cred._strcred, "open_store", lambda path, auth_type: self.store)
         cases = {
             "": "--auth apikey: db=PATH (the credential database) is required",
-            "db=x,scope=a\\b": "--auth apikey: invalid scope 'a\\\\b': a scope is printable ASCII without spaces, quotes or backslashes",
+            "db=x,scope=a\\b": (
+                "--auth apikey: invalid scope 'a\\\\b': a scope is printable ASCII without spaces, quotes or backslashes"
+            ),
             "db=x,user=y": "--auth apikey: unknown option 'user'; known: db, scope",
         }
         for argstring, message in cases.items():

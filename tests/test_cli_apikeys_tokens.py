@@ -34,7 +34,7 @@ from securenet.store._sqlite import SQLiteStore
 from tests.test_cli_pki import Result, run
 
 NOW = 1_800_000_000
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def snapshot(*paths: Path) -> dict[str, bytes]:
@@ -474,7 +474,8 @@ class TokensRevokeTests(CLITestCase):
             ),
             (
                 [self.jti],
-                "--expires is required with a token id: the token's exp (POSIX seconds) or an ISO 8601 time; the revocation is kept until then",
+                "--expires is required with a token id: the token's exp (POSIX seconds) or an ISO 8601 time; the revocation "
+                "is kept until then",
             ),
             (
                 [self.jti, "--expires", "tomorrow"],

@@ -348,7 +348,7 @@ class SslyzeComplianceTests(E2EBase):
             "--auth",
             "anonymous",
         )
-        for port, profile in zip(server.ports, ("intermediate", "modern")):
+        for port, profile in zip(server.ports, ("intermediate", "modern"), strict=True):
             result = self.scan(port, profile)
             out = result.stdout.decode()
             self.assertEqual(result.returncode, 0, out[-3000:])

@@ -116,7 +116,7 @@ def client_final_parts(message: bytes) -> dict[str, str]:
 
 def self_signed(key: Any, algorithm: Any) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scram test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -868,7 +868,7 @@ class ClientRunnerTests(SynchronousTestCase):
 
         client = ScramClientMechanism("user", "pencil", plus=False, bindings=ChannelBindings(), runner=runner)
         client.initial()
-        nonce = client._nonce  # noqa: SLF001 - the test plays the server
+        nonce = client._nonce  # the test plays the server
         server_first = f"r={nonce}abc,s={base64.b64encode(b'salt' * 4).decode()},i=4096".encode()
         answer = client.respond(server_first)
         self.assertIsInstance(answer, defer.Deferred)

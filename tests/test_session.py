@@ -63,7 +63,7 @@ def client_without_cn() -> IssuedCertificate:
     """A client certificate of the module CA whose subject is empty (identity only in a SAN)."""
     ca = pki().ca
     key = generate_private_key("ec")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))

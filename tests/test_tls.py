@@ -23,9 +23,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from OpenSSL.crypto import X509
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IOpenSSLClientConnectionCreator, IProtocol, ISSLTransport, ITCPTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
@@ -90,7 +89,7 @@ ECDHE_AEAD_SUITES = frozenset(
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 # -- PKI, built once per module ------------------------------------------------
@@ -172,7 +171,7 @@ class RecordingProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = reason
 
 
@@ -715,7 +714,7 @@ class ClientCertificateTests(TLSTestCase):
             self.assertTrue(set(providedBy(guard.transport)) <= set(providedBy(guard)))
             self.assertTrue(ISSLTransport.providedBy(guard))
             self.assertTrue(ITCPTransport.providedBy(run.server_app().transport))
-        self.assertIs(getattr(guards[0], "__provides__"), getattr(guards[1], "__provides__"))
+        self.assertIs(getattr(guards[0], "__provides__"), getattr(guards[1], "__provides__"))  # noqa: B009 - a dunder mypy cannot type
 
     def test_certificatesConvertedOnce(self) -> None:
         """
@@ -1031,7 +1030,7 @@ class PlainPeer(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = reason
 
 

@@ -511,7 +511,7 @@ class StoreTests(TokenTestCase):
     def test_revoked(self) -> None:
         token = self.issuer.issue("alice", ttl=600)
         jti = self.accepted(token).jti
-        expires = datetime.datetime.fromtimestamp(NOW + 600, datetime.timezone.utc)
+        expires = datetime.datetime.fromtimestamp(NOW + 600, datetime.UTC)
         self.successResultOf(self.store.revoke_token(jti, expires))
         self.assertRefused(token, "token revoked")
         self.accepted(self.issuer.issue("alice", ttl=600))

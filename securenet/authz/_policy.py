@@ -42,7 +42,7 @@ from securenet.interfaces import IPolicy
 
 #: What tells a policy the time: a reactor (its C{seconds()}) or a function
 #: returning POSIX seconds.
-Clock = Union[IReactorTime, Callable[[], float]]
+Clock = Union[IReactorTime, Callable[[], float]]  # noqa: UP007 - zope.interface 6.0 has no | for interfaces
 
 #: The policy format this code reads (the optional top-level C{version}).
 FORMAT_VERSION = 1
@@ -514,7 +514,7 @@ def _compile(document: dict[str, Any], locator: Locator, source: str, clock: Clo
             None,
             "allow",
             frozenset({role.name}),
-            tuple(zip(role.permissions, role.permission_locations)),
+            tuple(zip(role.permissions, role.permission_locations, strict=True)),
             None,
             None,
             role.location,

@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet import error as neterror
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from securenet._errors import SecurenetError
@@ -56,7 +56,7 @@ class StdioBridge(Protocol):
         if self.transport is not None and self._lingering is None:
             self._lingering = self.clock.callLater(self.linger, self.transport.loseConnection)
 
-    def connectionLost(self, reason: Failure = Failure(neterror.ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._lingering is not None and self._lingering.active():
             self._lingering.cancel()
         if self.stdio is not None:
@@ -76,7 +76,7 @@ class StdinForwarder(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.server.transport.write(data)  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(neterror.ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.server.inputEnded()
 
 

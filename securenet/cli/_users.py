@@ -211,7 +211,7 @@ def list_users(args: argparse.Namespace) -> int:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[3]]))
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[3]]))
     return 0
 
 

@@ -94,12 +94,12 @@ def parse_api_key(key: str) -> tuple[str, str] | None:
 
 def utc(when: float) -> datetime.datetime:
     """POSIX time as an aware UTC datetime (how API key times are stored)."""
-    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return datetime.datetime.fromtimestamp(when, datetime.UTC)
 
 
 def _aware(when: datetime.datetime) -> datetime.datetime:
     """A stored naive datetime is UTC."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
 
 
 def create_api_key(

@@ -59,7 +59,7 @@ from securenet.pki._tokenkeys import MAX_NAME_LENGTH, Algorithm, InvalidTokenSet
 from securenet.store._records import User
 
 #: Where "now" comes from: a reactor (C{seconds()}) or a callable returning POSIX time.
-Clock = Union[IReactorTime, Callable[[], float]]
+Clock = Union[IReactorTime, Callable[[], float]]  # noqa: UP007 - zope.interface 6.0 has no | for interfaces
 
 DEFAULT_AUDIENCE = "securenet"
 DEFAULT_ISSUER = "securenet"

@@ -86,7 +86,7 @@ def default_server_sans(name: str) -> list[x509.GeneralName]:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _sign_hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Literal, Union, cast
+from typing import Literal, cast
 
 import attrs
 from cryptography.hazmat.primitives import serialization
@@ -19,8 +19,8 @@ from securenet._errors import SecurenetError
 from securenet.pki._errors import FileCorrupt, PKIError
 from securenet.pki._files import check_key_permissions, load_private_key, read_file
 
-PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey]
-SigningKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey]
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+SigningKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 #: The longest C{sub}, C{jti} or C{kid} accepted.
 MAX_NAME_LENGTH = 256
 

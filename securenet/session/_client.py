@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -320,7 +320,7 @@ class ClientSession(TLSGuard):
         self._cancelDeadline()
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelDeadline()
         super().connectionLost(reason)
 

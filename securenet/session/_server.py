@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -119,7 +120,7 @@ class ServerSession(TLSGuard):
         elif self.exchange is not None:
             self.exchange.dataReceived(data)
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.exchange is not None:
             self.exchange.stop()
             if self.exchange.decisions == 0:

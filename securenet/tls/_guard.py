@@ -24,7 +24,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorTime,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
@@ -269,7 +269,7 @@ class TLSGuard(ProtocolWrapper):
             fields["peer_pin"] = facts.pin
         return fields
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         # Nothing resets BaseProtocol.connected for us: callers that finish
         # later (an authentication Deferred) check it.
         self.connected = False

@@ -215,7 +215,7 @@ def _internal_error(connection: SSL.Connection, where: str) -> bool:
     log.failure("internal error in the TLS {where} callback; refusing the connection", where=where)
     try:
         _state(connection).refuse(CertificateRejected(f"internal error while verifying ({where})"))
-    except Exception:  # noqa: BLE001 - nothing more to record; the refusal below stands
+    except Exception:  # nothing more to record; the refusal below stands
         pass
     return False
 

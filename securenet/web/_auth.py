@@ -34,7 +34,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import attrs
 from twisted.cred.credentials import Anonymous, IAnonymous, IUsernamePassword, UsernamePassword

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, Union, cast
+from typing import Any, TypeVar, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -56,7 +56,7 @@ from securenet.web._responses import (
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: A policy resource for a request: fixed, or computed from it.
-ResourceSpec = Union[str, None, Callable[..., Union[str, None]]]
+ResourceSpec = str | None | Callable[..., str | None]
 
 #: What a deny-everything guard decides with (no policy configured).
 _NO_POLICY = Policy.parse("", source="<no policy>")
@@ -245,7 +245,7 @@ class ProtectedResource(Resource):
 #: A handler: gets the request; returns (or fires with) a JSON-able value
 #: (200), a L{JSONResponse}, or bytes already rendered (a guarded handler's
 #: refusal).
-Handler = Callable[[IRequest], Union[Any, Awaitable[Any]]]
+Handler = Callable[[IRequest], Any | Awaitable[Any]]
 
 
 class JSONEndpoint(Resource):

@@ -115,7 +115,8 @@ class _Announced:
             shown = f"[{host}]" if ":" in host else host
             policy = self.endpoint.policy
             log.info(
-                "securenet HTTP API listening on https://{address}:{port}/ ({endpoint}): profile {profile}, clientAuth {client_auth}, server pin {pin}",
+                "securenet HTTP API listening on https://{address}:{port}/ ({endpoint}): profile {profile}, clientAuth "
+                "{client_auth}, server pin {pin}",
                 address=shown,
                 port=getattr(address, "port", "?"),
                 endpoint=self.description,
