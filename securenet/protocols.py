@@ -132,7 +132,7 @@ class SecureProtocolMixin:
         factory = getattr(self, "factory", None)
         for candidate in (getattr(session, "policy", None), getattr(factory, "policy", None)):
             if candidate is not None and IPolicy.providedBy(candidate):
-                self._securenet_policy = cast(IPolicy, candidate)
+                self._securenet_policy = candidate
                 return self._securenet_policy
         return None
 
@@ -284,7 +284,7 @@ def command_resource(command: type[amp.Command], arguments: Mapping[str, Any]) -
         return None
     if callable(spec):
         return cast(Callable[[Mapping[str, Any]], "str | None"], spec)(arguments)
-    return spec.format_map({field: _text(command, field, arguments[field]) for field in _template_fields(spec)})
+    return cast(str, spec.format_map({field: _text(command, field, arguments[field]) for field in _template_fields(spec)}))
 
 
 class SecureCommand(amp.Command):
@@ -374,7 +374,7 @@ class SecureAMP(SecureProtocolMixin, amp.AMP):
                 return answer.addErrback(self._refusal, command)
             return answer
 
-        return super()._wrapWithSerialization(authorized, command)  # type: ignore[misc]
+        return super()._wrapWithSerialization(authorized, command)
 
     def authorizeCommand(self, command: type[amp.Command], arguments: Mapping[str, Any]) -> Decision | None:
         """

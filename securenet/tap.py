@@ -235,11 +235,11 @@ def load_app(spec: str) -> IProtocolFactory:
     if isinstance(obj, type) and issubclass(obj, Factory):
         return obj()
     if IProtocolFactory.providedBy(obj):
-        return obj  # type: ignore[no-any-return]
+        return obj
     if callable(obj):
         made = obj()
         if IProtocolFactory.providedBy(made):
-            return made  # type: ignore[no-any-return]
+            return made
     raise usage.UsageError(f"--app {spec}: {path} is not a protocol factory, factory class, or protocol class")
 
 
@@ -336,7 +336,7 @@ def credential_store(checkers: list[object]) -> ICredentialStore | None:
     for checker in checkers:
         store = getattr(checker, "store", None)
         if store is not None and ICredentialStore.providedBy(store):
-            return store  # type: ignore[no-any-return]
+            return store
     return None
 
 

@@ -47,7 +47,7 @@ def policy_of(obj: object) -> IPolicy | None:
     """C{obj.policy}, else C{obj.factory.policy}, if it provides L{IPolicy}."""
     for candidate in (getattr(obj, "policy", None), getattr(getattr(obj, "factory", None), "policy", None)):
         if candidate is not None and IPolicy.providedBy(candidate):
-            return cast(IPolicy, candidate)
+            return candidate
     return None
 
 

@@ -25,7 +25,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union, cast
+from typing import Any, Literal, Union
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -127,8 +127,8 @@ _NO_CONTEXT = Context()
 
 def _seconds(clock: Clock) -> float:
     if IReactorTime.providedBy(clock):
-        return float(cast(IReactorTime, clock).seconds())
-    return float(cast(Callable[[], float], clock)())
+        return float(clock.seconds())
+    return float(clock())
 
 
 @implementer(IPolicy)

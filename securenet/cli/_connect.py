@@ -238,10 +238,10 @@ def run_connect(args: argparse.Namespace) -> int:
     def start() -> None:
         d = ensureDeferred(_run(reactor, args))
         d.addBoth(result.append)
-        d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+        d.addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.run()
     outcome = result[0] if result else 1
     if isinstance(outcome, Failure):
         outcome.raiseException()

@@ -30,10 +30,17 @@ from cryptography.hazmat.primitives import serialization
 
 from securenet.cli._apikeys import add_db, close_store, format_time, open_store, parse_scopes, wait
 from securenet.cli._pki import UsageError
-from securenet.cred._jwt import DEFAULT_AUDIENCE, DEFAULT_ISSUER, MAX_NAME_LENGTH, TokenIssuer, TokenSettings
+from securenet.cred._jwt import DEFAULT_AUDIENCE, DEFAULT_ISSUER, TokenIssuer, TokenSettings
 from securenet.pki._errors import AlreadyExists, FileMissing
 from securenet.pki._files import write_private_key
-from securenet.pki._tokenkeys import ALGORITHMS, InvalidTokenSettings, SigningKey, generate_signing_key, load_signing_key
+from securenet.pki._tokenkeys import (
+    ALGORITHMS,
+    MAX_NAME_LENGTH,
+    InvalidTokenSettings,
+    SigningKey,
+    generate_signing_key,
+    load_signing_key,
+)
 
 DEFAULT_TTL = 3600
 

@@ -19,8 +19,8 @@ from securenet.cred._credentials import CertificateCredentials, TOTPCredentials
 from securenet.cred._identity import ANONYMOUS_ID, AuthenticationContext, Identity, IdentityRealm
 from securenet.cred._jwt import PresentedToken, TokenChecker, TokenIssuer, TokenRefused, TokenSettings, VerifiedToken
 from securenet.cred._names import UserRecordError, canonical_user_name, validate_user_name
-from securenet.cred._passwords import LoginRefused, PasswordChecker, PasswordError, PasswordHasher
-from securenet.cred._saslprep import SASLprepError, normalize_password, saslprep
+from securenet.cred._passwords import LoginRefused, PasswordChecker, PasswordHasher
+from securenet.cred._saslprep import PasswordError, SASLprepError, normalize_password, saslprep
 from securenet.cred._scram import ScramChecker, ScramCredentials, derive_scram_keys
 from securenet.cred._storechecker import StoreChecker
 from securenet.cred._throttle import Throttle, ThrottlePolicy

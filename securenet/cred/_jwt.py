@@ -77,8 +77,8 @@ RESERVED_CLAIMS = frozenset({"sub", "jti", "iat", "exp", "nbf", "aud", "iss", "s
 def now(clock: Clock) -> float:
     """The time according to C{clock} (shared by the token, API key and TOTP checkers)."""
     if IReactorTime.providedBy(clock):
-        return float(cast(IReactorTime, clock).seconds())
-    return float(cast(Callable[[], float], clock)())
+        return float(clock.seconds())
+    return float(clock())
 
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )

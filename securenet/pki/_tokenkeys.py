@@ -143,7 +143,7 @@ def _choose(algorithm: str | None) -> Algorithm | None:
         return None
     if algorithm not in ALGORITHMS:
         raise InvalidTokenSettings(f"token algorithm {algorithm!r} is not allowed; choose one of {', '.join(ALGORITHMS)}")
-    return cast(Algorithm, algorithm)
+    return algorithm
 
 
 def _hmac_from_file(path: Path, data: bytes, kid: str | None) -> TokenKey:

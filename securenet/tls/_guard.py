@@ -10,7 +10,7 @@ only once the handshake (and, in subclasses, authentication) succeeded.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
@@ -70,7 +70,7 @@ class TLSGuardFactory(WrappingFactory):
         *,
         ready: Deferred[IProtocol] | None = None,
     ) -> None:
-        super().__init__(wrappedFactory)  # type: ignore[arg-type]
+        super().__init__(wrappedFactory)
         self.reactor = reactor
         self.ready = ready
 
@@ -223,7 +223,7 @@ class TLSGuard(ProtocolWrapper):
 
     def logPrefix(self) -> str:
         if self.wrappedProtocol is not None:
-            return ProtocolWrapper.logPrefix(self)
+            return cast(str, ProtocolWrapper.logPrefix(self))
         return "securenet"
 
     # -- tear-down -------------------------------------------------------------
@@ -302,4 +302,4 @@ class TLSGuard(ProtocolWrapper):
         """Hook: the connection ended before the application was connected."""
 
 
-TLSGuardFactory.protocol = TLSGuard  # type: ignore[assignment]
+TLSGuardFactory.protocol = TLSGuard

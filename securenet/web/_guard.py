@@ -86,7 +86,7 @@ class WebGuard:
         policy = self.policy if self.policy is not None else _NO_POLICY
         context = Context(peer=client_peer(request))
         try:
-            return policy.require(authentication.identity, action, resource, context)  # type: ignore[no-any-return]
+            return policy.require(authentication.identity, action, resource, context)
         except AuthorizationDenied as denied:
             raise Forbidden(str(denied), details={"permission": denied.permission}, reason=_reason(denied)) from None
 
@@ -229,7 +229,7 @@ class ProtectedResource(Resource):
 
         def refused(failure: Failure) -> IResource:
             failure.trap(WebError)
-            return _Answer(failure.value)
+            return _Answer(cast(WebError, failure.value))
 
         return _Pending(d.addCallbacks(allowed, refused))
 
