@@ -44,8 +44,8 @@ run: pki
 
 test: install $(SSLYZE)
 	@export SECURENET_SSLYZE="$(CURDIR)/$(SSLYZE)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \
-	echo "== mypy securenet twisted/plugins"; \
-	$(PY) -m mypy securenet twisted/plugins; mypy=$$?; \
+	echo "== mypy --strict securenet twisted/plugins tests"; \
+	$(PY) -m mypy; mypy=$$?; \
 	echo "== python -m twisted.trial tests"; \
 	$(PY) -m twisted.trial tests; trial=$$?; \
 	echo "== python -m pytest"; \

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 import math
 import os
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.cred.checkers import ICredentialsChecker
@@ -154,13 +155,13 @@ class CheckTests(APIKeyTestCase):
     def test_unknown_id(self) -> None:
         """An unknown id is refused after a comparison against a dummy hash."""
         compared: list[tuple[bytes, bytes]] = []
-        real = securenet.cred._apikeys.hmac.compare_digest
+        real = hmac.compare_digest
 
         def spy(a: bytes, b: bytes) -> bool:
             compared.append((a, b))
             return real(a, b)
 
-        self.patch(securenet.cred._apikeys.hmac, "compare_digest", spy)
+        self.patch(hmac, "compare_digest", spy)
         key, _ = self.create()
         self.assertRefused("sn_AAAAAAAAAAAA." + key.split(".")[1], "unknown key id")
         self.assertEqual(len(compared), 2)
@@ -401,4 +402,4 @@ class WireTests(APIKeyTestCase):
         [failure] = ready
         assert isinstance(failure, Failure)
         failure.trap(AuthenticationFailed)
-        self.assertEqual(failure.value.code, "AUTH-FAILED")
+        self.assertEqual(cast(AuthenticationFailed, failure.value).code, "AUTH-FAILED")

@@ -382,7 +382,7 @@ class TokensIssueTests(CLITestCase):
         short = self.dir / "short.key"
         short.write_bytes(b"s" * 20)
         os.chmod(short, 0o600)
-        cases = [
+        cases: list[tuple[list[str | Path], str]] = [
             (
                 ["alice", "--key", loose],
                 f"{loose}: private key file has mode 0644; it must not be accessible by group or others (chmod 600 {loose})",

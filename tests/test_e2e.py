@@ -369,7 +369,14 @@ class SslyzeComplianceTests(E2EBase):
             env=child_env(),
             cwd=REPO,
         )
-        self.addCleanup(lambda: (proc.kill(), proc.wait(), proc.stdout and proc.stdout.close()))
+
+        def stop() -> None:
+            proc.kill()
+            proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+
+        self.addCleanup(stop)
         assert proc.stdout is not None
         port = int(proc.stdout.readline().strip())
         result = self.scan(port, "intermediate")

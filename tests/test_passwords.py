@@ -36,10 +36,9 @@ from securenet.cred._passwords import (
     InvalidPasswordHash,
     LoginRefused,
     PasswordChecker,
-    PasswordError,
     PasswordHasher,
 )
-from securenet.cred._saslprep import SASLprepError, normalize_password, saslprep
+from securenet.cred._saslprep import PasswordError, SASLprepError, normalize_password, saslprep
 from securenet.cred._scram import derive_scram_keys
 from securenet.cred._users import new_user
 from securenet.interfaces import IMechanismFactory, IServerMechanism

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
@@ -399,7 +399,7 @@ class SecureAMPTests(SecureAMPTestCase):
         failure = self.refused(conn, Write, key="users/bob/x", value="1")
         failure.trap(CommandDenied)
         self.assertEqual(str(failure.value), "alice may not kv.write users/bob/x: missing permission kv.write:users/bob/x")
-        self.assertEqual(failure.value.permission, "kv.write:users/bob/x")
+        self.assertEqual(cast(CommandDenied, failure.value).permission, "kv.write:users/bob/x")
         self.assertEqual(conn.server.calls, [])
         self.assertOpen(conn)
         self.assertEqual(self.call(conn, Write, key="users/alice/y", value="2"), {"written": "users/alice/y"})
@@ -479,7 +479,7 @@ class ContextAndSetupTests(SecureAMPTestCase):
         conn = self.connect("root")
         failure = self.refused(conn, Misdeclared, key="x")
         failure.trap(amp.UnknownRemoteError)
-        self.assertEqual(failure.value.description, NOT_CONFIGURED)
+        self.assertEqual(cast(amp.UnknownRemoteError, failure.value).description, NOT_CONFIGURED)
         [error] = self.flushLoggedErrors(CommandSetupError)
         self.assertIn("command Misdeclared: resource '{name}' names 'name'", str(error.value))
         self.assertEqual(conn.server.calls, [])
@@ -491,7 +491,7 @@ class RequiresOnRespondersTests(SecureAMPTestCase):
         conn = self.connect("alice")
         failure = self.refused(conn, Stop, reason="maintenance")
         failure.trap(CommandDenied)
-        self.assertEqual(failure.value.permission, "admin.stop:reasons/maintenance")
+        self.assertEqual(cast(CommandDenied, failure.value).permission, "admin.stop:reasons/maintenance")
         self.assertEqual(conn.server.calls, [])
         self.assertOpen(conn)
         self.assertEqual(self.call(conn, Write, key="users/alice/x", value="1"), {"written": "users/alice/x"})
@@ -521,7 +521,10 @@ class PlainCommandTests(SecureAMPTestCase):
         conn = self.connect("bob")
         failure = self.refused(conn, PlainRead, key="private/x")
         failure.trap(amp.UnknownRemoteError)
-        self.assertEqual(failure.value.description, "bob may not kv.read private/x: missing permission kv.read:private/x")
+        self.assertEqual(
+            cast(amp.UnknownRemoteError, failure.value).description,
+            "bob may not kv.read private/x: missing permission kv.read:private/x",
+        )
         self.assertOpen(conn)
         self.assertEqual(self.call(conn, PlainRead, key="public/x"), {"value": "public/x"})
 
