@@ -1,6 +1,6 @@
 """
 Base classes for securenet applications: the Twisted protocols you already
-know, plus the peer's identity and the service's authorization policy.
+know, plus the peer's identity and the service's authorization policy::
 
     class Chat(SecureLineReceiver):          # a twisted.protocols.basic.LineReceiver
         def lineReceived(self, line):
@@ -95,7 +95,7 @@ class SecureProtocolMixin:
 
       - C{identity}: the peer's L{Identity}, from the session
         (C{identity_of(self)}), looked up at C{connectionMade} and kept;
-        raises L{securenet.protocol.session.NotASecureSession} on a
+        raises L{securenet.session.NotASecureSession} on a
         connection securenet did not authenticate.
       - C{policy}: the policy the service runs with (C{twistd securenet
         --policy}, i.e. C{ISession(self.transport).policy}), else
@@ -191,7 +191,7 @@ class SecureProtocolMixin:
 
 class SecureLineReceiver(SecureProtocolMixin, LineReceiver):
     """
-    A L{LineReceiver} that knows its peer (C{self.identity}) and can ask the
+    A C{LineReceiver} that knows its peer (C{self.identity}) and can ask the
     policy (C{self.can}, C{self.require}, C{@requires} on its methods).
     Everything else is LineReceiver's, defaults included (a C{\\r\\n}
     delimiter: set C{delimiter = b"\\n"} for line-at-a-time terminals).
@@ -292,16 +292,16 @@ class SecureCommand(amp.Command):
     An AMP command that declares the permission its responder needs; a
     L{SecureAMP} server checks it before the responder runs.
 
+    It also declares L{CommandDenied} (C{COMMAND-DENIED}) among its C{errors},
+    so a client's C{callRemote} fails with that type.  Mistakes in the
+    declarations are refused when the class is defined
+    (L{CommandSetupError}).
+
     @cvar permission: the action (C{"kv.read"}), or None for a command
         anyone authenticated may call.
     @cvar resource: what the action is on: a template over the command's
         (required) arguments, C{"{key}"} or C{"kv/{key}"}, or a function
         given the parsed arguments; None for no resource.
-
-    It also declares L{CommandDenied} (C{COMMAND-DENIED}) among its C{errors},
-    so a client's C{callRemote} fails with that type.  Mistakes in the
-    declarations are refused when the class is defined
-    (L{CommandSetupError}).
     """
 
     permission: ClassVar[str | None] = None
@@ -315,7 +315,7 @@ class SecureCommand(amp.Command):
 
 class SecureAMP(SecureProtocolMixin, amp.AMP):
     """
-    An L{amp.AMP} that authorizes every command it answers:
+    An C{amp.AMP} that authorizes every command it answers:
 
       1. the command's C{permission} on its C{resource}
          (L{SecureCommand}; any C{amp.Command} with those attributes works);
@@ -328,7 +328,7 @@ class SecureAMP(SecureProtocolMixin, amp.AMP):
     the next call.  Every decision is an C{authz.decision} event.  Without a
     policy, protected commands are refused and the server logs why.
 
-    Only L{amp.Command} responders are checked; low-level C{amp_NAME}
+    Only C{amp.Command} responders are checked; low-level C{amp_NAME}
     box responders are not (do not use them for protected operations).
     """
 

@@ -1,5 +1,5 @@
 """
-C{twistd securenet}: options and service.
+C{twistd securenet}: options and service::
 
     twistd -n securenet --listen ENDPOINT [--listen ...] --app NAME_OR_DOTTED_PATH
                         [--auth CHECKER[:ARGS] ...] [--config FILE]
@@ -11,9 +11,9 @@ creates under C{certs/}, client certificates required.  With no C{--auth},
 clients are named by their verified certificate (C{certificate:map=cn}).
 
 C{--http ENDPOINT} (repeatable) also serves the built-in HTTP API
-(L{securenet.web.api}) on a C{securenet:} endpoint, with the same portal,
+(L{securenet.web.BuiltinAPI}) on a C{securenet:} endpoint, with the same portal,
 throttle and policy; with C{--http} and no C{--listen}, only the HTTP API is
-served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.service}).
+served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.TokenService}).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """
 Helpers to test secure protocols without sockets: an ephemeral PKI and a TLS
 connection between a client and a server factory joined in memory
-(C{twisted.test.iosim}), driven by a fake clock.
+(C{twisted.test.iosim}), driven by a fake clock::
 
     pki = EphemeralPKI.create()
     conn = connect_in_memory(
@@ -200,7 +200,7 @@ def memory_portal(
 ) -> Portal:
     """
     A portal over an in-memory credential store, as C{twistd securenet
-    --auth certificate --auth sqlite:...} builds one, with cheap hashing:
+    --auth certificate --auth sqlite:...} builds one, with cheap hashing::
 
         portal = memory_portal({"alice": ["reader"], "ops": ["operator"]},
                                passwords={"ops": "pw"}, totp={"ops": SECRET}, clock=clock)
@@ -305,7 +305,7 @@ def connect_app_in_memory(
     Serve C{server_app} as C{twistd securenet --policy} would (TLS with
     optional client certificates, the authentication exchange through
     C{portal}, C{policy} on the session) and connect C{client_app} to it,
-    in memory; everything up to the applications' first bytes is delivered.
+    in memory; everything up to the applications' first bytes is delivered::
 
         conn = connect_app_in_memory(KVFactory(), Factory.forProtocol(amp.AMP),
                                      pki=pki, policy=policy, portal=portal, client="alice")

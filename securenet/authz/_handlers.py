@@ -64,7 +64,7 @@ def requires(
     peer C{action} on C{resource}; otherwise it raises
     L{AuthorizationDenied} (naming the missing permission) and its body
     does not run.  Works on plain, Deferred-returning and C{async def}
-    methods (a coroutine method raises when awaited).
+    methods (a coroutine method raises when awaited)::
 
         class KV(LineReceiver):
             @requires("kv.write", resource=lambda self, key, value: f"kv/{key}")

@@ -1,6 +1,6 @@
 """
 C{securenet users ...}: the users of a credential database
-(L{securenet.cred.sqlite.SQLiteStore}, default C{var/securenet.db}).
+(L{securenet.store.SQLiteStore}, default C{var/securenet.db})::
 
     securenet users add NAME [--role ROLE ...] [--password-file FILE]
     securenet users passwd NAME [--password-file FILE]

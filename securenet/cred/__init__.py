@@ -1,16 +1,16 @@
 """
 The cred layer: everything C{twisted.cred}, and the secrets it checks.
 
-* credentials and checkers: L{CertificateChecker} (the TLS client
-  certificate), L{PasswordChecker} (argon2id), L{ScramChecker},
-  L{TokenChecker} (JWT), L{APIKeyChecker}, L{TOTPChecker}, and
-  L{StoreChecker} (all of a credential store's at once);
-* the realm: L{IdentityRealm} gives every login an L{Identity};
-* L{login}: the one login flow (throttle, portal, second factor, audit)
-  that the stream exchange and the HTTP authenticator both call;
-* L{Throttle}: failures counted per account and per address;
-* secrets, one module each: password hashing, SASLprep, SCRAM keys, JWTs,
-  TOTP, API keys.
+  - credentials and checkers: L{CertificateChecker} (the TLS client
+    certificate), L{PasswordChecker} (argon2id), L{ScramChecker},
+    L{TokenChecker} (JWT), L{APIKeyChecker}, L{TOTPChecker}, and
+    L{StoreChecker} (all of a credential store's at once);
+  - the realm: L{IdentityRealm} gives every login an L{Identity};
+  - C{login}: the one login flow (throttle, portal, second factor, audit)
+    that the stream exchange and the HTTP authenticator both call;
+  - L{Throttle}: failures counted per account and per address;
+  - secrets, one module each: password hashing, SASLprep, SCRAM keys, JWTs,
+    TOTP, API keys.
 """
 
 from securenet.cred._apikeys import APIKeyChecker, APIKeyRefused, PresentedAPIKey, VerifiedAPIKey, create_api_key

@@ -74,15 +74,15 @@ class TokenKey:
     """
     One key of the configured key set, bound to exactly one algorithm.
 
+    Use the constructors L{hmac}, L{public} and L{private}; inconsistent
+    combinations are refused at construction.
+
     @ivar algorithm: C{EdDSA} (Ed25519), C{ES256} (P-256) or C{HS256}.
     @ivar verification_key: the public key, or for HS256 the secret.
     @ivar signing_key: the private key (for HS256 the secret again), or None
         for a verify-only key.
     @ivar kid: the name tokens use to select this key, or None for the key
         used by tokens without a C{kid}.
-
-    Use the constructors L{hmac}, L{public} and L{private}; inconsistent
-    combinations are refused at construction.
     """
 
     algorithm: Algorithm

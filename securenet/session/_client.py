@@ -370,7 +370,7 @@ def connect(
     @return: a Deferred that fires with the connected application protocol
         once the server is verified and we are authenticated (with
         C{early_data}: once the server is verified and our C{AUTH} is sent),
-        or fails with a typed error (L{securenet.tls.errors.TLSError},
+        or fails with a typed error (L{securenet.tls.TLSError},
         L{AuthenticationFailed}, or a connection error) with no application
         byte sent.
     """

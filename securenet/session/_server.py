@@ -2,7 +2,7 @@
 The server side of a securenet connection, between TLS and the application.
 
 After the handshake the peer authenticates through the exchange of
-docs/protocol.md (L{securenet.protocol.exchange}), every decision a
+docs/protocol.md (L{securenet.session.ServerExchange}), every decision a
 C{twisted.cred} checker's; only then is the application protocol built, and
 it finds the L{Identity} on its transport (L{identity_of}).
 """
@@ -51,7 +51,7 @@ class SessionFactory(TLSGuardFactory):
 
     @param throttle: failure counting and lockout across connections, or
         None for none.
-    @param policy: the authorization policy (a L{securenet.authz.IPolicy})
+    @param policy: the authorization policy (a L{securenet.interfaces.IPolicy})
         that applications reach through their session
         (C{ISession(transport).policy}); the session only carries it.
     """

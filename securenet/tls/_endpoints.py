@@ -137,7 +137,7 @@ class SecureServerEndpoint:
 class SecureClientEndpoint:
     """
     Connects with TLS under a L{ClientTLSPolicy}.  C{connect} fires with the
-    L{TLSGuard} as soon as TCP is up; use L{securenet.client.connect} to wait
+    L{TLSGuard} as soon as TCP is up; use L{securenet.connect} to wait
     for the handshake and get typed failures.
     """
 

@@ -58,7 +58,7 @@ class TLSGuardFactory(WrappingFactory):
 
     @ivar ready: if given, fired with the application protocol once it is
         connected, or failed with the typed error if the connection fails
-        first (used by L{securenet.client.connect}).
+        first (used by L{securenet.connect}).
     """
 
     protocol: Any = None  # set below, after TLSGuard

@@ -7,7 +7,7 @@ A policy becomes connections through a I{creator}
 C{TLSMemoryBIOFactory} asks for one C{OpenSSL.SSL.Connection} per
 connection.  Verification runs in OpenSSL's verify callback; a refusal is
 recorded as a typed error on the connection's L{ConnectionState} (read back by
-L{securenet.tls.guard.TLSGuard}) and OpenSSL sends the peer the matching
+L{securenet.tls._guard.TLSGuard}) and OpenSSL sends the peer the matching
 alert.  Every callback is wrapped so that a bug in it refuses the connection.
 """
 

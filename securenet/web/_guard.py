@@ -1,6 +1,6 @@
 """
 Protecting resources and handlers: authentication (L{WebAuthenticator})
-then authorization (a L{securenet.authz} policy), with JSON answers.
+then authorization (a L{securenet.authz} policy), with JSON answers::
 
     guard = WebGuard(WebAuthenticator(portal, reactor, throttle=throttle), policy)
 
@@ -302,7 +302,7 @@ async def _call(handler: Handler, request: IRequest) -> Any:
 
 class JSONRouter(Resource):
     """
-    A resource whose children are named in L{putChild}; any other path (and
+    A resource whose children are named in C{putChild}; any other path (and
     the router itself) is a JSON C{404}.
     """
 

@@ -2,22 +2,22 @@
 L{SecureSite}: a C{twisted.web.server.Site} for APIs that face hostile
 clients.
 
-* **Body size limit.**  Twisted buffers a whole request body (into memory
-  or a temporary file) before any resource sees it.  A L{SecureRequest}
-  counts the body as it arrives and keeps at most C{max_body} bytes: a
-  larger body is answered C{413} with a JSON error.  A client that
-  announced a larger C{Content-Length} and waits for C{100 Continue}, or
-  that keeps sending far beyond the limit (more than C{discard_limit}
-  bytes), is answered at once and the connection closed; otherwise the
-  excess is read and dropped, and the 413 sent once the body ended, so the
-  client reads the answer instead of a reset connection.
-* **Headers.**  Every response carries the security headers of
-  L{securenet.web.responses} (HSTS on TLS), whoever wrote it.
-* **Errors.**  An exception in a resource is logged with its traceback and
-  answered with a JSON 500, never a traceback page.
-* **Timeouts.**  Idle connections close after C{timeout} seconds (Twisted's
-  default is 12 hours).
-* Form bodies are not parsed into C{request.args} (an API reads JSON).
+  - **Body size limit.**  Twisted buffers a whole request body (into memory
+    or a temporary file) before any resource sees it.  A L{SecureRequest}
+    counts the body as it arrives and keeps at most C{max_body} bytes: a
+    larger body is answered C{413} with a JSON error.  A client that
+    announced a larger C{Content-Length} and waits for C{100 Continue}, or
+    that keeps sending far beyond the limit (more than C{discard_limit}
+    bytes), is answered at once and the connection closed; otherwise the
+    excess is read and dropped, and the 413 sent once the body ended, so the
+    client reads the answer instead of a reset connection.
+  - **Headers.**  Every response carries the security headers of
+    L{securenet.web.apply_security_headers} (HSTS on TLS), whoever wrote it.
+  - **Errors.**  An exception in a resource is logged with its traceback and
+    answered with a JSON 500, never a traceback page.
+  - **Timeouts.**  Idle connections close after C{timeout} seconds (Twisted's
+    default is 12 hours).
+  - Form bodies are not parsed into C{request.args} (an API reads JSON).
 """
 
 from __future__ import annotations
