@@ -5,19 +5,21 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEPS := $(VENV)/.deps-installed
+TOX := $(VENV)/bin/tox
 SSLYZE_VENV := .venv-sslyze
 SSLYZE := $(SSLYZE_VENV)/bin/sslyze
 CERTS := certs
 LISTEN_PORT ?= 8443
 
-.PHONY: run test install pki test-trial test-pytest clean
+.PHONY: run test install pki clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Dependencies (re-installed when the packaging metadata changes).
-$(DEPS): $(PY) setup.cfg pyproject.toml
-	$(PY) -m pip install -q '.[test]'
+# Dependencies (re-installed when the packaging metadata changes): the test
+# suite and the checks, tox among them.
+$(DEPS): $(PY) pyproject.toml
+	$(PY) -m pip install -q '.[dev]'
 	touch $@
 
 # A plain (non-editable) install of the current source, so that twistd finds
@@ -42,19 +44,17 @@ pki: install
 run: pki
 	$(VENV)/bin/twistd -n --pidfile= securenet
 
+# Every check, each in its tox environment (tox.ini; kept in .tox and reused):
+# mypy --strict, ruff check, ruff format --check, pydoctor, the suite under
+# trial and under pytest, and trial again with the oldest dependencies allowed.
+# All run even if one fails; the last line gives each one's exit status.
 test: install $(SSLYZE)
-	@export SECURENET_SSLYZE="$(CURDIR)/$(SSLYZE)" PATH="$(CURDIR)/$(VENV)/bin:$$PATH"; \
-	echo "== mypy securenet twisted/plugins"; \
-	$(PY) -m mypy securenet twisted/plugins; mypy=$$?; \
-	echo "== python -m twisted.trial tests"; \
-	$(PY) -m twisted.trial tests; trial=$$?; \
-	echo "== python -m pytest"; \
-	$(PY) -m pytest -q tests; pytest=$$?; \
-	echo "mypy exit $$mypy, trial exit $$trial, pytest exit $$pytest"; \
-	test $$mypy -eq 0 -a $$trial -eq 0 -a $$pytest -eq 0
+	@rm -f .tox/result.json; \
+	SECURENET_SSLYZE="$(CURDIR)/$(SSLYZE)" $(TOX) run --result-json .tox/result.json; tox=$$?; \
+	$(PY) .ci/tox_summary.py .tox/result.json && test $$tox -eq 0
 
 clean:
-	rm -rf $(VENV) $(SSLYZE_VENV) build *.egg-info _trial_temp .pytest_cache
+	rm -rf $(VENV) $(SSLYZE_VENV) .tox build *.egg-info _trial_temp .pytest_cache .mypy_cache
 
 # Benchmarks (bench/README.md): securenet against bare Twisted TLS, AMP, Foolscap,
 # asyncio, uvloop and nginx, on 127.0.0.1, ratios from runs made side by side.
@@ -64,7 +64,7 @@ BENCH_DEPS := $(VENV)/.bench-installed
 
 .PHONY: bench bench-quick bench-tools
 
-$(BENCH_DEPS): $(DEPS) setup.cfg
+$(BENCH_DEPS): $(DEPS) pyproject.toml
 	$(PY) -m pip install -q '.[bench]'
 	touch $@
 

@@ -167,7 +167,7 @@ def _cached_pbkdf2() -> None:
     The client's PBKDF2 (600,000 iterations) is the client's cost, not the
     server's: compute it once per (password, salt) in this client process.
     """
-    import securenet.cred.scram as scram
+    from securenet.sasl import _scram as scram  # where the client mechanism looks salted_password up
 
     if not hasattr(scram.salted_password, "cache_info"):
         scram.salted_password = lru_cache(maxsize=16)(scram.salted_password)
@@ -224,7 +224,7 @@ def login(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.monotonic()
             try:
                 answer = login_once(args.mech, certs, args.port, ctx)
-            except Exception as e:  # noqa: BLE001 - counted and reported
+            except Exception as e:  # counted and reported
                 answer = f"error {type(e).__name__}: {e}"
             with lock:
                 if answer.startswith("OK "):

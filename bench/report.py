@@ -37,7 +37,7 @@ def median(values: list[float | None]) -> float | None:
 
 def paired_ratios(a: list[float | None], b: list[float | None]) -> list[float]:
     """a_i ÷ b_i for each repetition i where both exist (runs made side by side)."""
-    return [x / y for x, y in zip(a, b) if x is not None and y]
+    return [x / y for x, y in zip(a, b, strict=False) if x is not None and y]
 
 
 def fmt(v: float | None, digits: int = 0) -> str:
@@ -126,13 +126,15 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                 s = r["samples"]["securenet"][0]
                 v["value"] = s.get(ours)
                 v["note"] = (
-                    f"timer lag p99 {fmt(s.get('timer_lag_p99_ms'))} ms; idle p99 {fmt(s.get('idle_p99_ms'))} ms; {s.get('storm', {}).get('ok', 0)} logins"
+                    f"timer lag p99 {fmt(s.get('timer_lag_p99_ms'))} ms; idle p99 {fmt(s.get('idle_p99_ms'))} ms; "
+                    f"{s.get('storm', {}).get('ok', 0)} logins"
                 )
             elif key == "failtime":
                 s = r["samples"]["securenet"][0]
                 v["value"] = s.get("ratio")
                 v["note"] = (
-                    f"median {fmt(s.get('median_unknown_ms'))} ms vs {fmt(s.get('median_wrong_ms'))} ms ({len(s.get('unknown_ms', []))} tries each)"
+                    f"median {fmt(s.get('median_unknown_ms'))} ms vs {fmt(s.get('median_wrong_ms'))} ms "
+                    f"({len(s.get('unknown_ms', []))} tries each)"
                 )
             elif key == "memory":
                 mine = {x["count"]: x.get("kib_per_conn") for x in r["samples"].get(ours, [])}
@@ -150,7 +152,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                 v["spread"] = (min(ratios), max(ratios)) if ratios else None
                 v["note"] = f"{fmt(median(a))} ms vs {fmt(median(b))} ms CPU per login"
             else:
-                mine_key, their_key = key, key
+                their_key = key
                 their_name = peer
                 if ":" in peer:
                     their_name, their_key = peer.split(":")
@@ -224,8 +226,10 @@ def extra_tables(results: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"Login storm: {s['storm'].get('ok', 0)} PLAIN logins in {fmt(s['storm'].get('seconds'))} s; "
-            f"echo probe every 10 ms: p50 {fmt(s['probe_p50_ms'])} ms, p99 {fmt(s['probe_p99_ms'])} ms, max {fmt(s['probe_max_ms'])} ms "
-            f"(idle p99 {fmt(s['idle_p99_ms'])} ms); reactor timer lag p99 {fmt(s.get('timer_lag_p99_ms'))} ms, max {fmt(s.get('timer_lag_max_ms'))} ms.",
+            f"echo probe every 10 ms: p50 {fmt(s['probe_p50_ms'])} ms, p99 {fmt(s['probe_p99_ms'])} ms, max "
+            f"{fmt(s['probe_max_ms'])} ms "
+            f"(idle p99 {fmt(s['idle_p99_ms'])} ms); reactor timer lag p99 {fmt(s.get('timer_lag_p99_ms'))} ms, max "
+            f"{fmt(s.get('timer_lag_max_ms'))} ms.",
         ]
     cal = results.get("calibration")
     if cal:
@@ -391,7 +395,8 @@ def report(
     text = [
         f"## securenet benchmark ({mode} run, {machine.get('date')})",
         "",
-        f"Machine: {machine.get('nproc')} × {machine.get('cpu')}; Python {machine.get('python')}, Twisted {machine.get('twisted')}, "
+        f"Machine: {machine.get('nproc')} × {machine.get('cpu')}; Python {machine.get('python')}, Twisted "
+        f"{machine.get('twisted')}, "
         f"pyOpenSSL {machine.get('pyopenssl')} ({machine.get('openssl_pyopenssl')}), stdlib ssl {machine.get('openssl_stdlib')}, "
         f"nginx {machine.get('nginx')}, uvloop {machine.get('uvloop')}, Foolscap {machine.get('foolscap')}.",
         "",
@@ -421,7 +426,7 @@ def report(
         (out / f"{key}.json").write_text(json.dumps({"machine": machine, "mode": mode, **r}, indent=1, default=str))
     try:
         pngs = plots(results, out)
-    except Exception as e:  # noqa: BLE001 - the table matters more than the plots
+    except Exception as e:  # the table matters more than the plots
         pngs = []
         print(f"plots failed: {type(e).__name__}: {e}")
     (out / "table.md").write_text(markdown)

@@ -210,7 +210,7 @@ class Bench:
         for mod in ("uvloop", "foolscap"):
             try:
                 info[mod] = __import__(mod).__version__
-            except Exception:  # noqa: BLE001 - reported as absent
+            except Exception:  # reported as absent
                 info[mod] = None
         nginx = which("nginx")
         if nginx:
@@ -579,7 +579,7 @@ class Bench:
         try:
             # server CPU per successful login (the connection's handshake included)
             cpu: dict[str, list[dict[str, Any]]] = {}
-            for rep in range(self.cfg["repeats"]):
+            for _rep in range(self.cfg["repeats"]):
                 for mech, count in (
                     ("EXTERNAL", self.cfg["ext_logins"]),
                     ("SCRAM-SHA-256", self.cfg["scram_logins"]),
@@ -709,7 +709,8 @@ class Bench:
             finally:
                 server.close()
             self.log(
-                f"storm with a thread pool of {threads}: probe p99 {out[threads]['probe_p99_ms']:.1f} ms, logins {out[threads]['storm'].get('ok')}"
+                f"storm with a thread pool of {threads}: probe p99 {out[threads]['probe_p99_ms']:.1f} ms, logins "
+                f"{out[threads]['storm'].get('ok')}"
             )
         (RESULTS / "storm_experiments.json").write_text(json.dumps(out, indent=1, default=str))
 
@@ -747,7 +748,10 @@ class Bench:
         return r
 
     def measure_wrk(self) -> None:
-        """Calibration: wrk and tlsload against the same nginx (server-authenticated TLS only, as wrk sends no client certificate)."""
+        """
+        Calibration: wrk and tlsload against the same nginx (server-authenticated
+        TLS only, as wrk sends no client certificate).
+        """
         if self.only and "calibration" not in self.only:
             return
         wrk = which("wrk")
@@ -874,7 +878,7 @@ class Bench:
             try:
                 self.start_peers(needed)
                 step()
-            except Exception as e:  # noqa: BLE001 - one measure failing must not lose the others
+            except Exception as e:  # one measure failing must not lose the others
                 failures.append(f"{step.__name__}: {type(e).__name__}: {e}")
                 self.log(f"{step.__name__} failed:\n{traceback.format_exc()}")
         for server in self.servers.values():
@@ -885,7 +889,7 @@ class Bench:
         if self.profile:
             try:
                 self.profile_missed(verdicts)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.log(f"profiling failed:\n{traceback.format_exc()}")
         self.log(f"done in {time.monotonic() - self.started:.0f} s")
         return 1 if failures else 0

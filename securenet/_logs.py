@@ -6,7 +6,7 @@ level by default (under C{twistd} a debug event is formatted and written
 like any other), so events that are useful but frequent -- an allowed
 authorization decision on every RPC call, a successful authentication on
 every HTTP request -- are emitted at debug and dropped here, before any
-event is built, unless the level is lowered:
+event is built, unless the level is lowered::
 
     securenet.logs.set_level("debug")      # twistd securenet --log-level debug
 
@@ -60,7 +60,7 @@ def literal(text: str) -> str:
 
 
 class SecurenetLogger(Logger):
-    """A L{Logger} that drops events below the level set by L{set_level}."""
+    """A C{twisted.logger.Logger} that drops events below the level set by L{set_level}."""
 
     def emit(self, level: LogLevel, format: str | None = None, **kwargs: Any) -> None:
         if _PRIORITY.get(level, 4) < _threshold:

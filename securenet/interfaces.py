@@ -184,8 +184,11 @@ class IIdentity(Interface):
 
 # -- credentials (what a checker checks) -----------------------------------------
 
+# The interfaces that extend Twisted's also name Interface: pydoctor reads
+# only securenet's source, so it cannot see that Twisted's are interfaces.
 
-class ICertificateCredentials(ICredentials):
+
+class ICertificateCredentials(ICredentials, Interface):
     """
     A client certificate that the TLS layer verified (the SASL C{EXTERNAL}
     case): the peer proved possession of its key during the handshake.
@@ -196,19 +199,19 @@ class ICertificateCredentials(ICredentials):
     facts = Attribute("CertificateFacts of the leaf.")
 
 
-class IAPIKeyCredentials(ICredentials):
+class IAPIKeyCredentials(ICredentials, Interface):
     """An API key as presented: C{<key id>.<secret>} (SASL mechanism C{APIKEY})."""
 
     key = Attribute("The full key string as the client sent it (str).")
 
 
-class ITokenCredentials(ICredentials):
+class ITokenCredentials(ICredentials, Interface):
     """A bearer token (a JWT) as presented (SASL mechanism C{OAUTHBEARER})."""
 
     token = Attribute("The token string (str).")
 
 
-class ITOTPCredentials(ICredentials):
+class ITOTPCredentials(ICredentials, Interface):
     """A TOTP code for a user who already passed a first factor."""
 
     username = Attribute("The user, as established by the first factor (str).")
@@ -250,7 +253,7 @@ class IMechanismProvider(Interface):
         """The mechanisms whose credentials this checker checks."""
 
 
-class IScramChecker(ICredentialsChecker):
+class IScramChecker(ICredentialsChecker, Interface):
     """
     A checker of L{IScramCredentials} that can also tell the SCRAM
     mechanism what to announce to a user before any proof: SCRAM-SHA-256

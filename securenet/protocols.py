@@ -1,6 +1,6 @@
 """
 Base classes for securenet applications: the Twisted protocols you already
-know, plus the peer's identity and the service's authorization policy.
+know, plus the peer's identity and the service's authorization policy::
 
     class Chat(SecureLineReceiver):          # a twisted.protocols.basic.LineReceiver
         def lineReceived(self, line):
@@ -95,7 +95,7 @@ class SecureProtocolMixin:
 
       - C{identity}: the peer's L{Identity}, from the session
         (C{identity_of(self)}), looked up at C{connectionMade} and kept;
-        raises L{securenet.protocol.session.NotASecureSession} on a
+        raises L{securenet.session.NotASecureSession} on a
         connection securenet did not authenticate.
       - C{policy}: the policy the service runs with (C{twistd securenet
         --policy}, i.e. C{ISession(self.transport).policy}), else
@@ -132,7 +132,7 @@ class SecureProtocolMixin:
         factory = getattr(self, "factory", None)
         for candidate in (getattr(session, "policy", None), getattr(factory, "policy", None)):
             if candidate is not None and IPolicy.providedBy(candidate):
-                self._securenet_policy = cast(IPolicy, candidate)
+                self._securenet_policy = candidate
                 return self._securenet_policy
         return None
 
@@ -191,7 +191,7 @@ class SecureProtocolMixin:
 
 class SecureLineReceiver(SecureProtocolMixin, LineReceiver):
     """
-    A L{LineReceiver} that knows its peer (C{self.identity}) and can ask the
+    A C{LineReceiver} that knows its peer (C{self.identity}) and can ask the
     policy (C{self.can}, C{self.require}, C{@requires} on its methods).
     Everything else is LineReceiver's, defaults included (a C{\\r\\n}
     delimiter: set C{delimiter = b"\\n"} for line-at-a-time terminals).
@@ -256,7 +256,8 @@ def validate_command(command: type[amp.Command]) -> None:
     for field in fields:
         if field not in required:
             raise CommandSetupError(
-                f"command {name}: resource {spec!r} names {field!r}, which is not one of its arguments ({', '.join(required) or 'none'})"
+                f"command {name}: resource {spec!r} names {field!r}, which is not one of its arguments "
+                f"({', '.join(required) or 'none'})"
             )
         if required[field].optional:
             raise CommandSetupError(f"command {name}: resource {spec!r} names the optional argument {field!r}")
@@ -283,7 +284,7 @@ def command_resource(command: type[amp.Command], arguments: Mapping[str, Any]) -
         return None
     if callable(spec):
         return cast(Callable[[Mapping[str, Any]], "str | None"], spec)(arguments)
-    return spec.format_map({field: _text(command, field, arguments[field]) for field in _template_fields(spec)})
+    return cast(str, spec.format_map({field: _text(command, field, arguments[field]) for field in _template_fields(spec)}))
 
 
 class SecureCommand(amp.Command):
@@ -291,16 +292,16 @@ class SecureCommand(amp.Command):
     An AMP command that declares the permission its responder needs; a
     L{SecureAMP} server checks it before the responder runs.
 
+    It also declares L{CommandDenied} (C{COMMAND-DENIED}) among its C{errors},
+    so a client's C{callRemote} fails with that type.  Mistakes in the
+    declarations are refused when the class is defined
+    (L{CommandSetupError}).
+
     @cvar permission: the action (C{"kv.read"}), or None for a command
         anyone authenticated may call.
     @cvar resource: what the action is on: a template over the command's
         (required) arguments, C{"{key}"} or C{"kv/{key}"}, or a function
         given the parsed arguments; None for no resource.
-
-    It also declares L{CommandDenied} (C{COMMAND-DENIED}) among its C{errors},
-    so a client's C{callRemote} fails with that type.  Mistakes in the
-    declarations are refused when the class is defined
-    (L{CommandSetupError}).
     """
 
     permission: ClassVar[str | None] = None
@@ -314,7 +315,7 @@ class SecureCommand(amp.Command):
 
 class SecureAMP(SecureProtocolMixin, amp.AMP):
     """
-    An L{amp.AMP} that authorizes every command it answers:
+    An C{amp.AMP} that authorizes every command it answers:
 
       1. the command's C{permission} on its C{resource}
          (L{SecureCommand}; any C{amp.Command} with those attributes works);
@@ -327,7 +328,7 @@ class SecureAMP(SecureProtocolMixin, amp.AMP):
     the next call.  Every decision is an C{authz.decision} event.  Without a
     policy, protected commands are refused and the server logs why.
 
-    Only L{amp.Command} responders are checked; low-level C{amp_NAME}
+    Only C{amp.Command} responders are checked; low-level C{amp_NAME}
     box responders are not (do not use them for protected operations).
     """
 
@@ -373,7 +374,7 @@ class SecureAMP(SecureProtocolMixin, amp.AMP):
                 return answer.addErrback(self._refusal, command)
             return answer
 
-        return super()._wrapWithSerialization(authorized, command)  # type: ignore[misc]
+        return super()._wrapWithSerialization(authorized, command)
 
     def authorizeCommand(self, command: type[amp.Command], arguments: Mapping[str, Any]) -> Decision | None:
         """

@@ -1,5 +1,5 @@
 """
-C{twistd securenet}: options and service.
+C{twistd securenet}: options and service::
 
     twistd -n securenet [--listen ENDPOINT ...] [--app NAME_OR_DOTTED_PATH]
                         [--auth CHECKER[:ARGS] ...] [--policy FILE] [--config FILE]
@@ -12,7 +12,7 @@ creates under C{certs/}, client certificates required.  With no C{--auth},
 clients are named by their verified certificate (C{certificate:map=cn}).
 
 C{--http ENDPOINT} (repeatable) also serves the built-in HTTP API
-(L{securenet.web.api}) on a C{securenet:} endpoint, with the same portal,
+(L{securenet.web.BuiltinAPI}) on a C{securenet:} endpoint, with the same portal,
 throttle and policy; with C{--http} and no C{--listen}, only the HTTP API is
 served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.service}).
 
@@ -271,7 +271,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "config",
             "c",
             None,
-            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); command-line values win.",
+            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); "
+            "command-line values win.",
         ],
         ["policy", "p", None, "TOML authorization policy (docs/authz.md); applications find it as their session's policy."],
         [
@@ -307,7 +308,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["http"] = []
 
     def opt_auth(self, description: str) -> None:
-        """A checker: --auth TYPE[:ARGS] (see --help-auth); may be repeated. A checker that cannot be made (a missing, corrupt or read-only credential database, a bad key file) stops twistd with one line."""
+        """A checker: --auth TYPE[:ARGS] (see --help-auth); may be repeated. A checker that cannot be made (a missing, corrupt or read-only credential database, a bad key file) stops twistd with one line."""  # noqa: E501 - twistd prints it as the option's help: one line
         try:
             checker = strcred.makeChecker(description)
         except strcred.InvalidAuthType as e:
@@ -325,7 +326,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self["listen"].append(endpoint)
 
     def opt_http(self, endpoint: str) -> None:
-        """A securenet: server endpoint for the built-in HTTP API (may be repeated); clientAuth=optional accepts client certificates."""
+        # twistd --help shows this docstring as the option's help: one line, or the wrapping keeps the indentation.
+        """A securenet: server endpoint for the built-in HTTP API (may be repeated); clientAuth=optional accepts client certificates."""  # noqa: E501
         self["http"].append(endpoint)
 
     def postOptions(self) -> None:
@@ -404,7 +406,8 @@ def _plaintext_warning(checker: object, description: str) -> list[str]:
     else:
         return []
     return [
-        f"--auth {auth_type}: passwords are kept in plaintext ({where}); use --auth sqlite:PATH (hashed passwords, SCRAM) outside tests"
+        f"--auth {auth_type}: passwords are kept in plaintext ({where}); "
+        "use --auth sqlite:PATH (hashed passwords, SCRAM) outside tests"
     ]
 
 
@@ -426,11 +429,11 @@ def load_app(spec: str) -> IProtocolFactory:
     if isinstance(obj, type) and issubclass(obj, Factory):
         return obj()
     if IProtocolFactory.providedBy(obj):
-        return obj  # type: ignore[no-any-return]
+        return obj
     if callable(obj):
         made = obj()
         if IProtocolFactory.providedBy(made):
-            return made  # type: ignore[no-any-return]
+            return made
     raise usage.UsageError(f"--app {spec}: {path} is not a protocol factory, factory class, or protocol class")
 
 
@@ -460,7 +463,10 @@ def _makeService(options: Options) -> IService:
         except SecurenetError as e:
             hint = ""
             if options.get("dev") and not DEV_CERTS.joinpath("server.pem").exists():
-                hint = " (no --listen given and the development PKI in ./certs is missing: run `make run`, or `securenet pki init --dir certs` and issue the certificates)"
+                hint = (
+                    " (no --listen given and the development PKI in ./certs is missing: run `make run`, or `securenet pki init "
+                    "--dir certs` and issue the certificates)"
+                )
             raise usage.UsageError(f"--listen {description}: {e}{hint}") from None
         session = SessionFactory(factory, portal, reactor, throttle=throttle, policy=policy)
         Listener(
@@ -535,7 +541,7 @@ def credential_store(checkers: list[object]) -> ICredentialStore | None:
     for checker in checkers:
         store = getattr(checker, "store", None)
         if store is not None and ICredentialStore.providedBy(store):
-            return store  # type: ignore[no-any-return]
+            return store
     return None
 
 

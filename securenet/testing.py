@@ -1,7 +1,7 @@
 """
 Helpers to test secure protocols without sockets: an ephemeral PKI and a TLS
 connection between a client and a server factory joined in memory
-(C{twisted.test.iosim}), driven by a fake clock.
+(C{twisted.test.iosim}), driven by a fake clock::
 
     pki = EphemeralPKI.create()
     conn = connect_in_memory(
@@ -19,28 +19,37 @@ unless you ask (L{EphemeralPKI.save}).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import attrs
+import pyotp
 from cryptography import x509
 from twisted.cred.portal import Portal
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from securenet import audit
+from securenet._threads import synchronous_runner
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import IdentityRealm
+from securenet.cred._passwords import PasswordHasher
+from securenet.cred._storechecker import StoreChecker
+from securenet.cred._users import new_user
 from securenet.interfaces import IClientMechanism, IPolicy
 from securenet.pki._ca import CertificateAuthority, IssuedCertificate, default_server_sans, save_ca
 from securenet.session._client import ClientCredentials, ClientSessionFactory, MechanismChooser
+from securenet.session._exchange import ExchangeSettings
 from securenet.session._server import SessionFactory
+from securenet.store._memory import MemoryStore
+from securenet.store._records import User
 from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._guard import TLSGuard, TLSGuardFactory
 from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
@@ -173,20 +182,6 @@ def connect_in_memory(
 
 # -- a portal with users, and an application connected in memory ---------------------
 
-from collections.abc import Iterable, Mapping  # noqa: E402
-
-import pyotp  # noqa: E402
-from twisted.internet.interfaces import IReactorTime  # noqa: E402
-from twisted.python.failure import Failure  # noqa: E402
-
-from securenet._threads import synchronous_runner
-from securenet.cred._passwords import PasswordHasher
-from securenet.cred._storechecker import StoreChecker
-from securenet.cred._users import new_user
-from securenet.session._exchange import ExchangeSettings
-from securenet.store._memory import MemoryStore
-from securenet.store._records import User
-
 #: The SCRAM iteration count of L{memory_portal}'s users (cheap: tests only).
 TEST_SCRAM_ITERATIONS = 4096
 
@@ -208,7 +203,7 @@ def memory_portal(
 ) -> Portal:
     """
     A portal over an in-memory credential store, as C{twistd securenet
-    --auth certificate --auth sqlite:...} builds one, with cheap hashing:
+    --auth certificate --auth sqlite:...} builds one, with cheap hashing::
 
         portal = memory_portal({"alice": ["reader"], "ops": ["operator"]},
                                passwords={"ops": "pw"}, totp={"ops": SECRET}, clock=clock)
@@ -313,7 +308,7 @@ def connect_app_in_memory(
     Serve C{server_app} as C{twistd securenet --policy} would (TLS with
     optional client certificates, the authentication exchange through
     C{portal}, C{policy} on the session) and connect C{client_app} to it,
-    in memory; everything up to the applications' first bytes is delivered.
+    in memory; everything up to the applications' first bytes is delivered::
 
         conn = connect_app_in_memory(KVFactory(), Factory.forProtocol(amp.AMP),
                                      pki=pki, policy=policy, portal=portal, client="alice")

@@ -159,9 +159,11 @@ class ExportTests(SynchronousTestCase):
                     self.assertTrue(defined_in == name or defined_in.startswith(name + "."), f"{name}.{public} is {defined_in}'s")
                 homes.setdefault(id(value), []).append(f"{name}.{public}")
         shared = sorted(places for places in homes.values() if len(places) > 1)
-        self.assertEqual(
-            shared, [["securenet.connect", "securenet.session.connect"], ["securenet.identity_of", "securenet.session.identity_of"]]
-        )
+        expected = [
+            ["securenet.connect", "securenet.session.connect"],
+            ["securenet.identity_of", "securenet.session.identity_of"],
+        ]
+        self.assertEqual(shared, expected)
 
     def test_rootIsLazy(self) -> None:
         """connect and identity_of are the session layer's, reached lazily from the root."""

@@ -1,6 +1,6 @@
 """
 Authorization: roles, permissions and attribute conditions from a TOML
-policy (docs/authz.md), and one decision API.
+policy (docs/authz.md), and one decision API::
 
     policy = Policy.load("policy.toml", clock=reactor)
     policy.decide(identity, "kv.write", "data/x")   # -> Decision (allowed, rule, reason), logged

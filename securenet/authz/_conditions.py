@@ -1,7 +1,7 @@
 """
 Attribute conditions (ABAC): the C{when} and C{unless} tables of a rule.
 
-A condition table maps references to tests, and all of them must hold:
+A condition table maps references to tests, and all of them must hold::
 
     when = { "identity.mechanism" = ["EXTERNAL", "SCRAM-SHA-256-PLUS"], "context.peer" = { cidr = "10.0.0.0/8" } }
 

@@ -109,7 +109,7 @@ class Decision:
 
     def explain(self) -> str:
         """
-        Three lines: the answer, the rule (with file and line), and the reason.
+        Three lines: the answer, the rule (with file and line), and the reason::
 
             DENY: alice may not kv.write secret/x (missing permission kv.write:secret/x)
             rule: none

@@ -47,7 +47,7 @@ def policy_of(obj: object) -> IPolicy | None:
     """C{obj.policy}, else C{obj.factory.policy}, if it provides L{IPolicy}."""
     for candidate in (getattr(obj, "policy", None), getattr(getattr(obj, "factory", None), "policy", None)):
         if candidate is not None and IPolicy.providedBy(candidate):
-            return cast(IPolicy, candidate)
+            return candidate
     return None
 
 
@@ -64,7 +64,7 @@ def requires(
     peer C{action} on C{resource}; otherwise it raises
     L{AuthorizationDenied} (naming the missing permission) and its body
     does not run.  Works on plain, Deferred-returning and C{async def}
-    methods (a coroutine method raises when awaited).
+    methods (a coroutine method raises when awaited)::
 
         class KV(LineReceiver):
             @requires("kv.write", resource=lambda self, key, value: f"kv/{key}")

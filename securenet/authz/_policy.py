@@ -25,7 +25,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union, cast
+from typing import Any, Literal, Union
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -42,7 +42,7 @@ from securenet.interfaces import IPolicy
 
 #: What tells a policy the time: a reactor (its C{seconds()}) or a function
 #: returning POSIX seconds.
-Clock = Union[IReactorTime, Callable[[], float]]
+Clock = Union[IReactorTime, Callable[[], float]]  # noqa: UP007 - zope.interface 6.0 has no | for interfaces
 
 #: The policy format this code reads (the optional top-level C{version}).
 FORMAT_VERSION = 1
@@ -127,8 +127,8 @@ _NO_CONTEXT = Context()
 
 def _seconds(clock: Clock) -> float:
     if IReactorTime.providedBy(clock):
-        return float(cast(IReactorTime, clock).seconds())
-    return float(cast(Callable[[], float], clock)())
+        return float(clock.seconds())
+    return float(clock())
 
 
 @implementer(IPolicy)
@@ -515,7 +515,7 @@ def _compile(document: dict[str, Any], locator: Locator, source: str, clock: Clo
             None,
             "allow",
             frozenset({role.name}),
-            tuple(zip(role.permissions, role.permission_locations)),
+            tuple(zip(role.permissions, role.permission_locations, strict=True)),
             None,
             None,
             role.location,

@@ -61,7 +61,7 @@ def close_store(store: ICredentialStore) -> None:
 
 
 def _aware(when: datetime.datetime) -> datetime.datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
 
 
 def _existing_user(store: ICredentialStore, name: str, db: Path) -> User:
@@ -74,7 +74,7 @@ def _existing_user(store: ICredentialStore, name: str, db: Path) -> User:
 def format_time(when: datetime.datetime | None, *, never: str = "never") -> str:
     if when is None:
         return never
-    return _aware(when).astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _aware(when).astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_scopes(values: Sequence[str]) -> tuple[str, ...]:
@@ -148,7 +148,7 @@ def list_keys(args: argparse.Namespace) -> int:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

@@ -1,6 +1,6 @@
 """
 C{securenet authz ...}: check and validate authorization policies
-(L{securenet.authz}, docs/authz.md).
+(L{securenet.authz}, docs/authz.md)::
 
     securenet authz check --policy FILE --user NAME --action ACTION [--resource R]
         [--role ROLE ...] [--attr KEY=VALUE ...] [--scope SCOPE ...]

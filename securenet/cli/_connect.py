@@ -15,7 +15,7 @@ from typing import Any
 
 from twisted.internet import error as neterror
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from securenet._errors import SecurenetError
@@ -28,7 +28,6 @@ from securenet.sasl._plain import PlainClientMechanism
 from securenet.sasl._scram import ScramClientMechanism
 from securenet.session._errors import AuthenticationFailed
 from securenet.tls._endpoints import CLIENT_KEYS
-
 
 #: C{securenet connect --help}'s description (plain text: argparse shows it as is).
 DESCRIPTION = """\
@@ -84,7 +83,7 @@ class StdioBridge(Protocol):
         if self.transport is not None and self._lingering is None:
             self._lingering = self.clock.callLater(self.linger, self.transport.loseConnection)
 
-    def connectionLost(self, reason: Failure = Failure(neterror.ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._lingering is not None and self._lingering.active():
             self._lingering.cancel()
         if self.stdio is not None:
@@ -104,7 +103,7 @@ class StdinForwarder(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.server.transport.write(data)  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(neterror.ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.server.inputEnded()
 
 
@@ -284,10 +283,10 @@ def run_connect(args: argparse.Namespace) -> int:
     def start() -> None:
         d = ensureDeferred(_run(reactor, args))
         d.addBoth(result.append)
-        d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
+        d.addBoth(lambda _: reactor.stop())
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.run()
     outcome = result[0] if result else 1
     if isinstance(outcome, Failure):
         outcome.raiseException()

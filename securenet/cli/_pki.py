@@ -3,7 +3,7 @@ C{securenet pki ...}: the development PKI on disk.
 
 A CA directory holds C{ca.pem}, C{ca.key}, one C{NAME.pem}/C{NAME.key} pair
 per issued certificate, C{revoked.txt} and C{crl.pem} (see
-L{securenet.pki.ca}).  Every refusal is an exception of securenet's
+L{securenet.pki.CertificateAuthority}).  Every refusal is an exception of securenet's
 hierarchy, which C{securenet.cli.main} prints as one line with exit code 1;
 nothing is written when a command is refused.
 """

@@ -40,7 +40,13 @@ from securenet.cred._jwt import (
 )
 from securenet.pki._errors import AlreadyExists, FileMissing
 from securenet.pki._files import write_private_key
-from securenet.pki._tokenkeys import ALGORITHMS, InvalidTokenSettings, SigningKey, generate_signing_key, load_signing_key
+from securenet.pki._tokenkeys import (
+    ALGORITHMS,
+    InvalidTokenSettings,
+    SigningKey,
+    generate_signing_key,
+    load_signing_key,
+)
 
 DEFAULT_TTL = 3600
 
@@ -121,13 +127,13 @@ def _parse_expires(text: str) -> datetime.datetime:
     """POSIX seconds (a token's C{exp}) or an ISO 8601 date/time (UTC if no zone given)."""
     try:
         if text.isdigit():
-            return datetime.datetime.fromtimestamp(int(text), datetime.timezone.utc)
+            return datetime.datetime.fromtimestamp(int(text), datetime.UTC)
         when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (ValueError, OverflowError, OSError):
         raise UsageError(
             f"--expires {text!r} is not a time: give the token's exp (POSIX seconds) or an ISO 8601 date/time"
         ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
 
 
 def _from_token(token: str) -> tuple[str, datetime.datetime]:
@@ -144,7 +150,7 @@ def _from_token(token: str) -> tuple[str, datetime.datetime]:
         raise UsageError("--token has no jti claim, so it cannot be revoked (securenet refuses such tokens anyway)")
     if isinstance(exp, bool) or not isinstance(exp, (int, float)):
         raise UsageError("--token has no exp claim (securenet refuses such tokens anyway)")
-    return jti, datetime.datetime.fromtimestamp(exp, datetime.timezone.utc)
+    return jti, datetime.datetime.fromtimestamp(exp, datetime.UTC)
 
 
 def revoke(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """
 C{securenet users ...}: the users of a credential database
-(L{securenet.cred.sqlite.SQLiteStore}, default C{var/securenet.db}).
+(L{securenet.store.SQLiteStore}, default C{var/securenet.db})::
 
     securenet users add NAME [--role ROLE ...] [--password-file FILE]
     securenet users passwd NAME [--password-file FILE]
@@ -213,7 +213,7 @@ def list_users(args: argparse.Namespace) -> int:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[3]]))
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[3]]))
     return 0
 
 

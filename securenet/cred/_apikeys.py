@@ -4,15 +4,15 @@ reachable over the wire as the SASL mechanism C{APIKEY}.
 
 A key is C{sn_<key id>.<secret>}:
 
-* the key id (12 letters and digits, 71 random bits) is public: it names
-  the record in the store, and appears in listings and logs.  It has no
-  C{-} or C{_}, so it never looks like a command-line option and is
-  selected whole by a double click;
-* the secret is C{secrets.token_urlsafe(32)}: 256 random bits.  The store
-  keeps only SHA-256 of it.  A fast hash is right here, unlike for
-  passwords: a slow hash protects low-entropy secrets against guessing,
-  but nobody can enumerate 2**256 secrets, so a stolen store yields no key,
-  and checking costs one hash instead of an argon2 run per attempt.
+  - the key id (12 letters and digits, 71 random bits) is public: it names
+    the record in the store, and appears in listings and logs.  It has no
+    C{-} or C{_}, so it never looks like a command-line option and is
+    selected whole by a double click;
+  - the secret is C{secrets.token_urlsafe(32)}: 256 random bits.  The store
+    keeps only SHA-256 of it.  A fast hash is right here, unlike for
+    passwords: a slow hash protects low-entropy secrets against guessing,
+    but nobody can enumerate 2**256 secrets, so a stolen store yields no key,
+    and checking costs one hash instead of an argon2 run per attempt.
 
 The full key is returned once, by L{create_api_key}, and never stored.
 
@@ -94,12 +94,12 @@ def parse_api_key(key: str) -> tuple[str, str] | None:
 
 def utc(when: float) -> datetime.datetime:
     """POSIX time as an aware UTC datetime (how API key times are stored)."""
-    return datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return datetime.datetime.fromtimestamp(when, datetime.UTC)
 
 
 def _aware(when: datetime.datetime) -> datetime.datetime:
     """A stored naive datetime is UTC."""
-    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
 
 
 def create_api_key(

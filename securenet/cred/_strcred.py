@@ -266,7 +266,7 @@ class SQLiteCheckerFactory:
         store = open_store(options["db"], self.authType)
         return StoreChecker(
             store,
-            reactor,  # type: ignore[arg-type]
+            reactor,
             runner=hashing_runner(reactor),
             scram_iterations=iterations,
             scram_secret=secret[0],

@@ -64,7 +64,7 @@ class ThrottlePolicy:
             return self.lockout_seconds - since_last
         if failures <= self.free_failures:
             return 0.0
-        delay = min(self.base_delay * 2 ** (failures - self.free_failures - 1), self.max_delay)
+        delay: float = min(self.base_delay * 2 ** (failures - self.free_failures - 1), self.max_delay)
         return max(0.0, delay - since_last)
 
 

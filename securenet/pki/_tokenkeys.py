@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Literal, Union, cast
+from typing import Literal, cast
 
 import attrs
 from cryptography.hazmat.primitives import serialization
@@ -19,8 +19,8 @@ from securenet._errors import SecurenetError
 from securenet.pki._errors import FileCorrupt, PKIError
 from securenet.pki._files import check_key_permissions, load_private_key, read_file
 
-PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey]
-SigningKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey]
+PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+SigningKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 #: The longest C{sub}, C{jti} or C{kid} accepted.
 MAX_NAME_LENGTH = 256
 
@@ -74,15 +74,15 @@ class TokenKey:
     """
     One key of the configured key set, bound to exactly one algorithm.
 
+    Use the constructors L{hmac}, L{public} and L{private}; inconsistent
+    combinations are refused at construction.
+
     @ivar algorithm: C{EdDSA} (Ed25519), C{ES256} (P-256) or C{HS256}.
     @ivar verification_key: the public key, or for HS256 the secret.
     @ivar signing_key: the private key (for HS256 the secret again), or None
         for a verify-only key.
     @ivar kid: the name tokens use to select this key, or None for the key
         used by tokens without a C{kid}.
-
-    Use the constructors L{hmac}, L{public} and L{private}; inconsistent
-    combinations are refused at construction.
     """
 
     algorithm: Algorithm
@@ -143,7 +143,7 @@ def _choose(algorithm: str | None) -> Algorithm | None:
         return None
     if algorithm not in ALGORITHMS:
         raise InvalidTokenSettings(f"token algorithm {algorithm!r} is not allowed; choose one of {', '.join(ALGORITHMS)}")
-    return cast(Algorithm, algorithm)
+    return algorithm
 
 
 def _hmac_from_file(path: Path, data: bytes, kid: str | None) -> TokenKey:

@@ -4,7 +4,7 @@ The wire mechanisms of the authentication exchange (SASL, RFC 4422).
 Each server mechanism turns what the client sends into C{twisted.cred}
 credentials for the portal; which mechanisms a connection is offered
 follows from the credential interfaces the portal's checkers accept
-(L{offered_mechanisms}).  Client mechanisms produce what the server expects.
+(L{offered_mechanisms}).  Client mechanisms produce what the server expects::
 
     PLAIN (RFC 4616)                    IUsernamePassword
     SCRAM-SHA-256(-PLUS) (RFC 7677)     IScramCredentials (a checker with scram_parameters)

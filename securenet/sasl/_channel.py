@@ -5,7 +5,7 @@ mechanisms that bind to the channel (SCRAM-SHA-256-PLUS).
 Both ends compute the same bytes only if they share one TLS channel: a man in
 the middle who terminates TLS towards the client and opens a second
 connection to the server gets different bindings on each side, so a bound
-exchange it relays fails.
+exchange it relays fails::
 
     guard.transport.getHandle()  ->  channel_bindings(handle, "server")
 

@@ -4,11 +4,11 @@ SASL mechanisms (RFC 4422), as the cred layer sees them.
 A checker that can be reached over the wire says so by providing
 L{IMechanismProvider}: it lists the mechanisms (EXTERNAL, PLAIN,
 SCRAM-SHA-256, ...) whose final credentials it checks.  The session layer
-(L{securenet.protocol.exchange}) offers every mechanism of every checker in
+(L{securenet.session}) offers every mechanism of every checker in
 the portal, runs the chosen one step by step, and hands the credentials it
 produces to C{portal.login} -- so the decision is always a checker's.
 
-Server side, a mechanism is a small state machine:
+Server side, a mechanism is a small state machine::
 
     step(initial response or None) -> Challenge(bytes)   send "+ <base64>", wait for a response
                                    -> Complete(credentials)  log in with these

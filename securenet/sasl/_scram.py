@@ -7,7 +7,7 @@ the password without sending it, and the server proves it holds the
 ServerKey (the server signature, checked by L{ScramClientMechanism.verify_success}),
 so a client never trusts a server that merely accepted its connection.
 
--PLUS binds the exchange to the TLS channel (L{securenet.cred.channel}): a
+-PLUS binds the exchange to the TLS channel (L{securenet.sasl.channel_bindings}): a
 relay that terminates TLS and reconnects to the server has different
 channel bindings on each side, and the proof no longer verifies.
 
@@ -182,7 +182,7 @@ _ServerState = Literal["start", "client-first", "looking-up", "client-final", "d
 @implementer(IServerMechanism)
 class ScramServerMechanism:
     """
-    One SCRAM exchange, server side:
+    One SCRAM exchange, server side::
 
         client-first  ->  Challenge(server-first)
         client-final  ->  Complete(ScramCredentials, success_data=server-final)

@@ -11,8 +11,8 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IProtocolFactory
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -68,9 +68,9 @@ class ClientCredentials:
         if self.mechanism is None:
             return default_mechanism(offered, bindings, has_certificate)
         if IClientMechanism.providedBy(self.mechanism):
-            chosen: IClientMechanism = self.mechanism  # type: ignore[assignment]
+            chosen: IClientMechanism = self.mechanism
         else:
-            chosen = self.mechanism(offered, bindings, has_certificate)  # type: ignore[operator]
+            chosen = self.mechanism(offered, bindings, has_certificate)
         if chosen.name not in offered:
             raise AuthenticationFailed("NO-MECHANISM", f"the server does not offer {chosen.name} (it offers {' '.join(offered)})")
         return chosen
@@ -153,8 +153,8 @@ class ClientSession(TLSGuard):
         mechanism = self.factory.credentials.mechanism
         if mechanism is None:
             return ExternalClientMechanism()
-        if IClientMechanism.providedBy(mechanism) and mechanism.name == "EXTERNAL":  # type: ignore[union-attr]
-            return mechanism  # type: ignore[return-value]
+        if IClientMechanism.providedBy(mechanism) and mechanism.name == "EXTERNAL":
+            return mechanism
         return None
 
     def _sendAuth(self, mechanism: IClientMechanism, *, early: bool = False) -> None:
@@ -320,7 +320,7 @@ class ClientSession(TLSGuard):
         self._cancelDeadline()
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelDeadline()
         super().connectionLost(reason)
 

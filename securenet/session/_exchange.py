@@ -17,7 +17,7 @@ import binascii
 import re
 import urllib.parse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from twisted.cred.credentials import Anonymous
@@ -416,7 +416,7 @@ class ServerExchange:
         if isinstance(failure.value, MechanismError):
             refused = _Refused("MALFORMED", "malformed mechanism data", str(failure.value))
         else:
-            refused = failure.value
+            refused = cast(_Refused, failure.value)
         self._refuse(refused)
 
     def _refuse(self, refused: _Refused) -> None:

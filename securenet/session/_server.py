@@ -2,7 +2,7 @@
 The server side of a securenet connection, between TLS and the application.
 
 After the handshake the peer authenticates through the exchange of
-docs/protocol.md (L{securenet.protocol.exchange}), every decision a
+docs/protocol.md (L{securenet.session.ServerExchange}), every decision a
 C{twisted.cred} checker's; only then is the application protocol built, and
 it finds the L{Identity} on its transport (L{identity_of}).
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IProtocol, IProtocolFactory, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -119,7 +120,7 @@ class ServerSession(TLSGuard):
         elif self.exchange is not None:
             self.exchange.dataReceived(data)
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.exchange is not None:
             self.exchange.stop()
             if self.exchange.decisions == 0:

@@ -4,7 +4,7 @@ TOTP), API keys, revoked token ids and failure counters.
 
 L{ICredentialStore} is the seam: checkers only ever talk to it, so a
 PostgreSQL store can replace the embedded SQLite one
-(L{securenet.cred.sqlite.SQLiteStore}) without touching a checker.  Every
+(L{securenet.store.SQLiteStore}) without touching a checker.  Every
 method returns a Deferred, because a real store does blocking I/O off the
 reactor thread.  L{MemoryStore} is the in-memory implementation tests use.
 """

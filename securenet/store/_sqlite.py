@@ -2,7 +2,7 @@
 L{SQLiteStore}: the embedded L{ICredentialStore}, on the stdlib C{sqlite3}.
 
 The database is one file, created with mode 0600 and refused if group or
-others may access it, like a private key (L{securenet.pki.files}).  It is
+others may access it, like a private key (L{securenet.pki.load_private_key}).  It is
 recognised by its C{PRAGMA application_id}, and its schema version is
 C{PRAGMA user_version}: L{MIGRATIONS} are applied in order at open, and a
 database from a newer securenet is refused rather than misread.  WAL mode

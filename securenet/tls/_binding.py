@@ -20,11 +20,11 @@ from securenet.tls._errors import TLSConfigurationError
 def set_groups(context: SSL.Context, groups: Sequence[str]) -> None:
     """Restrict C{context}'s key-exchange groups to C{groups} (OpenSSL names)."""
     spec = ":".join(groups).encode("ascii")
-    ctx = context._context  # noqa: SLF001 - see module docstring
+    ctx = context._context  # see module docstring
     if _lib.SSL_CTX_set1_curves_list(ctx, spec) != 1:
         raise TLSConfigurationError(f"OpenSSL refused the key-exchange groups {spec.decode()}")
 
 
 def session_reused(connection: SSL.Connection) -> bool:
     """Whether C{connection}'s handshake resumed an earlier session."""
-    return bool(_lib.SSL_session_reused(connection._ssl))  # noqa: SLF001
+    return bool(_lib.SSL_session_reused(connection._ssl))

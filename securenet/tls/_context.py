@@ -194,7 +194,7 @@ def internal_error(connection: SSL.Connection, where: str) -> bool:
     log.failure("internal error in the TLS {where} callback; refusing the connection", where=where)
     try:
         connection_state(connection).refuse(CertificateRejected(f"internal error while verifying ({where})"))
-    except Exception:  # noqa: BLE001 - nothing more to record; the refusal below stands
+    except Exception:
         pass
     return False
 

@@ -133,7 +133,7 @@ class SecureServerEndpoint:
         self.policy = policy
         self.creator = ServerTLSCreator(policy, reactor)
         endpoint = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
-        self._tcp = endpoint(reactor, port, backlog=backlog, interface=interface)
+        self._tcp: IStreamServerEndpoint = endpoint(reactor, port, backlog=backlog, interface=interface)
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         if not isinstance(protocolFactory, TLSGuardFactory):

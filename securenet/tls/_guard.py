@@ -10,7 +10,7 @@ only once the handshake (and, in subclasses, authentication) succeeded.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
@@ -24,7 +24,7 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorTime,
 )
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
@@ -59,7 +59,7 @@ class TLSGuardFactory(WrappingFactory):
 
     @ivar ready: if given, fired with the application protocol once it is
         connected, or failed with the typed error if the connection fails
-        first (used by L{securenet.client.connect}).
+        first (used by L{securenet.connect}).
     """
 
     protocol: Any = None  # set below, after TLSGuard
@@ -71,7 +71,7 @@ class TLSGuardFactory(WrappingFactory):
         *,
         ready: Deferred[IProtocol] | None = None,
     ) -> None:
-        super().__init__(wrappedFactory)  # type: ignore[arg-type]
+        super().__init__(wrappedFactory)
         self.reactor = reactor
         self.ready = ready
 
@@ -217,7 +217,7 @@ class TLSGuard(ProtocolWrapper):
 
     def logPrefix(self) -> str:
         if self.wrappedProtocol is not None:
-            return ProtocolWrapper.logPrefix(self)
+            return cast(str, ProtocolWrapper.logPrefix(self))
         return "securenet"
 
     # -- tear-down -------------------------------------------------------------
@@ -263,7 +263,7 @@ class TLSGuard(ProtocolWrapper):
             fields["peer_pin"] = facts.pin
         return fields
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         # Nothing resets BaseProtocol.connected for us: callers that finish
         # later (an authentication Deferred) check it.
         self.connected = False
@@ -288,4 +288,4 @@ class TLSGuard(ProtocolWrapper):
         """Hook: the connection ended before the application was connected."""
 
 
-TLSGuardFactory.protocol = TLSGuard  # type: ignore[assignment]
+TLSGuardFactory.protocol = TLSGuard

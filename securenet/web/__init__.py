@@ -1,7 +1,7 @@
 """
 securenet for C{twisted.web}: the Twisted-native equivalent of a JWT
 extension plus an ACL decorator, on the same credential store, checkers,
-policies and audit events as securenet's stream protocols.
+policies and audit events as securenet's stream protocols::
 
     from securenet.web import SecureSite, WebAuthenticator, WebGuard, request_identity
 

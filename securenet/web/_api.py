@@ -31,7 +31,8 @@ from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet._threads import Runner
 from securenet.cred._names import UserRecordError
-from securenet.cred._passwords import PasswordError, PasswordHasher
+from securenet.cred._passwords import PasswordHasher
+from securenet.cred._saslprep import PasswordError
 from securenet.cred._scram import DEFAULT_ITERATIONS
 from securenet.cred._users import new_user
 from securenet.interfaces import ICredentialStore

@@ -6,7 +6,7 @@ sessions.
 A request authenticates with the first of these that it carries:
 
  1. C{Authorization: Bearer <JWT>} -- a token (as SASL C{OAUTHBEARER}),
-    checked by the portal's L{securenet.cred.tokens.TokenChecker};
+    checked by the portal's L{securenet.cred.TokenChecker};
  2. C{Authorization: Basic ...} -- a user name and password (as SASL
     C{PLAIN}); only over TLS, throttled per account and per address, and
     refused for accounts with a second factor (Basic cannot carry it: such
@@ -170,7 +170,7 @@ class WebAuthenticator:
     Authenticates requests through C{portal} (see the module docstring).
 
     @param portal: the service's portal: its realm must give L{IIdentity}
-        (an L{securenet.cred.identity.IdentityRealm}).
+        (an L{securenet.cred.IdentityRealm}).
     @param clock: the reactor (for the throttle).
     @param throttle: counts password failures per account and per address
         (Basic and password logins); None for no throttling.

@@ -1,7 +1,7 @@
 """
 HTTPS clients (C{twisted.web.client.Agent}, treq) that check the server
 the securenet way: a L{ClientTLSPolicy} -- trust roots, pins, TOFU, a
-client certificate for mutual TLS -- as the Agent's TLS policy.
+client certificate for mutual TLS -- as the Agent's TLS policy::
 
     policy = ClientTLSPolicy.from_files(trust_roots="certs/ca.pem",
                                         certificate="certs/dev-client.pem", private_key="certs/dev-client.key")

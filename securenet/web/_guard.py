@@ -1,6 +1,6 @@
 """
 Protecting resources and handlers: authentication (L{WebAuthenticator})
-then authorization (a L{securenet.authz} policy), with JSON answers.
+then authorization (a L{securenet.authz} policy), with JSON answers::
 
     guard = WebGuard(WebAuthenticator(portal, reactor, throttle=throttle), policy)
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, Union, cast
+from typing import Any, TypeVar, cast
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -56,7 +56,7 @@ from securenet.web._responses import (
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: A policy resource for a request: fixed, or computed from it.
-ResourceSpec = Union[str, None, Callable[..., Union[str, None]]]
+ResourceSpec = str | None | Callable[..., str | None]
 
 #: What a deny-everything guard decides with (no policy configured).
 _NO_POLICY = Policy.parse("", source="<no policy>")
@@ -86,7 +86,7 @@ class WebGuard:
         policy = self.policy if self.policy is not None else _NO_POLICY
         context = Context(peer=client_peer(request))
         try:
-            return policy.require(authentication.identity, action, resource, context)  # type: ignore[no-any-return]
+            return policy.require(authentication.identity, action, resource, context)
         except AuthorizationDenied as denied:
             raise Forbidden(str(denied), details={"permission": denied.permission}, reason=_reason(denied)) from None
 
@@ -229,7 +229,7 @@ class ProtectedResource(Resource):
 
         def refused(failure: Failure) -> IResource:
             failure.trap(WebError)
-            return _Answer(failure.value)
+            return _Answer(cast(WebError, failure.value))
 
         return _Pending(d.addCallbacks(allowed, refused))
 
@@ -245,7 +245,7 @@ class ProtectedResource(Resource):
 #: A handler: gets the request; returns (or fires with) a JSON-able value
 #: (200), a L{JSONResponse}, or bytes already rendered (a guarded handler's
 #: refusal).
-Handler = Callable[[IRequest], Union[Any, Awaitable[Any]]]
+Handler = Callable[[IRequest], Any | Awaitable[Any]]
 
 
 class JSONEndpoint(Resource):
@@ -302,7 +302,7 @@ async def _call(handler: Handler, request: IRequest) -> Any:
 
 class JSONRouter(Resource):
     """
-    A resource whose children are named in L{putChild}; any other path (and
+    A resource whose children are named in C{putChild}; any other path (and
     the router itself) is a JSON C{404}.
     """
 

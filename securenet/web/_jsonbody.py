@@ -10,14 +10,14 @@ stack, and -- given bytes -- UTF-16 or UTF-32 guessed from the first bytes.
 L{parse_json} refuses all of it with a L{JSONBodyError} (a 400 answer)
 naming the problem:
 
-* the body must be UTF-8 (no BOM), and every string must be valid Unicode
-  (no lone surrogates written as C{\\ud800} escapes);
-* no C{NaN}/C{Infinity}; a float must be finite;
-* an integer must be at most L{JSONLimits.max_integer} in magnitude
-  (2**53 - 1 by default: the integers every JSON implementation reads
-  exactly);
-* no key twice in one object;
-* at most L{JSONLimits.max_depth} nested arrays and objects.
+  - the body must be UTF-8 (no BOM), and every string must be valid Unicode
+    (no lone surrogates written as C{\\ud800} escapes);
+  - no C{NaN}/C{Infinity}; a float must be finite;
+  - an integer must be at most L{JSONLimits.max_integer} in magnitude
+    (2**53 - 1 by default: the integers every JSON implementation reads
+    exactly);
+  - no key twice in one object;
+  - at most L{JSONLimits.max_depth} nested arrays and objects.
 
 L{read_json} reads a request's body: it must be C{application/json}
 (L{UnsupportedMediaType}, 415) and at most L{JSONLimits.max_bytes}
@@ -174,7 +174,7 @@ def _media_type(request: IRequest) -> tuple[bytes, dict[bytes, bytes]]:
 
 def request_body(request: IRequest, max_bytes: int) -> bytes:
     """
-    The request's body, at most C{max_bytes}.  A L{securenet.web.site.SecureSite}
+    The request's body, at most C{max_bytes}.  A L{securenet.web.SecureSite}
     refuses larger bodies before reading them; this check also holds under a
     plain C{Site}, which reads the whole body first.
 

@@ -3,14 +3,14 @@ Writing answers: security headers on every response, JSON bodies, error
 answers, and care for clients that went away.
 
 Every response securenet.web writes (and every response of a
-L{securenet.web.site.SecureSite}) carries:
+L{securenet.web.SecureSite}) carries:
 
-* C{X-Content-Type-Options: nosniff}, C{X-Frame-Options: DENY},
-  C{Referrer-Policy: no-referrer} and a C{Content-Security-Policy} that
-  allows nothing (an API serves no active content);
-* C{Strict-Transport-Security} when the request came over TLS (RFC 6797
-  forbids it on plain HTTP);
-* C{Server: securenet} instead of Twisted's version.
+  - C{X-Content-Type-Options: nosniff}, C{X-Frame-Options: DENY},
+    C{Referrer-Policy: no-referrer} and a C{Content-Security-Policy} that
+    allows nothing (an API serves no active content);
+  - C{Strict-Transport-Security} when the request came over TLS (RFC 6797
+    forbids it on plain HTTP);
+  - C{Server: securenet} instead of Twisted's version.
 
 JSON answers are C{Content-Type: application/json} with C{Content-Length}
 and, by default, C{Cache-Control: no-store}: they depend on who asked.

@@ -1,6 +1,6 @@
 """
 The HTTP side of C{twistd securenet}: C{--http ENDPOINT} serves the
-built-in API (L{securenet.web.api}) on C{securenet:} TLS endpoints, with
+built-in API (L{securenet.web.BuiltinAPI}) on C{securenet:} TLS endpoints, with
 the service's portal, throttle and policy; C{--token-key PATH} makes it
 issue tokens -- and makes the same key verify bearer tokens everywhere, in
 HTTP requests and in stream sessions (C{OAUTHBEARER}).

@@ -1,6 +1,6 @@
 """
 Issuing tokens over HTTP: login, refresh with rotation and reuse
-detection, logout.
+detection, logout::
 
     POST /auth/login    {"username": "alice", "password": "...", "totp": "123456"}
     POST /auth/refresh  {"refresh_token": "snrt_..."}
@@ -12,12 +12,12 @@ Login and refresh answer (RFC 6749 section 5.1 names)::
      "refresh_token": "snrt_...", "refresh_expires_in": 1209600}
 
 The access token is the same kind of JWT C{securenet tokens issue} makes
-and C{OAUTHBEARER} accepts (L{securenet.cred.tokens.TokenIssuer} with the
+and C{OAUTHBEARER} accepts (L{securenet.cred.TokenIssuer} with the
 service's signing key), so it also opens a stream session.  It carries
 C{sid} (its refresh family) and C{amr} (RFC 8176: C{["pwd"]}, or
 C{["pwd", "otp"]} after a TOTP code).
 
-Refresh tokens are single use (L{securenet.web.refresh}): presenting one
+Refresh tokens are single use (L{securenet.interfaces.IRefreshTokenStore}): presenting one
 that was already exchanged revokes its whole family, access tokens
 included, and is logged as an C{auth.token} event with C{action="reuse"}.
 Logout revokes the access token's C{jti} (in the credential store, as

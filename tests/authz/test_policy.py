@@ -286,7 +286,8 @@ class LoadTests(SynchronousTestCase):
             ("", "the action is empty"),
             (
                 "kv.read:home/{identity.avatar_idd}",
-                "resource pattern 'home/{identity.avatar_idd}': unknown attribute 'identity.avatar_idd' (did you mean identity.avatar_id?)",
+                "resource pattern 'home/{identity.avatar_idd}': unknown attribute 'identity.avatar_idd' (did you mean "
+                "identity.avatar_id?)",
             ),
             (
                 "kv.read:x/{context.peer}",
@@ -295,7 +296,8 @@ class LoadTests(SynchronousTestCase):
             ("kv.read:x/{identity.mfa}", "resource pattern 'x/{identity.mfa}': identity.mfa is a boolean, not text"),
             (
                 "kv.read:x/a{identity.spiffe_path}",
-                "resource pattern 'x/a{identity.spiffe_path}': {identity.spiffe_path} may fill several segments, so it must be a whole segment",
+                "resource pattern 'x/a{identity.spiffe_path}': {identity.spiffe_path} may fill several segments, so it must "
+                "be a whole segment",
             ),
             ("kv.read:x/{y", "resource pattern 'x/{y': '{' and '}' only enclose a template such as {identity.avatar_id}"),
         ]:
@@ -372,7 +374,8 @@ class LoadTests(SynchronousTestCase):
 
     def test_duplicate_rule_names(self) -> None:
         self.assertRefused(
-            '[[rules]]\nname = "r"\neffect = "allow"\npermissions = ["x"]\n\n[[rules]]\nname = "r"\neffect = "deny"\npermissions = ["x"]\n',
+            '[[rules]]\nname = "r"\neffect = "allow"\npermissions = ["x"]\n\n'
+            '[[rules]]\nname = "r"\neffect = "deny"\npermissions = ["x"]\n',
             7,
             "rule 2 has the same name as rule 1: 'r'",
         )
@@ -1067,7 +1070,8 @@ class ConditionTests(SynchronousTestCase):
     def test_resource_and_context_attributes(self) -> None:
         policy = parse(
             rule(
-                '{ "resource.attributes.owner" = "alice", "context.attributes.channel" = { present = true }, "resource.name" = { glob = "docs/*" } }'
+                '{ "resource.attributes.owner" = "alice", "context.attributes.channel" = { present = true }, '
+                '"resource.name" = { glob = "docs/*" } }'
             )
         )
         context = Context(resource_attributes={"owner": "alice"}, attributes={"channel": "web"})
@@ -1086,7 +1090,8 @@ class ConditionTests(SynchronousTestCase):
     def test_all_any_not(self) -> None:
         policy = parse(
             rule(
-                '{ all = [ { "identity.mechanism" = "PLAIN" }, { any = [ { "identity.attributes.a" = 1 }, { "identity.attributes.b" = 2 } ] } ], not = { "identity.attributes.c" = 3 } }'
+                '{ all = [ { "identity.mechanism" = "PLAIN" }, { any = [ { "identity.attributes.a" = 1 }, '
+                '{ "identity.attributes.b" = 2 } ] } ], not = { "identity.attributes.c" = 3 } }'
             )
         )
         self.assertTrue(policy.can(identity(attributes={"a": 1}), "x.do"))
@@ -1319,7 +1324,8 @@ class DecoratorTests(SynchronousTestCase):
     def test_keyword_arguments_and_context(self) -> None:
         handler = Handler(
             parse(
-                '[[rules]]\neffect = "allow"\npermissions = ["kv.read:data/*"]\nwhen = { "context.peer" = { cidr = "10.0.0.0/8" } }\n'
+                '[[rules]]\neffect = "allow"\npermissions = ["kv.read:data/*"]\n'
+                'when = { "context.peer" = { cidr = "10.0.0.0/8" } }\n'
             ),
             identity("r"),
         )

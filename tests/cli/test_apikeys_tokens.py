@@ -34,7 +34,7 @@ from securenet.store._sqlite import SQLiteStore
 from tests.cli.test_pki import Result, run
 
 NOW = 1_800_000_000
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def snapshot(*paths: Path) -> dict[str, bytes]:
@@ -412,7 +412,7 @@ class TokensIssueTests(CLITestCase):
         short = self.dir / "short.key"
         short.write_bytes(b"s" * 20)
         os.chmod(short, 0o600)
-        cases = [
+        cases: list[tuple[list[str | Path], str]] = [
             (
                 ["alice", "--key", loose],
                 f"{loose}: private key file has mode 0644; it must not be accessible by group or others (chmod 600 {loose})",
@@ -504,7 +504,8 @@ class TokensRevokeTests(CLITestCase):
             ),
             (
                 [self.jti],
-                "--expires is required with a token id: the token's exp (POSIX seconds) or an ISO 8601 time; the revocation is kept until then",
+                "--expires is required with a token id: the token's exp (POSIX seconds) or an ISO 8601 time; the revocation "
+                "is kept until then",
             ),
             (
                 [self.jti, "--expires", "tomorrow"],

@@ -335,9 +335,12 @@ class LintTests(AuthzCLITestCase):
                 "role reader (line 1): kv.read\n"
                 "role writer (line 4; inherits reader): kv.write:data/**\n"
                 "  effective: kv.write:data/**, kv.read\n"
-                'rule 1 "strong admin" (line 8): deny admin.* for anyone unless identity.mechanism = "EXTERNAL" or identity.mfa = true\n'
-                'rule 2 "admins" (line 14): allow admin.* for anyone when identity.attributes.admin = true and context.peer in network 10.0.0.0/8\n'
-                'rule 3 "devices" (line 20): allow telemetry.publish:telemetry/{identity.spiffe_path}/* for anyone when identity.certificate.subject.OU = "devices"\n'
+                'rule 1 "strong admin" (line 8): deny admin.* for anyone unless identity.mechanism = "EXTERNAL" or '
+                "identity.mfa = true\n"
+                'rule 2 "admins" (line 14): allow admin.* for anyone when identity.attributes.admin = true and context.peer in '
+                "network 10.0.0.0/8\n"
+                'rule 3 "devices" (line 20): allow telemetry.publish:telemetry/{identity.spiffe_path}/* for anyone when '
+                'identity.certificate.subject.OU = "devices"\n'
                 'rule 4 "scoped tokens" (line 26): allow kv.read:public/** for anyone when identity.scopes = "kv:read"\n'
                 'rule 5 "weekend reports" (line 32): allow report.run for anyone when context.weekday in ["sat", "sun"]\n',
                 "",

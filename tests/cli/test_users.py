@@ -627,7 +627,8 @@ class UnlockTests(UsersTestCase):
             Result(
                 1,
                 "",
-                f"securenet: error: {missing}: no credential database here (create it with 'securenet users add NAME --db {missing}')\n",
+                f"securenet: error: {missing}: no credential database here "
+                f"(create it with 'securenet users add NAME --db {missing}')\n",
             ),
         )
         self.assertFalse(missing.exists())

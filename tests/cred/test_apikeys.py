@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
 import math
 import os
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.cred.checkers import ICredentialsChecker
@@ -43,7 +44,7 @@ from securenet.store._records import APIKey, User
 from securenet.testing import EphemeralPKI, connect_in_memory
 
 NOW = 1_800_000_000
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 class APIKeyTestCase(SynchronousTestCase):
@@ -154,13 +155,13 @@ class CheckTests(APIKeyTestCase):
     def test_unknown_id(self) -> None:
         """An unknown id is refused after a comparison against a dummy hash."""
         compared: list[tuple[bytes, bytes]] = []
-        real = securenet.cred._apikeys.hmac.compare_digest
+        real = hmac.compare_digest
 
         def spy(a: bytes, b: bytes) -> bool:
             compared.append((a, b))
             return real(a, b)
 
-        self.patch(securenet.cred._apikeys.hmac, "compare_digest", spy)
+        self.patch(hmac, "compare_digest", spy)
         key, _ = self.create()
         self.assertRefused("sn_AAAAAAAAAAAA." + key.split(".")[1], "unknown key id")
         self.assertEqual(len(compared), 2)
@@ -320,7 +321,9 @@ class StrcredTests(APIKeyTestCase):
         self.patch(securenet.cred._strcred, "open_store", lambda path, auth_type: self.store)
         cases = {
             "": "--auth apikey: db=PATH (the credential database) is required",
-            "db=x,scope=a\\b": "--auth apikey: invalid scope 'a\\\\b': a scope is printable ASCII without spaces, quotes or backslashes",
+            "db=x,scope=a\\b": (
+                "--auth apikey: invalid scope 'a\\\\b': a scope is printable ASCII without spaces, quotes or backslashes"
+            ),
             "db=x,user=y": "--auth apikey: unknown option 'user'; known: db, scope",
         }
         for argstring, message in cases.items():
@@ -399,4 +402,4 @@ class WireTests(APIKeyTestCase):
         [failure] = ready
         assert isinstance(failure, Failure)
         failure.trap(AuthenticationFailed)
-        self.assertEqual(failure.value.code, "AUTH-FAILED")
+        self.assertEqual(cast(AuthenticationFailed, failure.value).code, "AUTH-FAILED")

@@ -17,7 +17,7 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import jwt
@@ -237,7 +237,7 @@ class IssueAndVerifyTests(TokenTestCase):
         _, identity, _ = self.successResultOf(
             defer.maybeDeferred(portal.login, PresentedToken(token), AuthenticationContext("OAUTHBEARER", "peer"), IIdentity)
         )
-        self.assertEqual(identity.avatar_id, "alice")
+        self.assertEqual(cast(IIdentity, identity).avatar_id, "alice")
 
     def test_jti_is_random(self) -> None:
         a, b = (self.accepted(self.issuer.issue("alice", ttl=60)).jti for _ in range(2))
@@ -534,7 +534,7 @@ class StoreTests(TokenTestCase):
     def test_revoked(self) -> None:
         token = self.issuer.issue("alice", ttl=600)
         jti = self.accepted(token).jti
-        expires = datetime.datetime.fromtimestamp(NOW + 600, datetime.timezone.utc)
+        expires = datetime.datetime.fromtimestamp(NOW + 600, datetime.UTC)
         self.successResultOf(self.store.revoke_token(jti, expires))
         self.assertRefused(token, "token revoked")
         self.accepted(self.issuer.issue("alice", ttl=600))
@@ -852,4 +852,4 @@ class WireTests(TokenTestCase):
         [failure] = ready
         assert isinstance(failure, Failure)
         failure.trap(AuthenticationFailed)
-        self.assertEqual(failure.value.code, "AUTH-FAILED")
+        self.assertEqual(cast(AuthenticationFailed, failure.value).code, "AUTH-FAILED")

@@ -36,10 +36,9 @@ from securenet.cred._passwords import (
     InvalidPasswordHash,
     LoginRefused,
     PasswordChecker,
-    PasswordError,
     PasswordHasher,
 )
-from securenet.cred._saslprep import SASLprepError, normalize_password, saslprep
+from securenet.cred._saslprep import PasswordError, SASLprepError, normalize_password, saslprep
 from securenet.cred._scram import derive_scram_keys
 from securenet.cred._users import new_user
 from securenet.interfaces import IMechanismFactory, IServerMechanism
@@ -154,7 +153,8 @@ class SASLprepTests(SynchronousTestCase):
             "se\ue000cret": "contains a private-use character",
             "se\ufdd0cret": "contains a non-character code point",
             "se\ud800cret": "contains a surrogate code point",
-            "se\ufffdcret": "contains a character inappropriate for plain text",
+            # ruff reads the lone surrogate of the key above as U+FFFD: the keys differ.
+            "se\ufffdcret": "contains a character inappropriate for plain text",  # noqa: F601
             "se\u2ff0cret": "contains a character inappropriate for canonical representation",
             "se\u200ecret": "contains a display-changing or deprecated character",
             "se\U000e0001cret": "contains a tagging character",
@@ -305,7 +305,7 @@ class DeriveScramKeysTests(SynchronousTestCase):
         self.assertEqual(base64.b64encode(signature), b"6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
         proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
         client_signature = hmac.digest(keys.stored_key, auth_message, "sha256")
-        client_key = bytes(a ^ b for a, b in zip(proof, client_signature))
+        client_key = bytes(a ^ b for a, b in zip(proof, client_signature, strict=True))
         self.assertEqual(hashlib.sha256(client_key).digest(), keys.stored_key)
 
     def test_randomSalt(self) -> None:

@@ -144,28 +144,28 @@ class ThrottleTests(SynchronousTestCase):
         result: float | None = self.successResultOf(self.throttle.check(keys or self.keys))
         return result
 
-    def fail(self, keys: list[str] | None = None) -> None:
+    def failed(self, keys: list[str] | None = None) -> None:
         self.assertIsNone(self.successResultOf(self.throttle.failed(keys or self.keys)))
 
     def test_failedCountsInTheStore(self) -> None:
         """Each failure adds one to every key, with the clock's time."""
         self.assertIsNone(self.check())
-        self.fail()
+        self.failed()
         self.clock.advance(3)
-        self.fail()
+        self.failed()
         self.assertEqual(self.store.failures, {ADDRESS: (2, 3.0), ALICE: (2, 3.0)})
         self.assertIsNone(self.check())
 
     def test_checkWaitsAndAllows(self) -> None:
         """Past the free failures check fires with the wait; once it has passed, with None."""
         for _ in range(3):
-            self.fail()
+            self.failed()
         self.assertEqual(self.check(), 5.0)
         self.clock.advance(4)
         self.assertEqual(self.check(), 1.0)
         self.clock.advance(1)
         self.assertIsNone(self.check())
-        self.fail()
+        self.failed()
         # The fourth failure doubles the address's wait, and locks the account out.
         self.assertEqual(self.check([ADDRESS]), 10.0)
         self.assertEqual(self.check(), 100.0)
@@ -173,8 +173,8 @@ class ThrottleTests(SynchronousTestCase):
     def test_longestWaitWins(self) -> None:
         """With several keys, the longest wait of any of them; a key with no failures adds nothing."""
         for _ in range(3):
-            self.fail([ALICE])
-        self.fail([ADDRESS])
+            self.failed([ALICE])
+        self.failed([ADDRESS])
         self.assertEqual(self.check([ADDRESS]), None)
         self.assertEqual(self.check([ADDRESS, ALICE]), 5.0)
         self.assertEqual(self.check([ADDRESS, "user:bob"]), None)
@@ -186,7 +186,7 @@ class ThrottleTests(SynchronousTestCase):
         other failures decay instead: one valid login must not wipe them).
         """
         for _ in range(4):
-            self.fail([ADDRESS, ALICE, "user:bob"])
+            self.failed([ADDRESS, ALICE, "user:bob"])
         self.successResultOf(self.throttle.succeeded(self.keys))
         self.assertEqual(self.store.failures, {ADDRESS: (3, 0.0), "user:bob": (4, 0.0)})
         self.assertIsNone(self.check([ALICE]))
@@ -228,7 +228,7 @@ class ThrottleTests(SynchronousTestCase):
     def test_lockoutEventOnce(self) -> None:
         """auth.lockout is logged once per key, when its count reaches the key's threshold."""
         for n in range(1, 8):
-            self.fail()
+            self.failed()
             self.clock.advance(1)
             events = self.log.of("auth.lockout")
             expected = (1 if n >= 4 else 0) + (1 if n >= 6 else 0)
@@ -245,7 +245,7 @@ class ThrottleTests(SynchronousTestCase):
         is logged again when reached).
         """
         for _ in range(4):
-            self.fail([ALICE])
+            self.failed([ALICE])
         self.assertEqual(self.check([ALICE]), 100.0)
         self.clock.advance(99)
         self.assertEqual(self.check([ALICE]), 1.0)
@@ -253,18 +253,18 @@ class ThrottleTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertIsNone(self.check([ALICE]))
         self.assertEqual(self.store.failures, {})
-        self.fail([ALICE])
+        self.failed([ALICE])
         self.assertEqual(self.store.failures[ALICE], (1, 100.0))
         for _ in range(3):
-            self.fail([ALICE])
+            self.failed([ALICE])
         self.assertEqual(len(self.log.of("auth.lockout", key=ALICE)), 2)
 
     def test_quietPeriodResetsBelowLockout(self) -> None:
         """Failures older than lockout_seconds are forgotten even below the lockout threshold."""
         for _ in range(3):
-            self.fail()
+            self.failed()
         self.clock.advance(100)
         self.assertIsNone(self.check())
         self.assertEqual(self.store.failures, {})
-        self.fail()
+        self.failed()
         self.assertEqual(self.store.failures, {ADDRESS: (1, 100.0), ALICE: (1, 100.0)})

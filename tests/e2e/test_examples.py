@@ -45,7 +45,7 @@ _DATABASES: dict[str, tuple[Path, str | None]] = {}
 def _all(commands: Sequence[Sequence[str]]) -> None:
     """Run CLI commands side by side; all must succeed."""
     running = [subprocess.Popen(list(c), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env()) for c in commands]
-    for command, process in zip(commands, running):
+    for command, process in zip(commands, running, strict=True):
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, (command, out, err)
 

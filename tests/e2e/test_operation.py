@@ -304,7 +304,10 @@ class CredentialDatabaseTests(SynchronousTestCase):
         self.assertEqual(result.stdout, b"")
 
     def test_readOnlyDirectory(self) -> None:
-        """A database in a directory the server cannot write (it cannot make the files SQLite keeps beside it): one line naming it."""
+        """
+        A database in a directory the server cannot write (it cannot make
+        the files SQLite keeps beside it): one line naming it.
+        """
         work = Path(self.mktemp()).resolve()
         db = self.database(work / "ro")
         self.readOnly(db.parent)

@@ -5,10 +5,12 @@ On real loopback sockets: what only a kernel can show.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from securenet.session._client import connect
@@ -40,8 +42,8 @@ class NoDelayTests(TestCase):
         server = SecureServerEndpoint(reactor, PKI.server_policy(client_auth="required"), 0, "127.0.0.1")
         port = await server.listen(SessionFactory(Factory.forProtocol(Recorder), PKI.certificate_portal(), reactor))
         self.addCleanup(port.stopListening)
-        client = SecureClientEndpoint(reactor, PKI.client_policy("alice"), "localhost", port.getHost().port)
-        client_protocol = await connect(reactor, client, Factory.forProtocol(Protocol))
+        client = SecureClientEndpoint(reactor, PKI.client_policy("alice"), "localhost", cast(IPv4Address, port.getHost()).port)
+        client_protocol = cast(Protocol, await connect(reactor, client, Factory.forProtocol(Protocol)))
         self.addCleanup(client_protocol.transport.loseConnection)  # type: ignore[union-attr]
         [server_protocol] = Recorder.instances
         self.addCleanup(server_protocol.transport.loseConnection)  # type: ignore[union-attr]
@@ -73,7 +75,7 @@ class EarlyClient(Protocol):
         if self.received == b"ping" and not self.echoed.called:
             self.echoed.callback(self.received)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.reason = reason
         self.lost.callback(None)
 
@@ -92,7 +94,7 @@ class EarlyDataSocketTests(TestCase):
         server = SecureServerEndpoint(reactor, PKI.server_policy(client_auth="required"), 0, "127.0.0.1")
         port = await server.listen(SessionFactory(Factory.forProtocol(build), portal, reactor))  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
-        return int(port.getHost().port)
+        return int(cast(IPv4Address, port.getHost()).port)
 
     async def test_echoedAfterOK(self) -> None:
         """The app is connected before OK; its early bytes come back once the server has authenticated it."""

@@ -537,7 +537,8 @@ class StartupRefusalTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(
             result.stderr.decode().strip(),
-            f"twistd securenet: error: --token-key {creds['base'] / 'tokens.key'}: issuing tokens needs a credential database (--auth sqlite:PATH)",
+            f"twistd securenet: error: --token-key {creds['base'] / 'tokens.key'}: issuing tokens needs a credential database "
+            "(--auth sqlite:PATH)",
         )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from cryptography import x509
 from twisted.cred.portal import Portal
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.internet.task import Clock
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
@@ -66,7 +66,7 @@ class Lines(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         self.lines.append(line.decode("utf-8"))
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed = True
 
     def new(self) -> list[str]:
@@ -360,7 +360,8 @@ class TelemetryTests(Harness):
             self.assertEqual(
                 self.send(dev1, f"PUB {topic} 99"),
                 [
-                    f"ERR DENIED dev1 may not telemetry.publish telemetry/{topic}: missing permission telemetry.publish:telemetry/{topic}"
+                    f"ERR DENIED dev1 may not telemetry.publish telemetry/{topic}: missing permission "
+                    f"telemetry.publish:telemetry/{topic}"
                 ],
                 topic,
             )
@@ -386,7 +387,8 @@ class TelemetryTests(Harness):
         self.assertEqual(
             self.send(ops2, "SUB device/**"),
             [
-                "ERR DENIED ops2 may not telemetry.subscribe telemetry/device/**: missing permission telemetry.subscribe:telemetry/device/**"
+                "ERR DENIED ops2 may not telemetry.subscribe telemetry/device/**: missing permission "
+                "telemetry.subscribe:telemetry/device/**"
             ],
         )
         [deny] = self.log.of("authz.decision", action="telemetry.subscribe")

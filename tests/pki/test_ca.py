@@ -168,7 +168,7 @@ class CertificateAuthorityCreateTests(PKITestCase):
         ca = CertificateAuthority.create("Test Root", days=30)
         cert = ca.certificate
         self.assertEqual(cert.subject.rfc4514_string(), "CN=Test Root")
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         remaining = cert.not_valid_after_utc - now
         self.assertTrue(
             datetime.timedelta(days=30) - datetime.timedelta(minutes=10) < remaining <= datetime.timedelta(days=30),
@@ -569,7 +569,7 @@ class RevocationTests(PKITestCase):
         self.assertEqual(serial, self.leaf.certificate.serial_number)
         self.assertEqual([s for s, _ in read_revoked(self.dir)], [serial])
 
-        before = datetime.datetime.now(datetime.timezone.utc)
+        before = datetime.datetime.now(datetime.UTC)
         path = write_crl(self.dir, days=3)
         self.assertEqual(path, self.dir / "crl.pem")
         crl = load_crl(path)

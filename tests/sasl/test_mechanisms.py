@@ -27,7 +27,7 @@ import base64
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import attrs
 import pyotp
@@ -38,7 +38,7 @@ from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from securenet._threads import synchronous_runner
+from securenet._threads import Runner, synchronous_runner
 from securenet.cred._apikeys import create_api_key, parse_api_key
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import Identity, IdentityRealm
@@ -455,7 +455,7 @@ class MechanismTestCase(SynchronousTestCase):
             self.assertTrue(answer, f"{self.label}: no answer from the server")
             last = answer[-1]
             if last.startswith("+ "):
-                self.send(b64encode(mechanism.respond(b64decode(last[2:]))))
+                self.send(b64encode(cast(bytes, mechanism.respond(b64decode(last[2:])))))
                 continue
             if last.startswith("OK "):
                 _, _, extra = last[3:].partition(" ")
@@ -873,7 +873,7 @@ class DeferredClientAnswerTests(MechanismTestCase):
 
         def choose(offered: Sequence[str], bindings: ChannelBindings, has_certificate: bool) -> IClientMechanism:
             return ScramClientMechanism(
-                "alice", password_of("good"), plus=True, bindings=bindings, server_offers_plus=True, runner=runner
+                "alice", password_of("good"), plus=True, bindings=bindings, server_offers_plus=True, runner=cast(Runner, runner)
             )
 
         self.apps = RecordingFactory(SERVER_DATA)

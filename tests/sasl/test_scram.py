@@ -1,5 +1,5 @@
 """
-SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (securenet.cred.scram) and the TLS
+SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (securenet.sasl, securenet.cred) and the TLS
 channel bindings they bind to (securenet.cred.channel).
 
 Our client against our server, both against scramp (an independent
@@ -15,7 +15,7 @@ import hashlib
 import os
 import re
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import scramp
@@ -35,8 +35,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from securenet._threads import Runner
 from securenet.cred._identity import AuthenticationContext, IdentityRealm
-from securenet.cred._passwords import GENERIC_REFUSAL, LoginRefused, PasswordError
+from securenet.cred._passwords import GENERIC_REFUSAL, LoginRefused
+from securenet.cred._saslprep import PasswordError
 from securenet.cred._scram import MAX_ITERATIONS, ScramChecker, ScramCredentials, derive_scram_keys
 from securenet.interfaces import (
     IClientMechanism,
@@ -116,7 +118,7 @@ def client_final_parts(message: bytes) -> dict[str, str]:
 
 def self_signed(key: Any, algorithm: Any) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scram test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -170,7 +172,7 @@ class ScramTestCase(SynchronousTestCase):
         """Run an exchange whose messages are well-formed but whose login must fail."""
         first = self.successResultOf(server.step(client.initial()))
         final = self.successResultOf(server.step(client.respond(first.data)))
-        failure = self.failureResultOf(checker.requestAvatarId(final.credentials), UnauthorizedLogin)
+        failure: Failure = self.failureResultOf(checker.requestAvatarId(final.credentials), UnauthorizedLogin)
         # One message for every refusal (as for PLAIN); the reason is for the audit log only.
         self.assertIsInstance(failure.value, LoginRefused)
         self.assertEqual(str(failure.value), GENERIC_REFUSAL)
@@ -237,7 +239,7 @@ class ChannelBindingsTests(ScramTestCase):
         e = self.assertRaises(ValueError, channel_bindings, unconnected, "client")
         self.assertIn("handshake has not finished", str(e))
         server, _ = self.tls_connection(EphemeralPKI.create())
-        e = self.assertRaises(ValueError, channel_bindings, server, "peer")  # type: ignore[arg-type]
+        e = self.assertRaises(ValueError, channel_bindings, server, "peer")
         self.assertIn("'server' or 'client'", str(e))
 
     def test_end_point_hash_follows_signature(self) -> None:
@@ -289,7 +291,7 @@ class ExchangeTests(ScramTestCase):
         client = ScramClientMechanism("alice", "pw", plus=False, bindings=BINDINGS, server_offers_plus=False)
         server = server_mechanism(checker, plus=False)
         first = self.successResultOf(server.step(client.initial()))
-        self.assertEqual(client_final_parts(client.respond(first.data))["c"], "eSws")  # base64("y,,")
+        self.assertEqual(client_final_parts(cast(bytes, client.respond(first.data)))["c"], "eSws")  # base64("y,,")
 
         client = ScramClientMechanism("alice", "pw", plus=False, bindings=BINDINGS, server_offers_plus=False)
         self.assertEqual(self.exchange(checker, server_mechanism(checker, plus=False), client), "alice")
@@ -301,7 +303,7 @@ class ExchangeTests(ScramTestCase):
             self.assertEqual(client.name, SCRAM_SHA_256_PLUS)
             server = server_mechanism(checker, plus=True)
             first = self.successResultOf(server.step(client.initial()))
-            final_message = client.respond(first.data)
+            final_message = cast(bytes, client.respond(first.data))
             expected_c = base64.b64encode(f"p={cb_name},,".encode() + data).decode()
             self.assertEqual(client_final_parts(final_message)["c"], expected_c)
             final = self.successResultOf(server.step(final_message))
@@ -447,7 +449,7 @@ class ScrampInteropTests(ScramTestCase):
             lambda name: (salt, stored, server_key, iterations) if name == "alice" else None, channel_binding=channel_binding
         )
         theirs.set_client_first(client.initial().decode())
-        theirs.set_client_final(client.respond(theirs.get_server_first().encode()).decode())  # raises on a bad proof
+        theirs.set_client_final(cast(bytes, client.respond(theirs.get_server_first().encode())).decode())  # raises on a bad proof
         client.verify_success(theirs.get_server_final().encode())
 
     def test_our_client_plain(self) -> None:
@@ -482,7 +484,7 @@ class LoginFailureTests(ScramTestCase):
         checker = ScramChecker(make_store(alice="pw"), default_iterations=ITERATIONS)
         client = ScramClientMechanism("alice", "not pw", plus=True, bindings=BINDINGS)
         failure = self.refused_login(checker, server_mechanism(checker, plus=True), client)
-        self.assertEqual(failure.value.reason, "wrong SCRAM proof for 'alice'")
+        self.assertEqual(cast(LoginRefused, failure.value).reason, "wrong SCRAM proof for 'alice'")
 
     def server_first(self, checker: ScramChecker, name: str) -> dict[str, str]:
         server = server_mechanism(checker, plus=False)
@@ -515,7 +517,7 @@ class LoginFailureTests(ScramTestCase):
         )
         self.assertIs(type(unknown.value), type(wrong.value))
         self.assertEqual(str(unknown.value), str(wrong.value))
-        self.assertEqual(unknown.value.reason, "no user 'mallory'")
+        self.assertEqual(cast(LoginRefused, unknown.value).reason, "no user 'mallory'")
 
     def test_disabled_user(self) -> None:
         store = make_store(alice="pw")
@@ -523,7 +525,7 @@ class LoginFailureTests(ScramTestCase):
         checker = ScramChecker(store, default_iterations=ITERATIONS)
         client = ScramClientMechanism("alice", "pw", plus=False, bindings=ChannelBindings())
         failure = self.refused_login(checker, server_mechanism(checker, plus=False), client)
-        self.assertEqual(failure.value.reason, "user 'alice' is disabled")
+        self.assertEqual(cast(LoginRefused, failure.value).reason, "user 'alice' is disabled")
 
     def test_user_without_scram_keys(self) -> None:
         """A user who has only an argon2 hash gets a fake salt, and fails like anyone else."""
@@ -533,14 +535,14 @@ class LoginFailureTests(ScramTestCase):
         self.assertEqual(self.server_first(checker, "alice"), self.server_first(checker, "alice"))
         client = ScramClientMechanism("alice", "pw", plus=False, bindings=ChannelBindings())
         failure = self.refused_login(checker, server_mechanism(checker, plus=False), client)
-        self.assertEqual(failure.value.reason, "user 'alice' has no SCRAM keys")
+        self.assertEqual(cast(LoginRefused, failure.value).reason, "user 'alice' has no SCRAM keys")
 
     def test_tampered_proof(self) -> None:
         checker = ScramChecker(make_store(alice="pw"), default_iterations=ITERATIONS)
         server = server_mechanism(checker, plus=True)
         client = ScramClientMechanism("alice", "pw", plus=True, bindings=BINDINGS)
         first = self.successResultOf(server.step(client.initial()))
-        message = client.respond(first.data)
+        message = cast(bytes, client.respond(first.data))
         head, _, proof = message.rpartition(b",p=")
         flipped = bytearray(base64.b64decode(proof))
         flipped[0] ^= 1
@@ -866,15 +868,15 @@ class ClientRunnerTests(SynchronousTestCase):
             pending.append(d)
             return d
 
-        client = ScramClientMechanism("user", "pencil", plus=False, bindings=ChannelBindings(), runner=runner)
+        client = ScramClientMechanism("user", "pencil", plus=False, bindings=ChannelBindings(), runner=cast(Runner, runner))
         client.initial()
-        nonce = client._nonce  # noqa: SLF001 - the test plays the server
+        nonce = client._nonce  # the test plays the server
         server_first = f"r={nonce}abc,s={base64.b64encode(b'salt' * 4).decode()},i=4096".encode()
         answer = client.respond(server_first)
         self.assertIsInstance(answer, defer.Deferred)
         self.assertEqual(len(calls), 1)
         self.assertEqual(calls[0][1:], ("pencil", b"salt" * 4, 4096))
-        self.assertNoResult(answer)  # type: ignore[arg-type]
+        self.assertNoResult(answer)
         from securenet.cred._scram import salted_password
 
         pending[0].callback(salted_password("pencil", b"salt" * 4, 4096))

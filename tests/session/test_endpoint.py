@@ -327,7 +327,7 @@ class KeyTests(ClientEndpointTestCase):
         for extra, needle in {
             ":mechanism=EXTERNAL:user=bob": "user: not used by EXTERNAL",
             f":mechanism=APIKEY:apiKeyFile={self.secret('k', 'sn_x.y')}:user=bob": "user: not used by APIKEY",
-            f":tokenFile={self.secret('t', 'jwt')}:passwordFile={self.secret('pw', 'x')}": "passwordFile: not used by OAUTHBEARER",
+            f":tokenFile={self.secret('t', 'jwt')}:passwordFile={self.secret('pw', 'x')}": "passwordFile: not used by OAUTHBEARER",  # noqa: E501
         }.items():
             with self.assertRaises(EndpointConfigurationError, msg=extra) as caught:
                 self.endpoint(extra)

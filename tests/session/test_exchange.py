@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import functools
-from typing import Any
+from typing import Any, Literal, cast
 
 from twisted.cred.checkers import AllowAnonymousAccess, ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
@@ -45,6 +45,7 @@ from securenet.interfaces import (
 from securenet.sasl._builtin import ExternalClientMechanism
 from securenet.sasl._channel import channel_bindings
 from securenet.sasl._mechanism import Challenge, ChannelBindings, Complete, MechanismError
+from securenet.sasl._offer import offered_mechanisms
 from securenet.session import _server as session_module
 from securenet.session._client import CLIENT_DEADLINE, ClientSession
 from securenet.session._errors import AuthenticationFailed, ProtocolViolation, ServerNotAuthenticated
@@ -54,7 +55,6 @@ from securenet.session._exchange import (
     ServerExchange,
     decode_identity,
     encode_identity,
-    offered_mechanisms,
 )
 from securenet.session._server import ServerSession, SessionFactory, identity_of
 from securenet.store._memory import MemoryStore
@@ -62,7 +62,14 @@ from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, conn
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import TLSGuard
 from tests.test_audit import failing_sink
-from tests.tls.test_policy import CLIENT_DATA, SERVER_DATA, RecordingFactory, RecordingProtocol
+from tests.tls.test_policy import (
+    CLIENT_DATA,
+    SERVER_DATA,
+    RecordingFactory,
+    RecordingProtocol,
+    fake_transport,
+    transport_of,
+)
 
 
 @functools.cache
@@ -156,7 +163,7 @@ class PasswordChecker:
 
     credentialInterfaces = (IToyCredentials,)
 
-    def __init__(self, *factories: IMechanismFactory) -> None:
+    def __init__(self, *factories: ToyMechanismFactory) -> None:
         self.factories = list(factories) or [ToyMechanismFactory()]
         self.calls: list[bytes] = []
         self.hold = False
@@ -310,7 +317,7 @@ class ExchangeTestCase(SynchronousTestCase):
         return client
 
     def write(self, data: bytes) -> None:
-        self.rawClient().transport.write(data)
+        transport_of(self.rawClient()).write(data)
         self.conn.pump.flush()
 
     def send(self, *lines: str) -> None:
@@ -333,10 +340,10 @@ class ExchangeTestCase(SynchronousTestCase):
     def assertOpen(self) -> None:
         self.assertTrue(self.session.connected)
         self.assertFalse(self.conn.server_tls.disconnecting)
-        self.assertFalse(self.conn.server_tls.transport.disconnected)
+        self.assertFalse(fake_transport(self.conn.server_tls).disconnected)
 
     def assertClosed(self) -> None:
-        self.assertTrue(self.conn.server_tls.transport.disconnected)
+        self.assertTrue(fake_transport(self.conn.server_tls).disconnected)
         self.assertFalse(self.session.connected)
 
     def assertNoApp(self) -> None:
@@ -456,9 +463,9 @@ class GreetingTests(ExchangeTestCase):
         """A -PLUS mechanism is left out when the connection has no channel binding of either kind."""
         plus = ToyMechanismFactory("X-PLUS")
         portal = self.portal(PasswordChecker(ToyMechanismFactory("TEST"), plus))
-        self.assertEqual(list(offered_mechanisms(portal, facts(), ChannelBindings())), ["TEST"])
+        self.assertEqual(list(offered_mechanisms(portal, True, ChannelBindings())), ["TEST"])
         for bindings in (ChannelBindings(tls_exporter=b"e" * 32), ChannelBindings(tls_server_end_point=b"h" * 32)):
-            self.assertEqual(list(offered_mechanisms(portal, facts(), bindings)), ["TEST", "X-PLUS"])
+            self.assertEqual(list(offered_mechanisms(portal, True, bindings)), ["TEST", "X-PLUS"])
         # A real TLS 1.3 connection has bindings: offered, and the mechanism gets them.
         self.connect(portal)
         self.assertEqual(self.lines(), ["SECURENET 1 AUTH TEST X-PLUS"])
@@ -476,7 +483,7 @@ class GreetingTests(ExchangeTestCase):
         """
         calls: list[str] = []
 
-        def spy(connection: Any, role: str) -> ChannelBindings:
+        def spy(connection: Any, role: Literal["server", "client"]) -> ChannelBindings:
             calls.append(role)
             return channel_bindings(connection, role)
 
@@ -996,7 +1003,7 @@ class SecondFactorTests(ExchangeTestCase):
             return TOTP_CODE + "\n"
 
         conn = self.connect(self.portal(self.passwords, self.totp), raw=False, mechanism=ToyClientMechanism(), totp=totp)
-        client_app = self.successResultOf(conn.client_ready)
+        client_app = cast(RecordingProtocol, self.successResultOf(conn.client_ready))
         self.assertEqual(self.client_apps.built, [client_app])
         self.assertEqual(codes, [TOTP_CODE])
         guard = self.client_guard
@@ -1046,7 +1053,7 @@ class HandshakeEventTests(ExchangeTestCase):
         """Denied attempts, then the client leaves: the denials report the handshake."""
         self.connect()
         self.send("AUTH TEST", response("alice", "wrong"))
-        self.rawClient().transport.loseConnection()
+        transport_of(self.rawClient()).loseConnection()
         self.conn.pump.flush()
         self.assertEqual(self.serverEvents(), [("auth.decision", "denied")])
         self.assertEqual(self.decisions()[0]["tls_version"], "TLSv1.3")
@@ -1066,7 +1073,7 @@ class HandshakeEventTests(ExchangeTestCase):
         """
         self.connect(client="alice")
         self.assertEqual(self.serverEvents(), [])
-        self.rawClient().transport.loseConnection()
+        transport_of(self.rawClient()).loseConnection()
         self.conn.pump.flush()
         self.assertClosed()
         self.assertEqual(self.serverEvents(), [("tls.handshake", "ok")])
@@ -1083,12 +1090,12 @@ class ClientTests(ExchangeTestCase):
         """Our client runs TEST, checks the success data, and connects; both apps talk."""
         mechanism = ToyClientMechanism("zoe", "zebra")
         conn = self.connect(raw=False, mechanism=mechanism)
-        client_app = self.successResultOf(conn.client_ready)
+        client_app = cast(RecordingProtocol, self.successResultOf(conn.client_ready))
         guard = self.client_guard
         assert isinstance(guard, ClientSession)
         self.assertEqual(guard.authenticated_as, "Zo\u00eb Doe/ops@example.org")
         self.assertEqual(mechanism.verified, [SUCCESS_DATA])
-        client_app.transport.write(CLIENT_DATA)
+        transport_of(client_app).write(CLIENT_DATA)
         conn.pump.flush()
         self.assertEqual(self.apps.received, CLIENT_DATA)
         self.assertEqual(b"".join(client_app.received), SERVER_DATA)
@@ -1114,7 +1121,7 @@ class ClientTests(ExchangeTestCase):
         self.assertIn("did not greet with SECURENET", error.text)
         self.assertEqual(self.client_apps.built, [])
         self.assertEqual(server_apps.received, b"")
-        self.assertTrue(conn.client_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.client_tls).disconnected)
 
     def test_serverSaysNothing(self) -> None:
         """A TLS server that never greets: our client gives up at its deadline with ProtocolViolation TIMEOUT."""
@@ -1128,7 +1135,7 @@ class ClientTests(ExchangeTestCase):
         error = self.failureResultOf(conn.client_ready, ProtocolViolation).value
         self.assertEqual(error.code, "TIMEOUT")
         self.assertEqual(self.client_apps.built, [])
-        self.assertTrue(conn.client_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.client_tls).disconnected)
         self.assertEqual(server_apps.received, b"")
 
     def test_serverClosesDuringExchange(self) -> None:
@@ -1159,7 +1166,7 @@ class ClientTests(ExchangeTestCase):
         self.assertEqual(mechanism.verified, [SUCCESS_DATA])
         self.assertEqual(self.client_apps.built, [])
         self.assertEqual(self.apps.received, b"")
-        self.assertTrue(conn.client_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.client_tls).disconnected)
         guard = self.client_guard
         assert isinstance(guard, ClientSession)
         self.assertIsNone(guard.authenticated_as)
@@ -1242,7 +1249,7 @@ class ClientTests(ExchangeTestCase):
         self.assertEqual((error.code, error.text), ("CLIENT", "cannot authenticate: no authorization id"))
         self.assertEqual(server_apps.received, b"")
         self.assertEqual(self.client_apps.built, [])
-        self.assertTrue(self.conn.client_tls.transport.disconnected)
+        self.assertTrue(fake_transport(self.conn.client_tls).disconnected)
 
     def test_noPipeliningOtherwise(self) -> None:
         """
@@ -1292,7 +1299,7 @@ class ClientTests(ExchangeTestCase):
         self.assertIn("pipelined AUTH EXTERNAL", error.text)
         self.assertEqual(self.client_apps.built, [])
         self.assertEqual(server_apps.received, b"AUTH EXTERNAL =\r\n")
-        self.assertTrue(conn.client_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.client_tls).disconnected)
 
 
 # -- early application data (docs/protocol.md) ---------------------------------------------
@@ -1428,7 +1435,7 @@ class EarlyDataTests(ExchangeTestCase):
         )
         self.assertEqual(server_apps.received, EARLY_LINE + CLIENT_DATA)
         # The server never answered: the app is connected, the exchange still pending.
-        client_app = self.successResultOf(conn.client_ready)
+        client_app = cast(RecordingProtocol, self.successResultOf(conn.client_ready))
         guard = self.client_guard
         assert isinstance(guard, ClientSession)
         self.assertIsNone(guard.authenticated_as)
@@ -1443,23 +1450,23 @@ class EarlyDataTests(ExchangeTestCase):
             early_data=True,
             server_factory=NotSecurenetFactory(RecordingFactory(), self.portal(), self.clock),
         )
-        client_app = self.successResultOf(conn.client_ready)
+        client_app = cast(RecordingProtocol, self.successResultOf(conn.client_ready))
         self.clock.advance(CLIENT_DEADLINE - 0.001)
         conn.pump.flush()
         self.assertIsNone(client_app.lost)
         self.clock.advance(0.001)
         conn.pump.flush()
         assert client_app.lost is not None
-        error = client_app.lost.value
+        error = cast(ProtocolViolation, client_app.lost.value)
         self.assertEqual((type(error), error.code), (ProtocolViolation, "TIMEOUT"))
         self.assertEqual(client_app.received, [])
-        self.assertTrue(conn.client_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.client_tls).disconnected)
 
     def test_clientEarlyDataAccepted(self) -> None:
         """Against our server: the server app gets the early bytes, the client app only what follows OK."""
         self.client_apps = RecordingFactory(CLIENT_DATA)
         conn = self.connect(self.portal(CertificateChecker()), raw=False, client="alice", early_data=True)
-        client_app = self.successResultOf(conn.client_ready)
+        client_app = cast(RecordingProtocol, self.successResultOf(conn.client_ready))
         self.assertEqual(self.apps.received, CLIENT_DATA)
         self.assertEqual(b"".join(client_app.received), SERVER_DATA)
         guard = self.client_guard
@@ -1472,9 +1479,9 @@ class EarlyDataTests(ExchangeTestCase):
         """Refused: the client app loses the connection with AuthenticationFailed; the server discarded its bytes."""
         self.client_apps = RecordingFactory(CLIENT_DATA)
         conn = self.connect(self.portal(CertificateGate(refuse=True)), raw=False, client="alice", early_data=True)
-        client_app = self.successResultOf(conn.client_ready)
+        client_app = cast(RecordingProtocol, self.successResultOf(conn.client_ready))
         assert client_app.lost is not None
-        error = client_app.lost.value
+        error = cast(AuthenticationFailed, client_app.lost.value)
         self.assertEqual((type(error), error.code), (AuthenticationFailed, "AUTH-FAILED"))
         self.assertEqual(client_app.received, [])
         self.assertNoApp()
@@ -1485,9 +1492,9 @@ class EarlyDataTests(ExchangeTestCase):
         """EXTERNAL not offered: the client cannot choose again (its bytes are gone): AuthenticationFailed UNKNOWN-MECHANISM."""
         self.client_apps = RecordingFactory(CLIENT_DATA)
         conn = self.connect(self.portal(self.passwords, AllowAnonymousAccess()), raw=False, client="alice", early_data=True)
-        client_app = self.successResultOf(conn.client_ready)
+        client_app = cast(RecordingProtocol, self.successResultOf(conn.client_ready))
         assert client_app.lost is not None
-        error = client_app.lost.value
+        error = cast(AuthenticationFailed, client_app.lost.value)
         self.assertEqual((type(error), error.code), (AuthenticationFailed, "UNKNOWN-MECHANISM"))
         self.assertIn("early data was discarded", error.text)
         self.assertNoApp()
@@ -1504,7 +1511,7 @@ class EarlyDataTests(ExchangeTestCase):
         self.setUp()
         self.client_apps = RecordingFactory(CLIENT_DATA)
         conn = self.connect(self.portal(AllowAnonymousAccess()), raw=False, early_data=True)
-        client_app = self.successResultOf(conn.client_ready)
+        client_app = cast(RecordingProtocol, self.successResultOf(conn.client_ready))
         self.assertEqual(self.apps.received, CLIENT_DATA)
         self.assertEqual(b"".join(client_app.received), SERVER_DATA)
 

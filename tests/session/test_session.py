@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -21,6 +21,7 @@ from twisted.cred.strcred import ICheckerFactory
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -44,7 +45,14 @@ from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, conn
 from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._endpoints import SecureClientEndpoint
 from securenet.tls._guard import TLSGuard
-from tests.tls.test_policy import CLIENT_DATA, SERVER_DATA, RecordingFactory, RecordingProtocol
+from tests.tls.test_policy import (
+    CLIENT_DATA,
+    SERVER_DATA,
+    RecordingFactory,
+    RecordingProtocol,
+    fake_transport,
+    transport_of,
+)
 
 
 @functools.cache
@@ -63,7 +71,7 @@ def client_without_cn() -> IssuedCertificate:
     """A client certificate of the module CA whose subject is empty (identity only in a SAN)."""
     ca = pki().ca
     key = generate_private_key("ec")
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
@@ -173,6 +181,7 @@ class SessionTestCase(SynchronousTestCase):
     def clientError(self) -> BaseException:
         [result] = self.ready
         assert isinstance(result, Failure), result
+        assert result.value is not None
         return result.value
 
     def clientApp(self) -> RecordingProtocol:
@@ -199,7 +208,7 @@ class SessionTestCase(SynchronousTestCase):
         self.assertEqual(self.apps.built, [])
         self.assertEqual(self.apps.received, b"")
         self.assertEqual(self.client_apps.built, [])
-        self.assertTrue(conn.server_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.server_tls).disconnected)
         self.assertIsNone(self.session.identity)
         return decision
 
@@ -317,7 +326,7 @@ class AnonymousTests(SessionTestCase):
         self.assertEqual(self.decisions(), [])
         self.assertEqual(self.apps.built, [])
         self.assertEqual(self.client_apps.built, [])
-        self.assertTrue(conn.server_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.server_tls).disconnected)
 
     def test_anonymousChecker(self) -> None:
         """With AllowAnonymousAccess the peer is 'anonymous' by ANONYMOUS, with no certificate."""
@@ -346,6 +355,7 @@ class AnonymousTests(SessionTestCase):
         conn.pump.flush()
         app = self.assertAccepted("anonymous", mechanism="ANONYMOUS")
         # The TLS-verified certificate stays visible to the application.
+        assert app.identity.certificate is not None
         self.assertEqual(app.identity.certificate.common_name, "alice")
 
 
@@ -365,16 +375,16 @@ class PreAuthenticationTests(SessionTestCase):
         """Bytes after the final line (sent early) reach the app, in order, once it is built."""
         checker = PendingChecker()
         conn, client = self.rawConnect(checker)
-        client.transport.write(b"AUTH EXTERNAL =\r\none ")
+        transport_of(client).write(b"AUTH EXTERNAL =\r\none ")
         conn.pump.flush()
-        client.transport.write(b"two ")
+        transport_of(client).write(b"two ")
         conn.pump.flush()
         self.assertEqual(self.apps.built, [])
         checker.pending[0].callback("alice")
         conn.pump.flush()
         [app] = self.apps.built
         self.assertEqual(b"".join(app.received), b"one two ")
-        client.transport.write(b"after")
+        transport_of(client).write(b"after")
         conn.pump.flush()
         self.assertEqual(b"".join(app.received), b"one two after")
         self.assertIn(b"OK alice\r\n", b"".join(client.received))
@@ -385,12 +395,12 @@ class PreAuthenticationTests(SessionTestCase):
         """More than max_buffer bytes before authentication: closed, and a late yes builds nothing."""
         checker = PendingChecker()
         conn, client = self.rawConnect(checker, settings=ExchangeSettings(max_buffer=1000))
-        client.transport.write(b"AUTH EXTERNAL =\r\n")
+        transport_of(client).write(b"AUTH EXTERNAL =\r\n")
         conn.pump.flush()
-        client.transport.write(b"x" * 1001)
+        transport_of(client).write(b"x" * 1001)
         conn.pump.flush()
         self.assertIn(b"NO TOO-MUCH-DATA", b"".join(client.received))
-        self.assertTrue(conn.server_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.server_tls).disconnected)
         [decision] = self.decisions()
         self.assertIn("more than 1000 bytes", decision["reason"])
         checker.pending[0].callback("alice")
@@ -403,11 +413,11 @@ class PreAuthenticationTests(SessionTestCase):
         """A peer that disconnects while the checker decides: the late yes builds no application."""
         checker = PendingChecker()
         conn, client = self.rawConnect(checker)
-        client.transport.write(b"AUTH EXTERNAL =\r\n")
+        transport_of(client).write(b"AUTH EXTERNAL =\r\n")
         conn.pump.flush()
-        client.transport.loseConnection()
+        transport_of(client).loseConnection()
         conn.pump.flush()
-        self.assertTrue(conn.server_tls.transport.disconnected)
+        self.assertTrue(fake_transport(conn.server_tls).disconnected)
         [pending] = checker.pending
         pending.callback("alice")
         conn.pump.flush()
@@ -459,14 +469,16 @@ class IdentityOfTests(SynchronousTestCase):
         with self.assertRaises(NotASecureSession):
             identity_of(Protocol())
         proto = Protocol()
-        proto.makeConnection(object())  # type: ignore[arg-type]
+        proto.makeConnection(object())
         with self.assertRaises(NotASecureSession):
             identity_of(proto)
 
     def test_clientSideGuard(self) -> None:
         """A client app's transport is a TLS guard, not a session: NotASecureSession."""
         proto = Protocol()
-        proto.transport = TLSGuard(SessionFactory(Factory(), Portal(IdentityRealm()), Clock()), IPv4Address("TCP", "h", 1))
+        proto.transport = cast(
+            ITransport, TLSGuard(SessionFactory(Factory(), Portal(IdentityRealm()), Clock()), IPv4Address("TCP", "h", 1))
+        )
         with self.assertRaises(NotASecureSession):
             identity_of(proto)
 

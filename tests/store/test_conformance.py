@@ -838,7 +838,7 @@ class PersistentStoreConformanceMixin(StoreConformanceMixin):
                             errors.append(outcome[0].value)
                         else:
                             results.append(outcome[0])
-            except BaseException as e:  # noqa: BLE001 -- reported below, on the test's thread
+            except BaseException as e:
                 with lock:
                     errors.append(e)
 

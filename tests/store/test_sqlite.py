@@ -31,7 +31,7 @@ from securenet.store._errors import (
     StoreError,
     UnsupportedSchema,
 )
-from securenet.store._migrations import SCHEMA_VERSION
+from securenet.store._migrations import MIGRATIONS, SCHEMA_VERSION
 from securenet.store._records import APIKey, ScramKeys, User
 from securenet.store._sqlite import APPLICATION_ID, SQLiteStore
 
@@ -92,7 +92,7 @@ class SQLiteFileTests(SynchronousTestCase):
     def refused(self, kind: type[DatabaseFileError], problem: str) -> DatabaseFileError:
         """Opening fails with C{kind}: one line naming the file, and the file is left as it was."""
         before = self.path.read_bytes() if self.path.is_file() else None
-        e = self.assertRaises(kind, SQLiteStore.open, self.path)
+        e: DatabaseFileError = self.assertRaises(kind, SQLiteStore.open, self.path)
         self.assertEqual(type(e), kind)
         self.assertIsInstance(e, StoreError)
         self.assertEqual(str(e), f"{self.path}: {problem}")
@@ -164,7 +164,7 @@ class SQLiteFileTests(SynchronousTestCase):
             ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (1)"),
             ("INSERT INTO extra SELECT x + 1 FROM extra",),
         ]
-        self.patch(securenet.store._sqlite, "MIGRATIONS", (*securenet.store._sqlite.MIGRATIONS, *extra))
+        self.patch(securenet.store._sqlite, "MIGRATIONS", (*MIGRATIONS, *extra))
         self.patch(securenet.store._sqlite, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
         store = self.open()
         self.assertEqual(store.schema_version, SCHEMA_VERSION + 2)
@@ -306,7 +306,7 @@ class SQLiteConcurrencyTests(SynchronousTestCase):
     def hammer(self, stores: list[SQLiteStore], work: Callable[[SQLiteStore], defer.Deferred[T]]) -> list[T]:
         """Run C{work} THREADS x CALLS times, thread i on store i mod len(stores); every result."""
         results: list[T] = []
-        errors: list[BaseException] = []
+        errors: list[BaseException | None] = []
         lock = threading.Lock()
         start = threading.Barrier(self.THREADS)
 
@@ -391,6 +391,7 @@ class SQLiteRunnerTests(SynchronousTestCase):
         store = SQLiteStore.open(Path(self.mktemp()) / "creds.db", runner=other_thread_runner)
         self.addCleanup(store.close)
         real = store._connection
+        assert real is not None
         store._connection = GuardedConnection(real, threading.get_ident())  # type: ignore[assignment]
         self.addCleanup(setattr, store, "_connection", real)
         later = datetime.datetime.now(UTC) + datetime.timedelta(hours=1)
@@ -421,7 +422,7 @@ class ThreadRunnerTests(TestCase):
     def setUp(self) -> None:
         from twisted.internet import reactor
 
-        self.runner = thread_runner(reactor)  # type: ignore[arg-type]
+        self.runner = thread_runner(reactor)
         self.addCleanup(self.runner.stop)
 
     async def test_oneDedicatedThread(self) -> None:
@@ -443,6 +444,7 @@ class ThreadRunnerTests(TestCase):
         store = SQLiteStore.open(Path(self.mktemp()) / "creds.db", runner=self.runner)
         self.addCleanup(store.close)
         real = store._connection
+        assert real is not None
         store._connection = GuardedConnection(real, threading.get_ident())  # type: ignore[assignment]
         self.addCleanup(setattr, store, "_connection", real)
         d = store.add_user(full_user())
@@ -481,7 +483,7 @@ class ThreadRunnerSizeTests(SynchronousTestCase):
         from securenet import _threads
 
         for cpus, expected in ((1, 1), (2, 1), (8, 7), (None, 1)):
-            self.patch(_threads.os, "cpu_count", lambda cpus=cpus: cpus)
+            self.patch(os, "cpu_count", lambda cpus=cpus: cpus)
             runner = _threads.hashing_runner(MemoryReactorClock())
             self.addCleanup(runner.stop)
             self.assertEqual((runner.pool.max, runner.pool.name), (expected, "securenet-hashing"), cpus)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any, cast
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.address import IPv4Address
@@ -111,9 +112,10 @@ class ServerEndpointTests(EndpointTestCase):
         [(port_number, factory, backlog, interface)] = self.reactor.tcpServers
         self.assertEqual((port_number, backlog, interface), (0, 7, "127.0.0.2"))
         self.assertIsInstance(factory, TLSMemoryBIOFactory)
-        self.assertIsInstance(factory.wrappedFactory, TLSGuardFactory)
-        self.assertIs(factory.wrappedFactory.wrappedFactory, app)
-        self.assertIs(factory.wrappedFactory.reactor, self.reactor)
+        guard = cast(TLSMemoryBIOFactory, factory).wrappedFactory
+        self.assertIsInstance(guard, TLSGuardFactory)
+        self.assertIs(cast(TLSGuardFactory, guard).wrappedFactory, app)
+        self.assertIs(cast(TLSGuardFactory, guard).reactor, self.reactor)
 
     def test_defaults(self) -> None:
         """The minimal string: port positional, 127.0.0.1, backlog 511, no client auth, intermediate, tickets on."""
@@ -147,7 +149,7 @@ class ServerEndpointTests(EndpointTestCase):
         guard = TLSGuardFactory(Factory(), self.reactor)
         server_endpoint(self.reactor, self.server()).listen(guard)
         [(_, factory, _, _)] = self.reactor.tcpServers
-        self.assertIs(factory.wrappedFactory, guard)
+        self.assertIs(cast(TLSMemoryBIOFactory, factory).wrappedFactory, guard)
 
     def test_escapedColons(self) -> None:
         """C{\\:} is a literal colon: in a file path, and in an IPv6 interface (which selects TCP6)."""
@@ -285,7 +287,7 @@ class ClientEndpointTests(EndpointTestCase):
         [(host, port, factory, timeout, bind)] = self.reactor.tcpClients
         self.assertEqual((host, port, timeout, bind), ("127.0.0.1", 8443, 5.0, ("127.0.0.3", 0)))
         # TCP4ClientEndpoint wraps the factory it is given; the one we gave it is TLS.
-        tls = factory._wrappedFactory
+        tls = cast(Any, factory)._wrappedFactory
         self.assertIsInstance(tls, TLSMemoryBIOFactory)
         self.assertIsInstance(tls.wrappedFactory, TLSGuardFactory)
 
@@ -507,6 +509,7 @@ class EndpointRoundTripTests(EndpointTestCase):
         server_endpoint(self.reactor, self.server(":handshakeTimeout=3")).listen(RecordingFactory())
         [(_, server_factory, _, _)] = self.reactor.tcpServers
         server = server_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        assert server is not None
         transport = iosim.FakeTransport(server, isServer=True)
         server.makeConnection(transport)
         [call] = self.reactor.getDelayedCalls()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from cryptography import x509
@@ -23,9 +23,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from OpenSSL.crypto import X509
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IOpenSSLClientConnectionCreator, IProtocol, ISSLTransport, ITCPTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IOpenSSLClientConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    ISSLTransport,
+    ITCPTransport,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -96,7 +103,7 @@ ECDHE_AEAD_SUITES = frozenset(
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 # -- PKI, built once per module ------------------------------------------------
@@ -192,10 +199,19 @@ def serving(issued: IssuedCertificate, **kwargs: Any) -> ServerTLSPolicy:
 # -- recording applications, guards and events -----------------------------------
 
 
+def transport_of(protocol: Protocol) -> ITransport:
+    """The transport of a connected protocol (C{protocol.transport} is optional)."""
+    assert protocol.transport is not None
+    return protocol.transport
+
+
+def fake_transport(protocol: Protocol) -> iosim.FakeTransport:
+    """The in-memory transport of a protocol connected by C{iosim}."""
+    return cast(iosim.FakeTransport, protocol.transport)
+
+
 class RecordingProtocol(Protocol):
     """An application protocol that writes its greeting and records everything."""
-
-    factory: RecordingFactory
 
     def __init__(self) -> None:
         self.received: list[bytes] = []
@@ -203,12 +219,12 @@ class RecordingProtocol(Protocol):
 
     def connectionMade(self) -> None:
         if self.factory.greeting:
-            self.transport.write(self.factory.greeting)
+            transport_of(self).write(self.factory.greeting)
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = reason
 
 
@@ -221,7 +237,7 @@ class RecordingFactory(Factory):
         self.greeting = greeting
         self.built: list[RecordingProtocol] = []
 
-    def buildProtocol(self, addr: IAddress) -> RecordingProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> RecordingProtocol:
         proto = super().buildProtocol(addr)
         assert isinstance(proto, RecordingProtocol)
         self.built.append(proto)
@@ -242,14 +258,14 @@ class RecordingGuard(TLSGuard):
 
 
 class RecordingGuardFactory(TLSGuardFactory):
-    protocol = RecordingGuard  # type: ignore[assignment]
+    protocol = RecordingGuard
 
     def __init__(self, wrappedFactory: Factory, reactor: Any, **kwargs: Any) -> None:
         super().__init__(wrappedFactory, reactor, **kwargs)
         self.failures: list[Failure] = []
         self.guards: list[TLSGuard] = []
 
-    def buildProtocol(self, addr: IAddress) -> TLSGuard:
+    def buildProtocol(self, addr: IAddress | None) -> TLSGuard:
         guard = super().buildProtocol(addr)
         self.guards.append(guard)
         return guard
@@ -278,12 +294,14 @@ class Run:
     def server_error(self) -> BaseException:
         """The typed error the server guard reported (exactly one)."""
         [failure] = self.server_guards.failures
+        assert failure.value is not None
         return failure.value
 
     def client_error(self) -> BaseException:
         """The error the client's ready Deferred failed with."""
         [result] = self.ready
         assert isinstance(result, Failure), f"client connected: {result!r}"
+        assert result.value is not None
         return result.value
 
 
@@ -344,7 +362,7 @@ class ResumingCreator:
         self.connections: list[SSL.Connection] = []
 
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
-        conn = self.inner.clientConnectionForTLS(tlsProtocol)
+        conn: SSL.Connection = self.inner.clientConnectionForTLS(tlsProtocol)
         if self.session is not None:
             conn.set_session(self.session)
         self.connections.append(conn)
@@ -361,6 +379,7 @@ class Pair:
 
     def server_error(self) -> BaseException:
         [failure] = self.server_guards.failures
+        assert failure.value is not None
         return failure.value
 
     def server_handshake(self) -> Any:
@@ -371,7 +390,7 @@ class Pair:
 def join(
     server_creator: ServerTLSCreator,
     client_creator: Any,
-    client_factory: Factory,
+    client_factory: IProtocolFactory,
     clock: Clock,
 ) -> Pair:
     """Join a securenet server (shared C{server_creator}) to any client creator, in memory."""
@@ -386,7 +405,7 @@ def join(
 def _connect(server: IProtocol, client: IProtocol, clock: Clock) -> iosim.IOPump:
     st = iosim.FakeTransport(server, isServer=True, hostAddress=SERVER_ADDRESS, peerAddress=CLIENT_ADDRESS)
     ct = iosim.FakeTransport(client, isServer=False, hostAddress=CLIENT_ADDRESS, peerAddress=SERVER_ADDRESS)
-    pump = iosim.connect(server, st, client, ct, greet=False, clock=clock)
+    pump: iosim.IOPump = iosim.connect(server, st, client, ct, greet=False, clock=clock)
     pump.flush()
     return pump
 
@@ -427,8 +446,8 @@ class TLSTestCase(SynchronousTestCase):
         """The client application was never built (nothing of it was sent), and TCP is closed."""
         self.assertEqual(run.client_apps.built, [])
         self.assertNoApplicationBytes(run)
-        self.assertTrue(run.conn.client_tls.transport.disconnected)
-        self.assertTrue(run.conn.server_tls.transport.disconnected)
+        self.assertTrue(fake_transport(run.conn.client_tls).disconnected)
+        self.assertTrue(fake_transport(run.conn.server_tls).disconnected)
 
     def assertClientLostWith(self, run: Run, kind: type[BaseException]) -> BaseException:
         """
@@ -441,6 +460,7 @@ class TLSTestCase(SynchronousTestCase):
         self.assertIsInstance(app.lost.value, kind)
         self.assertEqual(app.received, [])
         self.assertNoApplicationBytes(run)
+        assert app.lost.value is not None
         return app.lost.value
 
     def handshakeEvent(self, role: str) -> dict[str, Any]:
@@ -580,6 +600,7 @@ class PinTests(TLSTestCase):
         issued = self_signed_server()
         run = handshake(serving(issued), pki().client_policy(pins=[spki_pin(issued.certificate)]))
         self.assertConnected(run)
+        assert run.client_guard.handshake is not None and run.client_guard.handshake.peer_certificate is not None
         self.assertEqual(run.client_guard.handshake.peer_certificate.pin, spki_pin(issued.certificate))
 
     def test_pinOnlySelfSignedWrongPin(self) -> None:
@@ -723,7 +744,7 @@ class ClientCertificateTests(TLSTestCase):
             self.assertTrue(set(providedBy(guard.transport)) <= set(providedBy(guard)))
             self.assertTrue(ISSLTransport.providedBy(guard))
             self.assertTrue(ITCPTransport.providedBy(run.server_app().transport))
-        self.assertIs(getattr(guards[0], "__provides__"), getattr(guards[1], "__provides__"))
+        self.assertIs(getattr(guards[0], "__provides__"), getattr(guards[1], "__provides__"))  # noqa: B009 - a dunder mypy cannot type
 
     def test_certificatesConvertedOnce(self) -> None:
         """
@@ -753,6 +774,7 @@ class ClientCertificateTests(TLSTestCase):
         """
         run = handshake(pki().server_policy(client_auth="required"), pki().client_policy())
         self.assertIsInstance(run.server_error(), ClientCertificateRequired)
+        assert run.client_guard.handshake is not None
         self.assertEqual(run.client_guard.handshake.tls_version, "TLSv1.3")
         self.assertClientLostWith(run, ClientCertificateRequired)
         self.assertServerEvent(ClientCertificateRequired)
@@ -906,7 +928,7 @@ class ProtocolTests(TLSTestCase):
         self.assertIsInstance(pair.server_error(), ProtocolVersionRejected)
         self.assertNoApplicationBytes(pair)
         self.assertServerEvent(ProtocolVersionRejected)
-        self.assertTrue(pair.server_tls.transport.disconnected)
+        self.assertTrue(fake_transport(pair.server_tls).disconnected)
 
     def test_tls12RefusedByModern(self) -> None:
         """The modern profile refuses a TLS 1.2-only client the same way."""
@@ -922,6 +944,7 @@ class ProtocolTests(TLSTestCase):
         run = handshake(pki().server_policy(profile=INTERMEDIATE), pki().client_policy())
         self.assertConnected(run)
         [guard] = run.server_guards.guards
+        assert guard.handshake is not None and run.client_guard.handshake is not None
         self.assertEqual(guard.handshake.tls_version, "TLSv1.3")
         self.assertEqual(run.client_guard.handshake.tls_version, "TLSv1.3")
 
@@ -1048,7 +1071,7 @@ class ProtocolTests(TLSTestCase):
         self.assertEqual(second.server_handshake().peer_certificate.subject, "CN=alice")
 
         # An abrupt end (not a clean close) forgets the session.
-        second.client_tls.transport.abortConnection()
+        fake_transport(second.client_tls).abortConnection()
         second.pump.flush()
         self.assertIsNone(client_policy.sessions.get("localhost", 8443))
 
@@ -1077,12 +1100,12 @@ class PlainPeer(Protocol):
 
     def connectionMade(self) -> None:
         if self.greeting:
-            self.transport.write(self.greeting)
+            transport_of(self).write(self.greeting)
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = reason
 
 
@@ -1188,7 +1211,7 @@ class HandshakeEventTests(TLSTestCase):
     def test_okEvents(self) -> None:
         """A mutual-TLS handshake logs one ok event per side naming the peer's certificate (and none at close)."""
         run = handshake(pki().server_policy(client_auth="required"), pki().client_policy(client="alice"))
-        run.client_app().transport.loseConnection()
+        transport_of(run.client_app()).loseConnection()
         run.conn.pump.flush()
         self.assertIsNotNone(run.server_app().lost)
         client = self.handshakeEvent("client")
