@@ -11,7 +11,7 @@ SSLYZE := $(SSLYZE_VENV)/bin/sslyze
 CERTS := certs
 LISTEN_PORT ?= 8443
 
-.PHONY: run test install pki clean
+.PHONY: run test install pki clean system-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,11 +44,22 @@ pki: install
 run: pki
 	$(VENV)/bin/twistd -n --pidfile= securenet
 
+# Debian tools the end-to-end tests drive (openssl s_client, curl, chattr),
+# installed when missing.
+system-tools:
+	@missing=""; \
+	for tool in openssl:openssl curl:curl chattr:e2fsprogs; do \
+	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 # Every check, each in its tox environment (tox.ini; kept in .tox and reused):
 # mypy --strict, ruff check, ruff format --check, pydoctor, the suite under
 # trial and under pytest, and trial again with the oldest dependencies allowed.
 # All run even if one fails; the last line gives each one's exit status.
-test: install $(SSLYZE)
+test: system-tools install $(SSLYZE)
 	@rm -f .tox/result.json; \
 	SECURENET_SSLYZE="$(CURDIR)/$(SSLYZE)" $(TOX) run --result-json .tox/result.json; tox=$$?; \
 	$(PY) .ci/tox_summary.py .tox/result.json && test $$tox -eq 0

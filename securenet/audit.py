@@ -6,7 +6,7 @@ Every event is a C{twisted.logger} event with C{securenet_event} naming it
 and the fields below (the documented schema: README, "Events"); observers
 that want structure read the fields, text logs get one line that never
 prints Python's C{None} (a missing identity is the name the client claimed,
-or C{-}).
+or C{-}).  The events and their fields::
 
     tls.handshake      role, result (ok/failed), reason, peer, TLS facts
     tls.tofu_recorded  host, port, pin, store
@@ -18,7 +18,8 @@ or C{-}).
     auth.token         action (issued/refreshed/reuse/revoked/refused), ...
     authz.decision     result, identity, action, resource, permission, rule,
                        rule_location, reason, mechanism, peer
-    http.limit         what (body), size, limit, peer
+    http.limit         what (body, request-line, header-line, header-block,
+                       header-time, body-time), size, limit, peer
     http.admin         action (user.create/user.disable), admin, user, peer
     service.listening  kind (stream/http), endpoint, profile, client_auth, pin
 

@@ -362,7 +362,7 @@ class EventCapture:
     """
     Collects every securenet audit event (L{securenet.audit}) logged while a
     test runs, debug events included (securenet's level is lowered to debug
-    meanwhile, and restored when the test ends).
+    meanwhile, and restored when the test ends)::
 
         events = EventCapture(self)
         ...

@@ -24,14 +24,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.application.internet import StreamServerEndpointService
 from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.internet import defer
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.python import usage
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from securenet import tap
 from securenet.apps._echo import EchoFactory
@@ -332,7 +334,7 @@ def unprivileged() -> Iterator[None]:
             os.setegid(egid)
             raise
     except PermissionError as e:
-        raise SkipTest(f"root cannot drop its privileges here ({e}), so file modes cannot be tested") from None
+        raise AssertionError(f"root cannot drop its privileges here ({e}), so file modes cannot be tested") from None
     try:
         yield
     finally:
@@ -506,9 +508,14 @@ class ListeningTests(TestCase):
         service.privilegedStartService()
         self.addCleanup(service.stopService)
         [child] = list(service)  # type: ignore[call-overload]
-        ports: list[Any] = []
-        child._waitingForPort.addCallback(lambda bound: ports.append(bound) or bound)
-        port = ports[0].getHost().port
+        ports: list[IListeningPort] = []
+
+        def bound(port: IListeningPort) -> IListeningPort:
+            ports.append(port)
+            return port
+
+        child._waitingForPort.addCallback(bound)
+        port = cast(IPv4Address, ports[0].getHost()).port
         [event] = events.of("service.listening")
         self.assertEqual(
             (event["kind"], event["endpoint"], event["address"], event["port"]), ("stream", listen, "127.0.0.1", port)

@@ -24,9 +24,9 @@ C{securenet.cli.main} as one line with exit code 1; nothing is written to the
 database when a command is refused.
 
 Passwords are always hashed with the production parameters (argon2id's
-L{DEFAULT_ARGON2}, L{DEFAULT_ITERATIONS} SCRAM iterations): no environment
+C{DEFAULT_ARGON2}, L{DEFAULT_ITERATIONS} SCRAM iterations): no environment
 variable or option of the installed command weakens what it writes.  Test
-suites that run the commands in-process replace L{password_hasher} and
+suites that run the commands in-process replace C{password_hasher} and
 L{scram_iterations} (e.g. with L{securenet.testing.weak_hasher}).
 """
 

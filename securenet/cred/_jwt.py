@@ -5,30 +5,30 @@ L{TokenChecker} and reachable over the wire as SASL C{OAUTHBEARER}
 
 What a token must be to be accepted, and why:
 
-* Signed with one of the configured keys (L{TokenSettings.keys}), by that
-  key's one algorithm.  The algorithm allow-list is exactly the configured
-  keys' algorithms: C{none} can never be configured, HS256 only with a secret
-  of at least 256 bits, and because each key is bound to one algorithm a
-  token signed HS256 "with the public key as the secret" is refused before
-  any signature is computed (the classic algorithm-confusion attack).
-* C{kid}, if present, is only a name looked up in the configured key set;
-  an unknown C{kid} is refused.  It never names a file or a URL, and the
-  C{jku}/C{jwk}/C{x5u}/C{x5c} headers are ignored: keys come only from the
-  configuration.
-* Claims C{sub}, C{jti}, C{iat}, C{exp} and C{aud} are required (C{iss}
-  too when an issuer is configured, which it is by default).  PyJWT would
-  accept a token without C{exp}; we do not.
-* Times are judged against the injected clock (an C{IReactorTime} or a
-  callable), not C{time.time}: PyJWT's own time checks are switched off and
-  L{TokenChecker} checks C{exp}, C{iat} and C{nbf} itself, with a bounded
-  leeway (default 30 s, at most 300 s).
-* A token whose lifetime (C{exp - iat}) is longer than
-  L{TokenSettings.max_lifetime} (default a day) is refused, however validly
-  signed.
-* With a credential store, a token whose C{jti} was revoked is refused, and
-  so is a token whose subject is a disabled user or no user at all
-  (deleting a user revokes their tokens).  Without a store (tokens of an
-  external issuer) neither is checked.
+  - Signed with one of the configured keys (L{TokenSettings.keys}), by that
+    key's one algorithm.  The algorithm allow-list is exactly the configured
+    keys' algorithms: C{none} can never be configured, HS256 only with a secret
+    of at least 256 bits, and because each key is bound to one algorithm a
+    token signed HS256 "with the public key as the secret" is refused before
+    any signature is computed (the classic algorithm-confusion attack).
+  - C{kid}, if present, is only a name looked up in the configured key set;
+    an unknown C{kid} is refused.  It never names a file or a URL, and the
+    C{jku}/C{jwk}/C{x5u}/C{x5c} headers are ignored: keys come only from the
+    configuration.
+  - Claims C{sub}, C{jti}, C{iat}, C{exp} and C{aud} are required (C{iss}
+    too when an issuer is configured, which it is by default).  PyJWT would
+    accept a token without C{exp}; we do not.
+  - Times are judged against the injected clock (an C{IReactorTime} or a
+    callable), not C{time.time}: PyJWT's own time checks are switched off and
+    L{TokenChecker} checks C{exp}, C{iat} and C{nbf} itself, with a bounded
+    leeway (default 30 s, at most 300 s).
+  - A token whose lifetime (C{exp - iat}) is longer than
+    L{TokenSettings.max_lifetime} (default a day) is refused, however validly
+    signed.
+  - With a credential store, a token whose C{jti} was revoked is refused, and
+    so is a token whose subject is a disabled user or no user at all
+    (deleting a user revokes their tokens).  Without a store (tokens of an
+    external issuer) neither is checked.
 
 A refusal is a L{TokenRefused}: a C{twisted.cred} C{UnauthorizedLogin}
 whose message says nothing useful to the client and whose C{reason} says

@@ -1,6 +1,6 @@
 """
 The one login flow, shared by the stream exchange and the HTTP
-authenticator:
+authenticator::
 
     admit (throttle) -> portal.login -> refusal mapping -> scopes
         -> second factor (TOTP) -> throttle success

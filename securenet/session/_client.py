@@ -371,7 +371,7 @@ def connect(
         (its C{connectionMade} has run) once the server is verified and we
         are authenticated (with C{early_data}: once the server is verified
         and our C{AUTH} is sent), or fails with a typed error
-        (L{securenet.tls.errors.TLSError}, L{AuthenticationFailed}, or a
+        (L{securenet.tls.TLSError}, L{AuthenticationFailed}, or a
         connection error) with no application byte sent.  Cancelling it
         stops connecting, or closes the connection before the application
         is connected.

@@ -14,20 +14,20 @@ policies and audit events as securenet's stream protocols::
 
     site = SecureSite(root, reactor=reactor)          # body limits, security headers, JSON errors
 
-* L{WebAuthenticator}: C{Authorization: Bearer} (JWT), C{Basic} (TLS only,
-  throttled), C{ApiKey}/C{X-API-Key}, or the TLS client certificate,
-  through the cred portal; a refusal is a JSON 401 with
-  C{WWW-Authenticate} that never says whether the user exists.
-* L{WebGuard}: resource wrapper (L{WebGuard.protect}) and handler
-  decorator (L{WebGuard.requires}); a policy denial is a JSON 403 naming
-  the missing permission.
-* L{TokenService}, L{TokenEndpoints}: login (with TOTP), refresh-token
-  rotation with reuse detection, logout; the refresh tokens live in the
-  credential store (C{store.refresh_tokens}, L{securenet.store}).
-* L{SecureSite}: request body limit (413), header limits (414, 431),
-  deadlines for headers and bodies (408), security headers on every response
-  (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict JSON bodies.
-* L{BuiltinAPI}: what C{twistd securenet --http} serves.
+  - L{WebAuthenticator}: C{Authorization: Bearer} (JWT), C{Basic} (TLS only,
+    throttled), C{ApiKey}/C{X-API-Key}, or the TLS client certificate,
+    through the cred portal; a refusal is a JSON 401 with
+    C{WWW-Authenticate} that never says whether the user exists.
+  - L{WebGuard}: resource wrapper (L{WebGuard.protect}) and handler
+    decorator (L{WebGuard.requires}); a policy denial is a JSON 403 naming
+    the missing permission.
+  - L{TokenService}, L{TokenEndpoints}: login (with TOTP), refresh-token
+    rotation with reuse detection, logout; the refresh tokens live in the
+    credential store (C{store.refresh_tokens}, L{securenet.store}).
+  - L{SecureSite}: request body limit (413), header limits (414, 431),
+    deadlines for headers and bodies (408), security headers on every response
+    (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict JSON bodies.
+  - L{BuiltinAPI}: what C{twistd securenet --http} serves.
 """
 
 from securenet.web._api import BuiltinAPI

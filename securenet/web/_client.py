@@ -61,7 +61,7 @@ class TypedFailureCreator:
     (the Agent's C{HTTP11ClientProtocol}), with L{typed_failure}.
 
     The Agent builds its own TLS connections (C{wrapClientTLS}), so there is
-    no L{securenet.tls.TLSGuard} in between to do it, and the endpoint hands
+    no C{TLSGuard} in between to do it, and the endpoint hands
     the Agent the TLS layer's wrapped protocol itself: the translation is
     put on that protocol's C{connectionLost}, for this one connection.
     """

@@ -2,39 +2,39 @@
 L{SecureSite}: a C{twisted.web.server.Site} for APIs that face hostile
 clients.
 
-* **Body size limit.**  Twisted buffers a whole request body (into memory
-  or a temporary file) before any resource sees it.  A L{SecureRequest}
-  counts the body as it arrives and keeps at most C{max_body} bytes: a
-  larger body is answered C{413} with a JSON error.  A client that
-  announced a larger C{Content-Length} and waits for C{100 Continue}, or
-  that keeps sending far beyond the limit (more than C{discard_limit}
-  bytes), is answered at once and the connection closed; otherwise the
-  excess is read and dropped, and the 413 sent once the body ended, so the
-  client reads the answer instead of a reset connection.
-* **Headers.**  Every response carries the security headers of
-  L{securenet.web.responses} (HSTS on TLS), whoever wrote it.
-* **Errors.**  An exception in a resource is logged with its traceback and
-  answered with a JSON 500, never a traceback page.
-* **Header limits.**  A request line longer than C{max_header_line} bytes
-  is answered C{414}, a header line longer than that, or a header block
-  (request line, header lines and their CRLFs) larger than
-  C{max_header_block} bytes, C{431}; at once, and the connection closed.
-  The defaults, 16 KiB a line and 32 KiB a block, leave room for the
-  largest token securenet accepts (8 KiB, C{Authorization: Bearer ...}).
-* **Deadlines.**  A request's header block must arrive within
-  C{header_timeout} seconds of its first byte, and its body within
-  C{body_timeout} seconds of the end of its header block (the whole body,
-  however it trickles in: every byte a client sends no longer buys it
-  more time).  On expiry the client is answered C{408} (unless something
-  of a response was already sent) and the connection closed.  Both default
-  to 60 s, as nginx's C{client_header_timeout} and C{client_body_timeout}
-  (which nginx counts between two reads of the body: this is stricter).
-* **Timeouts.**  Idle connections close after C{timeout} seconds (Twisted's
-  default is 12 hours).
-* Every refusal is an C{http.limit} event (C{what}: C{body},
-  C{request-line}, C{header-line}, C{header-block}, C{header-time},
-  C{body-time}).
-* Form bodies are not parsed into C{request.args} (an API reads JSON).
+  - **Body size limit.**  Twisted buffers a whole request body (into memory
+    or a temporary file) before any resource sees it.  A L{SecureRequest}
+    counts the body as it arrives and keeps at most C{max_body} bytes: a
+    larger body is answered C{413} with a JSON error.  A client that
+    announced a larger C{Content-Length} and waits for C{100 Continue}, or
+    that keeps sending far beyond the limit (more than C{discard_limit}
+    bytes), is answered at once and the connection closed; otherwise the
+    excess is read and dropped, and the 413 sent once the body ended, so the
+    client reads the answer instead of a reset connection.
+  - **Headers.**  Every response carries the security headers of
+    L{securenet.web.apply_security_headers} (HSTS on TLS), whoever wrote it.
+  - **Errors.**  An exception in a resource is logged with its traceback and
+    answered with a JSON 500, never a traceback page.
+  - **Header limits.**  A request line longer than C{max_header_line} bytes
+    is answered C{414}, a header line longer than that, or a header block
+    (request line, header lines and their CRLFs) larger than
+    C{max_header_block} bytes, C{431}; at once, and the connection closed.
+    The defaults, 16 KiB a line and 32 KiB a block, leave room for the
+    largest token securenet accepts (8 KiB, C{Authorization: Bearer ...}).
+  - **Deadlines.**  A request's header block must arrive within
+    C{header_timeout} seconds of its first byte, and its body within
+    C{body_timeout} seconds of the end of its header block (the whole body,
+    however it trickles in: every byte a client sends no longer buys it
+    more time).  On expiry the client is answered C{408} (unless something
+    of a response was already sent) and the connection closed.  Both default
+    to 60 s, as nginx's C{client_header_timeout} and C{client_body_timeout}
+    (which nginx counts between two reads of the body: this is stricter).
+  - **Timeouts.**  Idle connections close after C{timeout} seconds (Twisted's
+    default is 12 hours).
+  - Every refusal is an C{http.limit} event (C{what}: C{body},
+    C{request-line}, C{header-line}, C{header-block}, C{header-time},
+    C{body-time}).
+  - Form bodies are not parsed into C{request.args} (an API reads JSON).
 """
 
 from __future__ import annotations

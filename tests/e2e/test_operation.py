@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
@@ -279,7 +279,7 @@ class CredentialDatabaseTests(SynchronousTestCase):
             return
         made = run(["chattr", "+i", str(path)])
         if made.returncode != 0:
-            raise SkipTest(f"cannot make {path} immutable, so read-only files cannot be tested as root: {made.stderr!r}")
+            raise AssertionError(f"cannot make {path} immutable, so read-only files cannot be tested as root: {made.stderr!r}")
         self.addCleanup(run, ["chattr", "-i", str(path)])
 
     def database(self, directory: Path) -> Path:
