@@ -12,6 +12,7 @@ from typing import Any, cast
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from securenet import _logs as logs
 from securenet import audit
@@ -114,6 +115,7 @@ class LiteralTests(SynchronousTestCase):
             self.assertEqual(formatEvent(event), text)
 
 
+@implementer(ILogObserver)
 class FullDisk:
     """A log observer that cannot write, like a file observer on a full disk, until C{fixed}."""
 

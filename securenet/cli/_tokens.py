@@ -34,7 +34,6 @@ from securenet.cred._jwt import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
     DEFAULT_MAX_LIFETIME,
-    MAX_NAME_LENGTH,
     TokenIssuer,
     TokenSettings,
 )
@@ -42,6 +41,7 @@ from securenet.pki._errors import AlreadyExists, FileMissing
 from securenet.pki._files import write_private_key
 from securenet.pki._tokenkeys import (
     ALGORITHMS,
+    MAX_NAME_LENGTH,
     InvalidTokenSettings,
     SigningKey,
     generate_signing_key,

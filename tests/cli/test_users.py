@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import argon2
 import attrs
@@ -543,7 +543,7 @@ class UnlockTests(UsersTestCase):
             outcome = value(defer.Deferred.fromCoroutine(attempt()))
         if isinstance(outcome, Failure):
             outcome.trap(LoginFailure)
-            return float(outcome.value.wait)
+            return float(cast(LoginFailure, outcome.value).wait)
         assert isinstance(outcome, str)
         return outcome
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from securenet.session import AuthenticationFailed
+from securenet.session import AuthenticationFailed, ClientSession
 from securenet.tls import PinMismatch
 from tests.e2e.test_auth import credentials
 from tests.e2e.test_service import E2EBase, dev_pki, server_listen, sslyze
@@ -93,6 +94,11 @@ class Hello(Protocol):
         self.lost.callback(None)
 
 
+def session_of(protocol: Protocol) -> ClientSession:
+    """The client session a connected application protocol runs over (its transport)."""
+    return cast(ClientSession, protocol.transport)
+
+
 class ClientEndpointTests(TestCase):
     """
     clientFromString(reactor, "securenet:...").connect(factory) against a
@@ -126,7 +132,7 @@ class ClientEndpointTests(TestCase):
 
     def connect(self, **keys: str) -> Deferred[Any]:
         parts = {"host": "127.0.0.1", "port": str(self.server.port), "trustRoots": str(self.certs / "ca.pem"), **keys}
-        endpoint = clientFromString(reactor, "securenet:" + ":".join(f"{k}={v}" for k, v in parts.items()))
+        endpoint: IStreamClientEndpoint = clientFromString(reactor, "securenet:" + ":".join(f"{k}={v}" for k, v in parts.items()))
         return endpoint.connect(Factory.forProtocol(Hello))
 
     async def assertEchoed(self, d: Deferred[Any], identity: str) -> None:
@@ -135,18 +141,23 @@ class ClientEndpointTests(TestCase):
         before any byte; it gets back exactly what it sent.
         """
         at_fire: list[tuple[bool, bytes]] = []
-        d.addCallback(lambda p: at_fire.append((p.made, p.received)) or p)
-        protocol = await d
+
+        def record(p: Hello) -> Hello:
+            at_fire.append((p.made, p.received))
+            return p
+
+        d.addCallback(record)
+        protocol: Hello = await d
         self.assertIsInstance(protocol, Hello)
         self.assertEqual(at_fire, [(True, b"")])
 
         def close() -> Deferred[None]:
-            protocol.transport.loseConnection()
+            session_of(protocol).loseConnection()
             return protocol.lost
 
         self.addCleanup(close)
         self.assertEqual(await protocol.echoed, b"hello\n")
-        self.assertEqual(protocol.transport.authenticated_as, identity)
+        self.assertEqual(session_of(protocol).authenticated_as, identity)
 
     async def test_certificate(self) -> None:
         """The endpoint's client certificate: EXTERNAL."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
@@ -79,14 +79,14 @@ class App(Protocol):
         self.lost = reason
 
 
-class AppFactory(Factory):
+class AppFactory(Factory[App]):
     protocol = App
 
     def __init__(self, greeting: bytes) -> None:
         self.greeting = greeting
         self.built: list[App] = []
 
-    def buildProtocol(self, addr: IAddress) -> App:
+    def buildProtocol(self, addr: IAddress | None) -> App:
         app = super().buildProtocol(addr)
         assert isinstance(app, App)
         self.built.append(app)
@@ -124,7 +124,7 @@ class ClientEndpointTestCase(SynchronousTestCase):
         _, _, client_factory, _, _ = self.reactor.tcpClients[-1]
         server = server_factory.buildProtocol(CLIENT_ADDRESS)
         client = client_factory.buildProtocol(SERVER_ADDRESS)
-        return iosim.connect(
+        pump: iosim.IOPump = iosim.connect(
             server,
             iosim.FakeTransport(server, isServer=True, hostAddress=SERVER_ADDRESS, peerAddress=CLIENT_ADDRESS),
             client,
@@ -132,6 +132,7 @@ class ClientEndpointTestCase(SynchronousTestCase):
             greet=False,
             clock=self.reactor,
         )
+        return pump
 
     def connected(self, d: Deferred[IProtocol]) -> App:
         """
@@ -139,7 +140,13 @@ class ClientEndpointTestCase(SynchronousTestCase):
         after its connectionMade ran and before any byte reached it.
         """
         seen: list[tuple[object, bool, bytes]] = []
-        d.addCallback(lambda p: seen.append((p, p.made, p.received)) or p)
+
+        def record(p: IProtocol) -> IProtocol:
+            app = cast(App, p)
+            seen.append((p, app.made, app.received))
+            return p
+
+        d.addCallback(record)
         self.join().flush()
         [app] = self.client_apps.built
         self.assertEqual(seen, [(app, True, b"")])
@@ -274,7 +281,7 @@ class FailureTests(ClientEndpointTestCase):
         d.cancel()
         self.failureResultOf(d, CancelledError, ConnectingCancelledError)
         [connector] = self.reactor.connectors
-        self.assertTrue(connector.stoppedConnecting)  # type: ignore[attr-defined]
+        self.assertTrue(connector.stoppedConnecting)
 
     def test_cancelDuringExchange(self) -> None:
         """Cancelling once TCP is up closes the connection; no application is built, the Deferred fails once."""

@@ -455,7 +455,7 @@ class EndpointRoundTripTests(EndpointTestCase):
         _, _, client_factory, _, _ = self.reactor.tcpClients[-1]
         server = server_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         client = client_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8443))
-        return iosim.connect(
+        pump: iosim.IOPump = iosim.connect(
             server,
             iosim.FakeTransport(server, isServer=True),
             client,
@@ -463,6 +463,7 @@ class EndpointRoundTripTests(EndpointTestCase):
             greet=False,
             clock=self.reactor,
         )
+        return pump
 
     def test_tlsEndpointFiresWithApplication(self) -> None:
         """

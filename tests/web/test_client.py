@@ -8,10 +8,11 @@ bare C{OpenSSL.SSL.Error}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseNeverReceived
@@ -52,7 +53,7 @@ class HTTPSPolicyTests(TestCase):
         endpoint = SecureServerEndpoint(reactor, policy, 0, interface="127.0.0.1")
         port = await endpoint.listen(SecureSite(self.resource, reactor=reactor))
         self.addCleanup(port.stopListening)
-        return int(port.getHost().port)
+        return int(cast(IPv4Address, port.getHost()).port)
 
     def get(self, host: str = "localhost", **policy: Any) -> Deferred[Any]:
         import treq.client

@@ -128,7 +128,7 @@ class Connection:
             ready: list[Any] = []
             self.memory.client_ready.addBoth(ready.append)
             self.memory.pump.flush()
-            self.client = ready[0]
+            self.client: Closed = ready[0]
             assert isinstance(self.client, Closed), ready
         else:
             protocol = site.buildProtocol(CLIENT)
@@ -139,7 +139,9 @@ class Connection:
 
     def send(self, data: bytes) -> None:
         if self.tls:
-            self.client.transport.write(data)  # type: ignore[union-attr]
+            transport = self.client.transport
+            assert transport is not None
+            transport.write(data)
             self.memory.pump.flush()
         else:
             self.protocol.dataReceived(data)
