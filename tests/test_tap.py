@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import io
 import os
-import pwd
 import re
 import shutil
 import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,6 +43,7 @@ from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
 from securenet.testing import EphemeralPKI, EventCapture
 from securenet.tls._endpoints import SecureClientEndpoint, SecureServerEndpoint
+from tests.support import nobody_ids, unprivileged
 
 PKI = EphemeralPKI.create()
 
@@ -291,14 +289,6 @@ def public_key_file(testcase: SynchronousTestCase) -> Path:
     return path
 
 
-def nobody_ids() -> tuple[int, int]:
-    try:
-        entry = pwd.getpwnam("nobody")
-    except KeyError:
-        return 65534, 65534
-    return entry.pw_uid, entry.pw_gid
-
-
 def scratch_directory(testcase: SynchronousTestCase) -> Path:
     """A new directory that the user of L{unprivileged} owns (root's test directory may be closed to nobody)."""
     directory = Path(tempfile.mkdtemp(prefix="securenet-tap-test-"))
@@ -312,34 +302,6 @@ def scratch_directory(testcase: SynchronousTestCase) -> Path:
     if os.geteuid() == 0:
         os.chown(directory, *nobody_ids())
     return directory
-
-
-@contextmanager
-def unprivileged() -> Iterator[None]:
-    """
-    Run the block without root's power to ignore file modes, as in the store's
-    conformance suite: as is for a user; for root, as nobody (effective ids
-    only, restored after; no other thread may touch files meanwhile).
-    """
-    if os.geteuid() != 0:
-        yield
-        return
-    uid, gid = nobody_ids()
-    egid = os.getegid()
-    try:
-        os.setegid(gid)
-        try:
-            os.seteuid(uid)
-        except BaseException:
-            os.setegid(egid)
-            raise
-    except PermissionError as e:
-        raise AssertionError(f"root cannot drop its privileges here ({e}), so file modes cannot be tested") from None
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(egid)
 
 
 class CredentialDatabaseTests(SynchronousTestCase):

@@ -49,14 +49,13 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import pwd
 import shutil
 import sqlite3
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -86,6 +85,7 @@ from securenet.store import (
     UserExists,
 )
 from securenet.store._sqlite import APPLICATION_ID
+from tests.support import nobody_ids, unprivileged
 
 T = TypeVar("T")
 
@@ -987,15 +987,6 @@ def modes_in(directory: Path) -> dict[str, int]:
     return {name: mode_of(directory / name) for name in os.listdir(directory)}
 
 
-def _unprivileged_ids() -> tuple[int, int]:
-    """The uid and gid root drops to for the file-mode tests (nobody's)."""
-    try:
-        entry = pwd.getpwnam("nobody")
-    except KeyError:
-        return 65534, 65534
-    return entry.pw_uid, entry.pw_gid
-
-
 def _contents(path: Path) -> bytes | None:
     """The bytes of the file at C{path}, or None if it cannot be read."""
     try:
@@ -1081,37 +1072,13 @@ class FileStoreConformanceMixin(PersistentStoreConformanceMixin):
         directory = Path(tempfile.mkdtemp(prefix="securenet-store-test-"))
         self.addCleanup(_remove_tree, directory)
         if os.geteuid() == 0:
-            uid, gid = _unprivileged_ids()
+            uid, gid = nobody_ids()
             os.chown(directory, uid, gid)
         return directory
 
-    @contextmanager
-    def unprivileged(self) -> Iterator[None]:
-        """
-        Run the block without root's power to ignore file modes: as is, for
-        a user; as nobody (effective ids only, restored after), for root.
-        The effective ids are the whole process's, so no other thread may
-        touch files meanwhile (the synchronous tests start none).
-        """
-        if os.geteuid() != 0:
-            yield
-            return
-        uid, gid = _unprivileged_ids()
-        egid = os.getegid()
-        try:
-            os.setegid(gid)
-            try:
-                os.seteuid(uid)
-            except BaseException:
-                os.setegid(egid)
-                raise
-        except PermissionError as e:
-            raise AssertionError(f"root cannot drop its privileges here ({e}), so file modes cannot be tested") from None
-        try:
-            yield
-        finally:
-            os.seteuid(0)
-            os.setegid(egid)
+    def unprivileged(self) -> AbstractContextManager[None]:
+        """Run the block without root's power to ignore file modes (L{tests.support.unprivileged})."""
+        return unprivileged()
 
     # -- creation ------------------------------------------------------------------
 

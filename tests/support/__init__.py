@@ -7,13 +7,15 @@ every wait is bounded.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -181,3 +183,55 @@ def run_cli(*argv: str | Path) -> CLIResult:
     finally:
         sys.stdout, sys.stderr = saved
     return CLIResult(code, out.getvalue(), err.getvalue())
+
+
+def nobody_ids() -> tuple[int, int]:
+    """The uid and gid root drops to for tests of file modes (nobody's)."""
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return entry.pw_uid, entry.pw_gid
+
+
+@contextmanager
+def unprivileged() -> Iterator[None]:
+    """
+    Run the block without root's power to ignore file modes: as is for a
+    user; for root, as nobody (effective ids only, restored after; no other
+    thread may touch files meanwhile).  Twisted's plugins are looked up
+    before, for nobody may not list the directories they are installed in
+    (tox makes its environments mode 0700): C{--auth} still finds its
+    checkers.
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    from twisted.cred import strcred
+
+    factories: dict[str, strcred.ICheckerFactory] = {f.authType: f for f in strcred.findCheckerFactories()}
+    find = strcred.findCheckerFactory
+
+    def found(authType: str) -> strcred.ICheckerFactory:
+        if authType not in factories:
+            raise strcred.InvalidAuthType(authType)
+        return factories[authType]
+
+    uid, gid = nobody_ids()
+    egid = os.getegid()
+    try:
+        os.setegid(gid)
+        try:
+            os.seteuid(uid)
+        except BaseException:
+            os.setegid(egid)
+            raise
+    except PermissionError as e:
+        raise AssertionError(f"root cannot drop its privileges here ({e}), so file modes cannot be tested") from None
+    strcred.findCheckerFactory = found
+    try:
+        yield
+    finally:
+        strcred.findCheckerFactory = find
+        os.seteuid(0)
+        os.setegid(egid)
