@@ -6,17 +6,16 @@ observer sees them unless the level is lowered; warnings always pass;
 
 from __future__ import annotations
 
-import io
 from typing import Any, cast
 
 from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 
 from securenet import _logs as logs
 from securenet import audit
 from securenet.tap import Options
+from tests.support.audit import FullDisk, failing_sink
 
 
 class LevelTests(SynchronousTestCase):
@@ -113,28 +112,6 @@ class LiteralTests(SynchronousTestCase):
         for text in ["plain", "{peer}", "{0}", "{{x}}", "a}b{c", "{log_format!r:>10}", "{} {", ""]:
             event = {"log_format": logs.literal(text), "peer": "should not appear"}
             self.assertEqual(formatEvent(event), text)
-
-
-@implementer(ILogObserver)
-class FullDisk:
-    """A log observer that cannot write, like a file observer on a full disk, until C{fixed}."""
-
-    def __init__(self) -> None:
-        self.fixed = False
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if not self.fixed:
-            raise OSError(28, "No space left on device")
-
-
-def failing_sink(testcase: SynchronousTestCase, *, fail_closed: bool = True) -> tuple[FullDisk, io.StringIO]:
-    """Install a failing observer and watch the sink until the test ends; returns it and the stderr seen."""
-    disk = FullDisk()
-    stderr = io.StringIO()
-    globalLogPublisher.addObserver(disk)
-    testcase.addCleanup(globalLogPublisher.removeObserver, disk)
-    testcase.addCleanup(audit.watch_sink(globalLogPublisher, fail_closed=fail_closed, stderr=stderr))
-    return disk, stderr
 
 
 class SinkTests(SynchronousTestCase):

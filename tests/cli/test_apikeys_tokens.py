@@ -31,7 +31,8 @@ from securenet.cred._strcred import jwtCheckerFactory
 from securenet.pki._tokenkeys import load_verification_key
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
-from tests.cli.test_pki import Result, run
+from tests.support import CLIResult as Result
+from tests.support import run_cli as run
 
 NOW = 1_800_000_000
 UTC = datetime.UTC

@@ -33,8 +33,8 @@ from securenet.pki import (
 from securenet.pki._ca import KeyType, generate_private_key
 from securenet.pki._files import PrivateKey
 from tests.pki import test_ca as test_pki
-from tests.pki.test_ca import openssl, rsa_key
 from tests.support import CLIResult, run_cli
+from tests.support.pki import openssl, rsa_key
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

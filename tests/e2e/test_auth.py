@@ -24,8 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from securenet.cli import _users as cli_users
 from securenet.testing import TEST_SCRAM_ITERATIONS, weak_hasher
-from tests.e2e.test_service import dev_pki
 from tests.support import Twistd, child_env, converse, run, run_cli, script
+from tests.support.e2e import dev_pki
 
 _SETUP: dict[str, object] = {}
 

@@ -22,8 +22,8 @@ from twisted.trial.unittest import TestCase
 from securenet.session import AuthenticationFailed, ClientSession
 from securenet.tls import PinMismatch
 from tests.e2e.test_auth import credentials
-from tests.e2e.test_service import E2EBase, dev_pki, server_listen, sslyze
 from tests.support import Twistd, run
+from tests.support.e2e import E2EBase, dev_pki, server_listen, sslyze
 
 
 class ServerChainTests(E2EBase):

@@ -22,9 +22,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
-from tests.e2e.test_service import client_endpoint, dev_pki, server_listen
 from tests.e2e.test_web import WebTwistd
 from tests.support import Twistd, child_env, converse, run, run_twistd_expecting_failure, script
+from tests.support.e2e import client_endpoint, dev_pki, server_listen
 from tests.test_tap import GENERIC_OPTIONS, help_sentences
 
 

@@ -31,8 +31,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from securenet.cred._jwt import TokenIssuer, TokenSettings
 from securenet.pki._tokenkeys import load_signing_key
 from tests.e2e.test_auth import add_user
-from tests.e2e.test_service import dev_pki
 from tests.support import Twistd, child_env, run, run_twistd_expecting_failure, script
+from tests.support.e2e import dev_pki
 
 _SETUP: dict[str, Any] = {}
 

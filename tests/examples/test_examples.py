@@ -12,8 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from examples.greeter import GreeterFactory
 from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI, connect_in_memory
-from tests.e2e.test_service import E2EBase, client_endpoint, server_listen
 from tests.support import Twistd, run, script
+from tests.support.e2e import E2EBase, client_endpoint, server_listen
 
 PKI = EphemeralPKI.create()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import functools
 import hashlib
 import ipaddress
 import os
@@ -55,20 +54,7 @@ from securenet.pki import (
 )
 from securenet.pki._ca import read_revoked
 from securenet.pki._pins import curl_pin, format_pin
-
-
-@functools.cache
-def rsa_key() -> rsa.RSAPrivateKey:
-    """One RSA 3072 key per test run, shared because generating it is slow."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=3072)
-
-
-def openssl() -> str:
-    """The openssl binary; the tests that use it are what a user runs, so no skip."""
-    path = shutil.which("openssl")
-    if path is None:
-        raise AssertionError("openssl is not on PATH; these tests need it")
-    return path
+from tests.support.pki import openssl, rsa_key
 
 
 def der_element(data: bytes, offset: int) -> tuple[int, int, int]:

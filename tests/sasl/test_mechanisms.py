@@ -64,7 +64,7 @@ from securenet.store._records import User
 from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
 from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._server import ServerTLSPolicy
-from tests.tls.test_policy import SERVER_DATA, RecordingFactory, RecordingProtocol
+from tests.support.tls import SERVER_DATA, RecordingFactory, RecordingProtocol
 
 #: The fake clock's start, as POSIX time: tokens, API keys and TOTP all read it.
 START = 1_750_000_000.0

@@ -61,15 +61,8 @@ from securenet.store._memory import MemoryStore
 from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import TLSGuard
-from tests.test_audit import failing_sink
-from tests.tls.test_policy import (
-    CLIENT_DATA,
-    SERVER_DATA,
-    RecordingFactory,
-    RecordingProtocol,
-    fake_transport,
-    transport_of,
-)
+from tests.support.audit import failing_sink
+from tests.support.tls import CLIENT_DATA, SERVER_DATA, RecordingFactory, RecordingProtocol, fake_transport, transport_of
 
 
 @functools.cache

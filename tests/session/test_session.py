@@ -45,14 +45,7 @@ from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, conn
 from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._endpoints import SecureClientEndpoint
 from securenet.tls._guard import TLSGuard
-from tests.tls.test_policy import (
-    CLIENT_DATA,
-    SERVER_DATA,
-    RecordingFactory,
-    RecordingProtocol,
-    fake_transport,
-    transport_of,
-)
+from tests.support.tls import CLIENT_DATA, SERVER_DATA, RecordingFactory, RecordingProtocol, fake_transport, transport_of
 
 
 @functools.cache

@@ -42,7 +42,7 @@ from securenet.tls._endpoints import (
 from securenet.tls._errors import PinMismatch, TLSConfigurationError
 from securenet.tls._guard import TLSGuardFactory
 from securenet.tls._profiles import INTERMEDIATE, MODERN
-from tests.tls.test_policy import CLIENT_DATA, SERVER_DATA, RecordingFactory
+from tests.support.tls import CLIENT_DATA, SERVER_DATA, RecordingFactory
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime
 import functools
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import attrs
 from cryptography import x509
@@ -30,7 +30,6 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     ISSLTransport,
     ITCPTransport,
-    ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
@@ -77,9 +76,7 @@ from securenet.tls._guard import TLSGuard, TLSGuardFactory
 from securenet.tls._profiles import INTERMEDIATE, MODERN
 from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
 from securenet.tls._tofu import TofuStore
-
-CLIENT_DATA = b"client application secret"
-SERVER_DATA = b"server application greeting"
+from tests.support.tls import CLIENT_DATA, SERVER_DATA, RecordingFactory, RecordingProtocol, fake_transport, transport_of
 
 # OpenSSL X509_V_ERR_* codes the tests name.
 X509_V_ERR_CERT_REVOKED = 23
@@ -194,58 +191,6 @@ def intermediate_hierarchy() -> tuple[x509.Certificate, IssuedCertificate]:
 def serving(issued: IssuedCertificate, **kwargs: Any) -> ServerTLSPolicy:
     """A server policy presenting C{issued}."""
     return pki().server_policy(certificate_chain=(issued.certificate, *issued.chain), private_key=issued.key, **kwargs)
-
-
-# -- recording applications, guards and events -----------------------------------
-
-
-def transport_of(protocol: Protocol) -> ITransport:
-    """The transport of a connected protocol (C{protocol.transport} is optional)."""
-    assert protocol.transport is not None
-    return protocol.transport
-
-
-def fake_transport(protocol: Protocol) -> iosim.FakeTransport:
-    """The in-memory transport of a protocol connected by C{iosim}."""
-    return cast(iosim.FakeTransport, protocol.transport)
-
-
-class RecordingProtocol(Protocol):
-    """An application protocol that writes its greeting and records everything."""
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.lost: Failure | None = None
-
-    def connectionMade(self) -> None:
-        if self.factory.greeting:
-            transport_of(self).write(self.factory.greeting)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = reason
-
-
-class RecordingFactory(Factory):
-    """Builds L{RecordingProtocol}s and remembers each one it built."""
-
-    protocol = RecordingProtocol
-
-    def __init__(self, greeting: bytes = b"") -> None:
-        self.greeting = greeting
-        self.built: list[RecordingProtocol] = []
-
-    def buildProtocol(self, addr: IAddress | None) -> RecordingProtocol:
-        proto = super().buildProtocol(addr)
-        assert isinstance(proto, RecordingProtocol)
-        self.built.append(proto)
-        return proto
-
-    @property
-    def received(self) -> bytes:
-        return b"".join(b"".join(p.received) for p in self.built)
 
 
 class RecordingGuard(TLSGuard):

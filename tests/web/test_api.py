@@ -66,7 +66,7 @@ from securenet.web import (
 )
 from securenet.web._api import user_resource
 from securenet.web._tokens import parse_refresh_token
-from tests.test_audit import failing_sink
+from tests.support.audit import failing_sink
 
 PKI = EphemeralPKI.create()
 NOW = 1_800_000_000.0
