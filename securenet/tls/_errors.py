@@ -215,27 +215,3 @@ def classify(error: BaseException) -> TLSError:
         return HandshakeFailed(f"TLS handshake failed: {joined or 'unknown OpenSSL error'}")
     return HandshakeFailed(f"TLS handshake failed: {error}")
 
-
-__all__ = [
-    "TLSError",
-    "CertificateError",
-    "CertificateExpired",
-    "CertificateNotYetValid",
-    "UntrustedCertificate",
-    "CertificateRevoked",
-    "CRLExpired",
-    "CertificateRejected",
-    "HostnameMismatch",
-    "PinMismatch",
-    "TofuMismatch",
-    "ClientCertificateRequired",
-    "PeerRejectedCertificate",
-    "ProtocolVersionRejected",
-    "NoSharedCipher",
-    "NotTLS",
-    "HandshakeTimeout",
-    "HandshakeFailed",
-    "ConnectionClosedDuringHandshake",
-    "TLSConfigurationError",
-    "classify",
-]

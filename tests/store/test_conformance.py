@@ -60,6 +60,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -1202,7 +1204,11 @@ class FileStoreConformanceMixin(PersistentStoreConformanceMixin):
         """A file of something else is refused, and left alone."""
         path = Path(self.mktemp()) / "creds.db"
         path.parent.mkdir()
-        path.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + bytes(range(256)) * 8)
+        # Another file a 0600 path may hold: a private key, made for this test.
+        key = ec.generate_private_key(ec.SECP256R1())
+        path.write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
         path.chmod(0o600)
         self.refused_open(path, DatabaseFileError, "not an SQLite database (corrupt or wrong file)")
 
