@@ -214,4 +214,3 @@ def classify(error: BaseException) -> TLSError:
                 return kind(f"{text} ({joined})")
         return HandshakeFailed(f"TLS handshake failed: {joined or 'unknown OpenSSL error'}")
     return HandshakeFailed(f"TLS handshake failed: {error}")
-
