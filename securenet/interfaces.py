@@ -11,6 +11,7 @@ for type checkers only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.cred.checkers import ICredentialsChecker
@@ -312,3 +313,45 @@ class IScramCredentials(Interface):
 
     def server_final() -> bytes | None:
         """The server-final message (C{v=...}), or None before a successful check."""
+
+
+# -- a running service -----------------------------------------------------------
+
+
+class IReloadable(Interface):
+    """
+    Material a running service re-reads without a restart (on SIGHUP, and
+    some when their file changes): a listener's certificate, key, trust
+    roots and CRL, the authorization policy, token keys.
+
+    A reload happens in two steps so that one that fails changes nothing:
+    L{prepare} reads and validates the new material off the reactor
+    thread; the function it returns swaps it in, atomically, on the reactor
+    thread.
+    """
+
+    what = Attribute(
+        "What this is, from a closed set ('tls', 'crl', 'policy', 'token-keys', 'checker'): the reload metric's"
+        " label and the first word of a reload's log line."
+    )
+    source = Attribute("What to name in a log line: the file (or files) it is read from (str).")
+
+    def prepare() -> Callable[[], None]:
+        """
+        Read and validate the new material; blocking (file I/O, a test
+        handshake), so called in a thread.  Raise a L{SecurenetError} whose
+        C{str} names the file and the reason to refuse the reload; otherwise
+        return the function that makes it current, which must not fail.
+        """
+
+
+class IDrainable(Interface):
+    """
+    An application protocol that wants to know when the server stops
+    gracefully (SIGTERM): it may finish the exchange in progress, say goodbye
+    in its own protocol, and close.  Connections still open when the drain
+    time ends are closed by the server.
+    """
+
+    def drain() -> None:
+        """The server is stopping: wind this connection down."""
