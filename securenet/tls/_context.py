@@ -45,10 +45,8 @@ ClientAuth = Literal["none", "optional", "required"]
 CLIENT_AUTH_MODES: tuple[ClientAuth, ...] = ("none", "optional", "required")
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
-#: How long a session ticket may be used to resume (seconds).
+#: How long a session may be resumed (seconds).
 DEFAULT_SESSION_LIFETIME = 3600
-#: How often the server makes a new context, and so a new ticket key.
-DEFAULT_TICKET_ROTATION = 3600.0
 
 # OpenSSL X509_V_ERR_* codes we name.
 _UNABLE_TO_GET_ISSUER_CERT = 2

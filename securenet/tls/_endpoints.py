@@ -19,6 +19,7 @@ README); an unknown key or a bad value is refused naming the key.
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import Any
 
@@ -39,6 +40,7 @@ from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._context import CLIENT_AUTH_MODES
 from securenet.tls._errors import TLSConfigurationError
 from securenet.tls._guard import TLSGuardFactory
+from securenet.tls._material import check_expectations
 from securenet.tls._profiles import profile_named
 from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
 
@@ -46,6 +48,9 @@ from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
 #: (4096 since 5.4); with Twisted's 50, a burst of connections overflowed the
 #: accept queue (of 10,000 idle clients only about 1,640 got in).
 DEFAULT_BACKLOG = 511
+
+#: How often a running server looks at its CRL file (seconds).
+DEFAULT_CRL_POLL = 60.0
 
 SERVER_KEYS: dict[str, str] = {
     "port": "TCP port to listen on (or the first positional argument); 0 picks a free port",
@@ -58,8 +63,12 @@ SERVER_KEYS: dict[str, str] = {
     "crl": "PEM CRL checked against client certificates; a stale CRL refuses all of them",
     "profile": "intermediate (default: TLS 1.2+1.3) | modern (TLS 1.3 only)",
     "handshakeTimeout": "seconds a handshake may take before the connection is closed (default 10)",
-    "sessionTickets": "yes (default): TLS session resumption (in-memory ticket keys, rotated hourly) | no: no resumption",
+    "sessionTickets": "yes (default): TLS session resumption from the server's session cache, which reloads keep | no: none",
     "alpn": "comma-separated ALPN protocol names to accept",
+    "expectPins": "comma-separated sha256/... pins the clients hold (of the server key or a CA):"
+    " a certificate none of whose keys is among them is refused, at start-up and on reload",
+    "expectRoots": "PEM file of the CAs the clients trust for this server: the served chain must verify to them",
+    "crlPoll": f"seconds between looks at the CRL file: a new CRL applies without a signal (default {DEFAULT_CRL_POLL:g})",
 }
 
 CLIENT_KEYS: dict[str, str] = {
@@ -127,13 +136,26 @@ class SecureServerEndpoint:
     """Listens with TLS under a L{ServerTLSPolicy}, guarding every connection."""
 
     def __init__(
-        self, reactor: Any, policy: ServerTLSPolicy, port: int, interface: str = "127.0.0.1", backlog: int = DEFAULT_BACKLOG
+        self,
+        reactor: Any,
+        policy: ServerTLSPolicy,
+        port: int,
+        interface: str = "127.0.0.1",
+        backlog: int = DEFAULT_BACKLOG,
+        *,
+        crl_poll: float = DEFAULT_CRL_POLL,
     ) -> None:
         self.reactor = reactor
-        self.policy = policy
         self.creator = ServerTLSCreator(policy, reactor)
+        #: Seconds between looks at the CRL file for a new CRL (0: none); C{twistd securenet} polls.
+        self.crl_poll = crl_poll
         endpoint = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
         self._tcp: IStreamServerEndpoint = endpoint(reactor, port, backlog=backlog, interface=interface)
+
+    @property
+    def policy(self) -> ServerTLSPolicy:
+        """The policy new connections get (its creator's current one: a reload replaces it)."""
+        return self.creator.policy
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         if not isinstance(protocolFactory, TLSGuardFactory):
@@ -243,19 +265,31 @@ def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> Secure
         options["session_tickets"] = _yes_no("sessionTickets", kwargs["sessionTickets"])
     if "alpn" in kwargs:
         options["alpn"] = _alpn(kwargs["alpn"])
+    if "expectPins" in kwargs:
+        options["expect_pins"] = [p.strip() for p in kwargs["expectPins"].split(",") if p.strip()]
+        if not options["expect_pins"]:
+            raise EndpointConfigurationError("expectPins is empty: give the sha256/... pins the clients hold")
+    crl_poll = _number("crlPoll", kwargs.get("crlPoll", str(DEFAULT_CRL_POLL)))
+    if "crlPoll" in kwargs and "crl" not in kwargs:
+        raise EndpointConfigurationError("crlPoll needs crl (the CRL file to watch)")
     policy = ServerTLSPolicy.from_files(
         kwargs["certKey"],
         kwargs["privateKey"],
         trust_roots=kwargs.get("trustRoots"),
         crl=kwargs.get("crl"),
+        expect_roots=kwargs.get("expectRoots"),
         **options,
     )
+    # What clients hold is checked at start-up too: a server whose certificate
+    # its pinned clients would refuse does not start.
+    check_expectations(policy, now=datetime.datetime.now(datetime.UTC))
     return SecureServerEndpoint(
         reactor,
         policy,
         port,
         interface=kwargs.get("interface", "127.0.0.1"),
         backlog=_number("backlog", kwargs.get("backlog", str(DEFAULT_BACKLOG)), int),
+        crl_poll=crl_poll,
     )
 
 

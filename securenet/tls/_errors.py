@@ -150,6 +150,25 @@ class TLSConfigurationError(TLSError):
     """A TLS policy or endpoint was given conflicting or invalid settings."""
 
 
+@attrs.define(auto_exc=True, str=False)
+class MaterialRefused(TLSConfigurationError):
+    """
+    New certificates, keys or a CRL were refused before they served a
+    connection (at start-up or on a reload): they do not parse, the key
+    does not match, the certificate is not valid now, the chain does not
+    lead to C{expectRoots}, no pin of it is in C{expectPins}, the CRL is
+    not signed by a trust root or is older than the one in use, or a
+    handshake with them failed.
+
+    @ivar path: the file at fault.
+    """
+
+    path: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.detail}" if self.path else self.detail
+
+
 def ssl_reasons(error: SSL.Error) -> list[str]:
     """The reason strings of an OpenSSL error stack."""
     reasons: list[str] = []

@@ -24,6 +24,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
+from securenet.pki._ca import CertificateAuthority
 from securenet.pki._errors import FileMissing, InsecurePermissions, KeyMismatch
 from securenet.pki._pins import spki_pin
 from securenet.session._client import connect
@@ -39,7 +40,7 @@ from securenet.tls._endpoints import (
     server_endpoint,
     split_description,
 )
-from securenet.tls._errors import PinMismatch, TLSConfigurationError
+from securenet.tls._errors import MaterialRefused, PinMismatch, TLSConfigurationError
 from securenet.tls._guard import TLSGuardFactory
 from securenet.tls._profiles import INTERMEDIATE, MODERN
 from tests.support.tls import CLIENT_DATA, SERVER_DATA, RecordingFactory
@@ -91,6 +92,7 @@ class ServerEndpointTests(EndpointTestCase):
             f":certKey={self.path('server.pem')}:privateKey={self.path('server.key')}"
             f":trustRoots={self.path('ca.pem')}:clientAuth=optional:crl={self.path('crl.pem')}"
             ":profile=modern:handshakeTimeout=2.5:sessionTickets=no:alpn=h2,http/1.1"
+            f":expectPins={spki_pin(pki().ca.certificate)}:expectRoots={self.path('ca.pem')}:crlPoll=5"
         )
         self.assertEqual(keys_of(description), set(SERVER_KEYS))
         endpoint = server_endpoint(self.reactor, description)
@@ -105,6 +107,9 @@ class ServerEndpointTests(EndpointTestCase):
         self.assertEqual(policy.handshake_timeout, 2.5)
         self.assertFalse(policy.session_tickets)
         self.assertEqual(policy.alpn, (b"h2", b"http/1.1"))
+        self.assertEqual(policy.expect_pins, (spki_pin(pki().ca.certificate),))
+        self.assertEqual(policy.expect_roots, (pki().ca.certificate,))
+        self.assertEqual(endpoint.crl_poll, 5.0)
 
         app = Factory()
         port = self.successResultOf(endpoint.listen(app))
@@ -116,6 +121,52 @@ class ServerEndpointTests(EndpointTestCase):
         self.assertIsInstance(guard, TLSGuardFactory)
         self.assertIs(cast(TLSGuardFactory, guard).wrappedFactory, app)
         self.assertIs(cast(TLSGuardFactory, guard).reactor, self.reactor)
+
+    def test_expectPinsRefusesUnpinnedCertificate(self) -> None:
+        """
+        A server whose certificate (and CA) are not among expectPins does not
+        start: the error names the file and the pins it has; a bad pin is
+        refused naming it.
+        """
+        other_pin = spki_pin(CertificateAuthority.create("other CA").certificate)
+        with self.assertRaises(MaterialRefused) as caught:
+            server_endpoint(self.reactor, self.server(f":expectPins={other_pin}"))
+        self.assertEqual(caught.exception.path, str(self.dir / "server.pem"))
+        self.assertIn(spki_pin(pki().server.certificate), str(caught.exception))
+        self.assertIn("expectPins", str(caught.exception))
+        with self.assertRaises(MaterialRefused) as bad:
+            server_endpoint(self.reactor, self.server(":expectPins=sha256/nope"))
+        self.assertIn("sha256/nope", str(bad.exception))
+        with self.assertRaises(EndpointConfigurationError):
+            server_endpoint(self.reactor, self.server(":expectPins=,"))
+        # The server's own pin, or its CA's (found among trustRoots or expectRoots), will do.
+        own = spki_pin(pki().server.certificate)
+        self.assertEqual(server_endpoint(self.reactor, self.server(f":expectPins={own}")).policy.expect_pins, (own,))
+        ca = spki_pin(pki().ca.certificate)
+        for roots in (":trustRoots", ":expectRoots"):
+            endpoint = server_endpoint(self.reactor, self.server(f":expectPins={other_pin},{ca}{roots}={self.path('ca.pem')}"))
+            self.assertEqual(endpoint.policy.expect_pins, (other_pin, ca))
+        with self.assertRaises(MaterialRefused):
+            server_endpoint(self.reactor, self.server(f":expectPins={ca}"))
+
+    def test_expectRootsRefusesOtherChain(self) -> None:
+        """A certificate that does not verify to expectRoots does not start, naming the file."""
+        other = CertificateAuthority.create("other CA")
+        roots = self.dir / "other-ca.pem"
+        roots.write_bytes(other.certificate.public_bytes(Encoding.PEM))
+        with self.assertRaises(MaterialRefused) as caught:
+            server_endpoint(self.reactor, self.server(f":expectRoots={escape(str(roots))}"))
+        self.assertEqual(caught.exception.path, str(self.dir / "server.pem"))
+        self.assertIn("expectRoots", str(caught.exception))
+
+    def test_crlPollNeedsCRL(self) -> None:
+        """crlPoll without crl, or a negative one, is refused naming the key; the default is 60 s."""
+        with self.assertRaises(EndpointConfigurationError) as caught:
+            server_endpoint(self.reactor, self.server(":crlPoll=5"))
+        self.assertIn("crlPoll", str(caught.exception))
+        with self.assertRaises(EndpointConfigurationError):
+            server_endpoint(self.reactor, self.server(f":trustRoots={self.path('ca.pem')}:crl={self.path('crl.pem')}:crlPoll=-1"))
+        self.assertEqual(server_endpoint(self.reactor, self.server()).crl_poll, 60.0)
 
     def test_defaults(self) -> None:
         """The minimal string: port positional, 127.0.0.1, backlog 511, no client auth, intermediate, tickets on."""

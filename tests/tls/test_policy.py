@@ -39,7 +39,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer, providedBy
 
-from securenet.pki._ca import CertificateAuthority, IssuedCertificate, generate_private_key
+from securenet.pki._ca import CertificateAuthority, IssuedCertificate, default_server_sans, generate_private_key
 from securenet.pki._pins import spki_pin
 from securenet.testing import (
     CLIENT_ADDRESS,
@@ -934,7 +934,7 @@ class ProtocolTests(TLSTestCase):
     def test_contextOptions(self) -> None:
         """
         Compression and renegotiation are off on server and client contexts,
-        idle connections release their buffers; no tickets when disabled.
+        idle connections release their buffers; no session cache when disabled.
         """
         contexts = {
             "server": pki().server_policy().make_context(),
@@ -945,8 +945,10 @@ class ProtocolTests(TLSTestCase):
             self.assertTrue(options & SSL.OP_NO_COMPRESSION, side)
             self.assertTrue(options & SSL.OP_NO_RENEGOTIATION, side)
             self.assertTrue(ctx.set_mode(0) & SSL.MODE_RELEASE_BUFFERS, side)  # returns the current mode
-        self.assertFalse(pki().server_policy().make_context().set_options(0) & SSL.OP_NO_TICKET)
-        self.assertTrue(pki().server_policy(session_tickets=False).make_context().set_options(0) & SSL.OP_NO_TICKET)
+        # Resumption comes from the session cache, never from stateless tickets.
+        self.assertTrue(pki().server_policy().make_context().set_options(0) & SSL.OP_NO_TICKET)
+        self.assertNotEqual(pki().server_policy().make_context().get_session_cache_mode(), SSL.SESS_CACHE_OFF)
+        self.assertEqual(pki().server_policy(session_tickets=False).make_context().get_session_cache_mode(), SSL.SESS_CACHE_OFF)
 
     def resumingConnect(
         self, creator: ServerTLSCreator, client_policy: ClientTLSPolicy, session: SSL.Session | None, clock: Clock
@@ -958,14 +960,15 @@ class ProtocolTests(TLSTestCase):
         self.assertEqual(pair.server_apps.received, CLIENT_DATA)
         return pair, client_creator
 
-    def test_sessionResumptionAndTicketRotation(self) -> None:
+    def test_sessionResumesAcrossCertificateReplace(self) -> None:
         """
-        A second connection offering the first one's session is resumed; once
-        ticket_rotation has passed on the clock the server uses a new context
-        (new ticket key) and the same session is no longer resumed.
+        A second connection offering the first one's session is resumed;
+        after the creator's policy is replaced by one with a new server
+        certificate and key (the same trust roots and CRL), the session
+        still resumes, and a new full handshake presents the new certificate.
         """
         clock = Clock()
-        policy = pki().server_policy(client_auth="optional", ticket_rotation=100.0)
+        policy = pki().server_policy(client_auth="optional")
         creator = ServerTLSCreator(policy, clock)
         client_policy = pki().client_policy(client="alice")
         first, client1 = self.resumingConnect(creator, client_policy, None, clock)
@@ -979,13 +982,58 @@ class ProtocolTests(TLSTestCase):
         # The resumed session still names the client certificate.
         self.assertEqual(facts.peer_certificate.subject, "CN=alice")
 
-        context = creator.context()
-        clock.advance(99.0)
-        self.assertIs(creator.context(), context)
-        clock.advance(1.0)
+        renewed = pki().ca.issue("server", "localhost", sans=default_server_sans("localhost"))
+        creator.replace(attrs.evolve(policy, certificate_chain=(renewed.certificate,), private_key=renewed.key))
         third, _ = self.resumingConnect(creator, client_policy, session, clock)
-        self.assertIsNot(creator.context(), context)
+        self.assertTrue(third.server_handshake().resumed)
+        fourth, client4 = self.resumingConnect(creator, client_policy, None, clock)
+        self.assertFalse(fourth.server_handshake().resumed)
+        self.assertEqual(client4.connections[0].get_peer_certificate(as_cryptography=True), renewed.certificate)
+
+    def test_newCRLEndsResumption(self) -> None:
+        """
+        A resumed session skips verification, so a replaced CRL (or trust
+        roots) changes the session id context: a session made before it is
+        not resumed, the client verifies again, and one revoked since is
+        refused; its application receives nothing.
+        """
+        clock = Clock()
+        alice = pki().client("alice")
+        policy = pki().server_policy(client_auth="required", crl=pki().ca.crl([]))
+        creator = ServerTLSCreator(policy, clock)
+        client_policy = pki().client_policy(client="alice")
+        first, client1 = self.resumingConnect(creator, client_policy, None, clock)
+        session = client1.connections[0].get_session()
+        second, _ = self.resumingConnect(creator, client_policy, session, clock)
+        self.assertTrue(second.server_handshake().resumed)
+
+        fresh = pki().ca.crl([])
+        self.assertNotEqual(policy.session_context_id(), attrs.evolve(policy, crl=fresh).session_context_id())
+        creator.replace(attrs.evolve(policy, crl=fresh))
+        third, _ = self.resumingConnect(creator, client_policy, session, clock)
         self.assertFalse(third.server_handshake().resumed)
+
+        revoked = pki().ca.crl([(alice.certificate.serial_number, datetime.datetime.now(datetime.UTC))])
+        creator.replace(attrs.evolve(policy, crl=revoked))
+        client_apps = RecordingFactory(CLIENT_DATA)
+        pair = join(
+            creator,
+            ResumingCreator(client_policy.creator("localhost", 8443), session),
+            RecordingGuardFactory(client_apps, clock),
+            clock,
+        )
+        self.assertIsInstance(pair.server_error(), CertificateRevoked)
+        self.assertNoApplicationBytes(pair)
+
+    def test_replaceRefusesSettings(self) -> None:
+        """A reload swaps material, not settings: another profile is refused and nothing changes."""
+        policy = pki().server_policy()
+        creator = ServerTLSCreator(policy, Clock())
+        context = creator.context()
+        with self.assertRaises(TLSConfigurationError):
+            creator.replace(attrs.evolve(policy, profile=MODERN))
+        self.assertIs(creator.policy, policy)
+        self.assertIs(creator.context(), context)
 
     def test_clientSessionCache(self) -> None:
         """
