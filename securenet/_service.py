@@ -1,9 +1,10 @@
 """
 The service C{twistd securenet} runs: its listeners, each of which says it
 listens only once its port is bound and stops twistd with one line when it
-cannot bind (L{ListenError}); SIGHUP logged and ignored (there is no reload
-yet); and the watch that makes authentications fail closed when the audit
-log cannot be written (L{securenet.audit.watch_sink}).
+cannot bind (L{ListenError}); SIGHUP, which reloads certificates, keys,
+CRLs, the policy and token keys (L{securenet._reload.Reloader}); and the
+watch that makes authentications fail closed when the audit log cannot be
+written (L{securenet.audit.watch_sink}).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from twisted.python.failure import Failure
 
 from securenet import audit
 from securenet._logs import SecurenetLogger, literal
+from securenet._reload import Reloader, ReloadResult
 from securenet.pki._pins import spki_pin
 from securenet.tls._endpoints import SecureServerEndpoint
 
@@ -87,6 +89,16 @@ class Listener(StreamServerEndpointService):
         self.reactor = reactor
         self.announce = announce
 
+    @property
+    def tls_endpoint(self) -> SecureServerEndpoint | None:
+        """The C{securenet:} endpoint this listener serves (through wrappers such as the HTTP API's announcer), if any."""
+        endpoint: object = self.endpoint
+        while not isinstance(endpoint, SecureServerEndpoint):
+            endpoint = getattr(endpoint, "endpoint", None)
+            if endpoint is None:
+                return None
+        return endpoint
+
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
         starting = True
@@ -123,23 +135,21 @@ class Listener(StreamServerEndpointService):
             self.reactor.callWhenRunning(self.reactor.stop)
 
 
-#: What SIGHUP logs: until the configuration can be reloaded, the signal is ignored (by default it kills the process).
-SIGHUP_IGNORED = "SIGHUP received: reload is not implemented yet; ignoring"
-
-
 class SecurenetService(MultiService):
     """
     The service C{twistd securenet} runs: its listeners; while it runs, a
-    SIGHUP handler that logs L{SIGHUP_IGNORED} and keeps serving, and a
-    watch on the log observers (L{securenet.audit.watch_sink}) so that
+    SIGHUP handler that reloads (C{reloader}: without one SIGHUP is logged
+    and ignored; its default action would end the process), and a watch on
+    the log observers (L{securenet.audit.watch_sink}) so that
     authentications fail closed when the audit log cannot be written
     (C{fail_closed}, C{--audit-failure refuse}).
     """
 
-    def __init__(self, reactor: Any, *, fail_closed: bool = True) -> None:
+    def __init__(self, reactor: Any, *, fail_closed: bool = True, reloader: Reloader | None = None) -> None:
         super().__init__()
         self.reactor = reactor
         self.fail_closed = fail_closed
+        self.reloader = reloader
         self._previousHangup: Any = None
         self._unwatch: Callable[[], None] | None = None
 
@@ -167,9 +177,30 @@ class SecurenetService(MultiService):
         stopped.addBoth(unwatch)
         return stopped
 
+    def listeners(self) -> list[Listener]:
+        """Every L{Listener} of the service, the HTTP API's included, in the order they were added."""
+        found: list[Listener] = []
+
+        def walk(service: object) -> None:
+            if isinstance(service, Listener):
+                found.append(service)
+            elif isinstance(service, MultiService):
+                for child in service:
+                    walk(child)
+
+        walk(self)
+        return found
+
     def _hangup(self, signum: int, frame: FrameType | None) -> None:
-        # A signal handler may interrupt the reactor anywhere: log from the reactor's loop.
-        self.reactor.callFromThread(log.warn, SIGHUP_IGNORED)
+        # A signal handler may interrupt the reactor anywhere: act from the reactor's loop.
+        self.reactor.callFromThread(self.reload, "SIGHUP")
+
+    def reload(self, why: str = "SIGHUP") -> Deferred[ReloadResult] | None:
+        """Reload what the reloader holds (what SIGHUP does)."""
+        if self.reloader is None:
+            log.warn("{why} received: nothing to reload; ignoring", why=why)
+            return None
+        return self.reloader.reload(why)
 
 
 def _announcer(endpoint: SecureServerEndpoint, description: str, app: str) -> Callable[[IListeningPort], None]:

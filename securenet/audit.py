@@ -22,6 +22,8 @@ or C{-}).  The events and their fields::
                        header-time, body-time), size, limit, peer
     http.admin         action (user.create/user.disable), admin, user, peer
     service.listening  kind (stream/http), endpoint, profile, client_auth, pin
+    service.reload     what (tls/crl/policy/token-keys/checker), source,
+                       result (done/refused), reason, warnings
 
 This module sits at the bottom of the package (every layer reports
 through it) and imports nothing of securenet's but the log machinery.  The
@@ -373,6 +375,33 @@ def service_listening(kind: str, text: str, *, endpoint: str, profile: str, clie
     )
 
 
+def service_reload(what: str, source: str, *, result: str, reason: str | None = None, warnings: Sequence[str] = ()) -> None:
+    """
+    A reload of C{what} (C{tls}, C{crl}, C{policy}, C{token-keys}, C{checker})
+    from C{source} was C{done} or C{refused} (then C{reason} says why, naming
+    the file, and the previous material keeps serving).
+    """
+    if result == "done":
+        text = f"reloaded {what} ({source})"
+        level = LogLevel.warn if warnings else LogLevel.info
+        if warnings:
+            text += "; warning: " + "; ".join(warnings)
+    else:
+        text = f"reload refused: {what} ({source}): {reason}; still serving the previous {what}"
+        level = LogLevel.warn
+    _emit(
+        _service,
+        level,
+        literal(text),
+        securenet_event="service.reload",
+        what=what,
+        source=source,
+        result=result,
+        reason=reason,
+        warnings=list(warnings),
+    )
+
+
 __all__ = [
     "DEFAULT_LEVEL",
     "LEVELS",
@@ -386,6 +415,7 @@ __all__ = [
     "level",
     "recording",
     "service_listening",
+    "service_reload",
     "set_level",
     "shown",
     "sink_problem",

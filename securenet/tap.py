@@ -17,12 +17,14 @@ throttle and policy; with C{--http} and no C{--listen}, only the HTTP API is
 served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.TokenService}).
 
 A listener logs that it listens once its port is bound; one that cannot
-bind stops twistd with one line (L{ListenError}).  SIGHUP is logged and
-ignored while the service runs (L{SecurenetService}): there is no reload yet.
+bind stops twistd with one line (L{ListenError}).  SIGHUP reloads every
+listener's certificate, key, trust roots and CRL, checked before they
+serve (L{securenet._reload}); a CRL file is also watched (C{crlPoll}).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import tomllib
 from pathlib import Path
@@ -37,6 +39,7 @@ from twisted.python import reflect, usage
 
 from securenet._errors import SecurenetError
 from securenet._logs import SecurenetLogger, literal
+from securenet._reload import ListenerMaterial, Reloader, startup_warnings, watch_crls
 from securenet._service import Listener, ListenError, SecurenetService, _announcer
 from securenet.apps import BUILTIN_APPS
 from securenet.audit import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
@@ -49,9 +52,13 @@ from securenet.cred._throttle import Throttle
 from securenet.interfaces import ICredentialStore
 from securenet.session._server import SessionFactory
 from securenet.tls._endpoints import server_endpoint
+from securenet.tls._material import DEFAULT_EXPIRY_MARGIN
 from securenet.web._tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
 
 log = SecurenetLogger(namespace="securenet.tap")
+
+#: Days before expiry from which a certificate is warned about.
+DEFAULT_EXPIRY_MARGIN_DAYS = DEFAULT_EXPIRY_MARGIN / 86400
 
 DEV_CERTS = Path("certs")
 DEV_PORT = 8443
@@ -77,6 +84,7 @@ CONFIG_KEYS = {
     "refresh_ttl": "seconds a refresh token issued by the HTTP API is valid",
     "log_level": "debug, info or warn: the least severe securenet events logged",
     "audit_failure": "refuse or continue: what authentications do while the audit log cannot be written",
+    "expiry_margin": "days before a certificate expires from which start-up and reloads warn",
 }
 
 #: What authentications do while the audit log cannot be written.
@@ -98,7 +106,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = (
         "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
         " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--refresh-ttl SECONDS] [--log-level LEVEL]"
-        " [--audit-failure refuse|continue]"
+        " [--audit-failure refuse|continue] [--expiry-margin DAYS]"
     )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
@@ -139,6 +147,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             None,
             f"The least severe securenet events logged: {', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL}; debug adds "
             "every allowed authorization and every successful HTTP authentication).",
+        ],
+        [
+            "expiry-margin",
+            None,
+            None,
+            f"Days before a certificate's notAfter from which start-up and every reload warn that it expires"
+            f" (default {DEFAULT_EXPIRY_MARGIN_DAYS:g}).",
         ],
         [
             "audit-failure",
@@ -189,6 +204,9 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             self["audit-failure"] = "refuse"
         if self["audit-failure"] not in AUDIT_FAILURE_MODES:
             raise usage.UsageError(f"--audit-failure {self['audit-failure']}: must be one of {', '.join(AUDIT_FAILURE_MODES)}")
+        self["expiry-margin"] = _days(
+            "expiry-margin", self["expiry-margin"] if self["expiry-margin"] is not None else DEFAULT_EXPIRY_MARGIN_DAYS
+        )
         for key, default in (("token-ttl", DEFAULT_ACCESS_TTL), ("refresh-ttl", DEFAULT_REFRESH_TTL)):
             self[key] = _seconds(key, self[key] if self[key] is not None else default)
         if not self["listen"] and not self["http"]:
@@ -220,12 +238,16 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key in ("app", "policy", "token_key", "log_level", "audit_failure"):
             if key in data and not isinstance(data[key], str):
                 raise usage.UsageError(f"--config {path}: {key} must be a string")
+        if "expiry_margin" in data and (
+            isinstance(data["expiry_margin"], bool) or not isinstance(data["expiry_margin"], (int, float))
+        ):
+            raise usage.UsageError(f"--config {path}: expiry_margin must be a number of days")
         for key in ("token_ttl", "refresh_ttl"):
             if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
             self["http"] = list(http)
-        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure"):
+        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure", "expiry_margin"):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
                 self[option] = data[key]
@@ -304,7 +326,8 @@ def _makeService(options: Options) -> IService:
     policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
     for warning in options.get("plaintextCheckers", []):
         log.warn(literal(warning))
-    service = SecurenetService(reactor, fail_closed=options["audit-failure"] == "refuse")
+    reloader = Reloader(reactor)
+    service = SecurenetService(reactor, fail_closed=options["audit-failure"] == "refuse", reloader=reloader)
     for description in options["listen"]:
         try:
             endpoint = server_endpoint(reactor, description)
@@ -326,7 +349,30 @@ def _makeService(options: Options) -> IService:
             announce=_announcer(endpoint, description, options["app"]),
         ).setServiceParent(service)
     _addWebService(service, options, reactor, portal, store, throttle, policy)
+    _addReloads(service, reloader, reactor, options["expiry-margin"])
     return service
+
+
+def _addReloads(service: SecurenetService, reloader: Reloader, reactor: object, expiry_margin: float) -> None:
+    """What SIGHUP reloads (every listener's files), the CRL watches, and the start-up expiry warnings."""
+    endpoints = [e for e in (listener.tls_endpoint for listener in service.listeners()) if e is not None]
+    for endpoint in endpoints:
+        reloader.add(ListenerMaterial(endpoint, reactor, expiry_margin=expiry_margin))
+    for watch in watch_crls(reloader, endpoints):
+        watch.setServiceParent(service)
+    for warning in startup_warnings(endpoints, reactor, expiry_margin):
+        log.warn(literal(warning))
+
+
+def _days(option: str, value: object) -> float:
+    """A number of days, as seconds."""
+    try:
+        days = float(str(value))
+    except ValueError:
+        raise usage.UsageError(f"--{option} {value}: not a number of days") from None
+    if not math.isfinite(days) or days < 0:
+        raise usage.UsageError(f"--{option} {value}: must be a finite number of days, 0 or more")
+    return days * 86400.0
 
 
 def _seconds(option: str, value: object) -> int:

@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,10 +32,13 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
-from securenet import tap
+from securenet import synchronous_runner, tap
+from securenet._reload import Reloader
 from securenet.apps._echo import EchoFactory
 from securenet.cred._checkers import CertificateChecker
+from securenet.interfaces import IReloadable
 from securenet.sasl._mechanism import ChannelBindings
 from securenet.sasl._offer import offered_mechanisms
 from securenet.session._endpoint import SessionClientEndpoint
@@ -272,6 +276,7 @@ class HelpTests(SynchronousTestCase):
                 "refresh-ttl",
                 "log-level",
                 "audit-failure",
+                "expiry-margin",
             },
         )
         for name in sorted(names):
@@ -490,17 +495,29 @@ class ListeningTests(TestCase):
 
 
 class HangupTests(SynchronousTestCase):
-    def test_sighupIgnoredWithOneLine(self) -> None:
+    def test_sighupReloads(self) -> None:
         """
         While the service runs, SIGHUP (which by default kills the process)
-        logs one line from the reactor's loop and changes nothing else; once
-        it stops, the previous handler is back.
+        reloads from the reactor's loop: the reloader's reloadables are
+        prepared and committed, and the service keeps running; without a
+        reloader it logs one line.  Once it stops, the previous handler is back.
         """
         previous = signal.getsignal(signal.SIGHUP)
         self.addCleanup(signal.signal, signal.SIGHUP, previous)
         calls: list[tuple[Any, ...]] = []
         reactor = cast(Any, type("Reactor", (), {"callFromThread": lambda self, *call: calls.append(call)}))()
-        service = tap.SecurenetService(reactor)
+        committed: list[str] = []
+
+        @implementer(IReloadable)
+        class Material:
+            what = "policy"
+            source = "policy.toml"
+
+            def prepare(self) -> Callable[[], None]:
+                return lambda: committed.append("policy")
+
+        reloader = Reloader(reactor, [Material()], runner=synchronous_runner)
+        service = tap.SecurenetService(reactor, reloader=reloader)
         service.startService()
         self.assertNotIn(signal.getsignal(signal.SIGHUP), (signal.SIG_DFL, previous))
         os.kill(os.getpid(), signal.SIGHUP)
@@ -509,11 +526,18 @@ class HangupTests(SynchronousTestCase):
         observer = cast(ILogObserver, lambda event: lines.append(f"{event['log_level'].name} {formatEvent(event)}"))
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
+        self.assertEqual(committed, [])
         function(*args)
-        self.assertEqual(lines, ["warn SIGHUP received: reload is not implemented yet; ignoring"])
+        self.assertEqual(committed, ["policy"])
+        self.assertEqual(lines, ["info reloaded policy (policy.toml)", "info SIGHUP: reloaded 1, refused 0"])
         self.assertTrue(service.running)
         service.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+        lines.clear()
+        bare = tap.SecurenetService(reactor)
+        self.assertIsNone(bare.reload())
+        self.assertEqual(lines, ["warn SIGHUP received: nothing to reload; ignoring"])
 
     def test_makeServiceHandlesSighup(self) -> None:
         """The service twistd runs is the one that handles SIGHUP."""
