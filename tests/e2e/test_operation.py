@@ -1,6 +1,6 @@
 """
-End to end, operating C{twistd securenet}: a port already in use, SIGHUP (in
-the foreground and as a daemon, with a pidfile), a missing or read-only
+End to end, operating C{twistd securenet}: a port already in use, SIGHUP
+reloading (in the foreground and as a daemon, with a pidfile), a missing or read-only
 credential database, Twisted's own password checkers (C{--auth memory},
 C{unix}) over the stream and the HTTP API, and C{--help}.  Real C{twistd}
 processes on 127.0.0.1; every wait is bounded.
@@ -197,9 +197,9 @@ class ListenFailureTests(SynchronousTestCase):
 
 
 class HangupTests(SynchronousTestCase):
-    """SIGHUP is logged and ignored (no reload yet): the server keeps serving; SIGTERM still stops it cleanly."""
+    """SIGHUP reloads (one summary line): the server keeps serving, as a daemon too; SIGTERM still stops it cleanly."""
 
-    line = "SIGHUP received: reload is not implemented yet; ignoring"
+    line = "SIGHUP: reloaded 1, refused 0"
 
     def setUp(self) -> None:
         self.certs = dev_pki(Path(self.mktemp()).resolve())
@@ -228,7 +228,7 @@ class HangupTests(SynchronousTestCase):
         self.assertFalse(self.pidfileExists(), "the pidfile was left behind")
         log = server.logText()
         self.assertEqual(log.count(self.line), 1, log)
-        self.assertIn(f"[securenet.tap#warn] {self.line}\n", log)
+        self.assertIn(f"[securenet.reload#info] {self.line}\n", log)
         self.assertIn("Server Shut Down.", log)
         self.assertNotIn("Traceback", log)
 
