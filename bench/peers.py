@@ -26,10 +26,17 @@ PEERS: dict[str, tuple[str, str, str]] = {
     "asyncio": ("asyncio + ssl", "asyncio", "http"),
     "uvloop": ("uvloop + ssl", "uvloop", "http"),
     "nginx": ("nginx", "nginx", "http"),
+    # The same server reloading its certificate, key and trust roots every
+    # second (as SIGHUP does: files read and checked, a test handshake, the
+    # context swapped).
+    "securenet-reloading": ("securenet, reloading every second", "securenet", "http"),
     "securenet-amp": ("securenet + AMP", "securenet-amp", "amp"),
     "amp-tls": ("AMP over Twisted TLS", "amp-tls", "amp"),
     "foolscap": ("Foolscap", "foolscap", "foolscap"),
 }
+
+#: Server arguments a peer always runs with.
+PEER_ARGS: dict[str, list[str]] = {"securenet-reloading": ["--reload-every", "1"]}
 
 #: Every Python server stops by itself after this long, whatever happens: the
 #: peers live for a whole run (a full run with profiles takes ~25 minutes).
@@ -173,6 +180,7 @@ def start_peer(name: str, certs: Path, work: Path, *, extra: list[str] | None = 
         str(work / f"{tag}.log"),
         "--max-seconds",
         str(SERVER_MAX_SECONDS),
+        *PEER_ARGS.get(name, []),
         *(extra or []),
     ]
     return ServerProcess(tag, argv, work)

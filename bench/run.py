@@ -109,6 +109,15 @@ TARGETS = [
         ">=",
         2.5,
     ),
+    (
+        "reload",
+        "new connections/s while reloading every second ÷ not reloading",
+        "conn_reload",
+        "securenet-reloading",
+        "securenet",
+        ">=",
+        0.95,
+    ),
     ("rr-1", "request/response, 1 in flight, vs bare Twisted TLS", "rr_1", "securenet", "twisted-tls", ">=", 0.95),
     ("rr-32", "request/response, 32 in flight, vs bare Twisted TLS", "rr_32", "securenet", "twisted-tls", ">=", 0.95),
     ("amp-1", "AMP calls/s, 1 outstanding, vs plain AMP over TLS (C client)", "rpc_c_1", "securenet-amp", "amp-tls", ">=", 0.9),
@@ -347,6 +356,18 @@ class Bench:
                 ),
                 repeats=self.cfg["close_repeats"],
             )
+
+    def measure_reload(self) -> None:
+        """Full handshakes/s of securenet reloading its certificate files every second vs the same server not reloading."""
+        c = str(self.cfg["conn_concurrency"])
+        self.series(
+            "conn_reload",
+            "new connections/s (full handshakes) while reloading every second",
+            "conn/s",
+            ["securenet", "securenet-reloading"],
+            lambda n, s: self.tlsload(n, s.port, "--mode", "conn", "--conns", c, "--path", "/64", pid=s.pid),
+            repeats=self.cfg["close_repeats"],
+        )
 
     def measure_request_response(self) -> None:
         for depth in (1, 32):
@@ -865,6 +886,7 @@ class Bench:
         self.log(f"{self.mode} run; work directory {self.work}")
         steps: list[tuple[list[str], Callable[[], None]]] = [
             (P.CONN_PEERS, self.measure_connections),
+            (["securenet", "securenet-reloading"], self.measure_reload),
             (P.HTTP_PEERS, self.measure_request_response),
             (["securenet-amp", "amp-tls", "foolscap"], self.measure_rpc),
             (P.HTTP_PEERS, self.measure_bulk),

@@ -187,6 +187,15 @@ def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # 
     endpoint = SecureServerEndpoint(reactor, policy, 0, interface="127.0.0.1", backlog=args.backlog)
     result: list[int] = []
     endpoint.listen(factory).addCallback(lambda p: result.append(p.getHost().port))
+    if args.reload_every:
+        # What SIGHUP does in twistd securenet: re-read the files, check them
+        # (a test handshake included) off the reactor thread, swap the context.
+        from twisted.internet.task import LoopingCall
+
+        from securenet._reload import ListenerMaterial, Reloader
+
+        reloader = Reloader(reactor, [ListenerMaterial(endpoint, reactor)])
+        LoopingCall(reloader.reload, "bench").start(args.reload_every, now=False)
     return result[0]
 
 
@@ -301,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--certs", required=True)
     parser.add_argument("--client-auth", default="required", choices=("required", "none"))
     parser.add_argument("--no-tickets", action="store_true")
+    parser.add_argument("--reload-every", type=float, default=0.0, help="securenet: reload the certificate files every N seconds")
     parser.add_argument("--backlog", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=10, help="reactor thread pool size (Twisted's default is 10)")
     parser.add_argument("--log", help="Twisted servers: log to this file, as twistd would")
