@@ -35,7 +35,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from securenet import synchronous_runner, tap
-from securenet._reload import Reloader
+from securenet._reload import CRLWatch, ListenerMaterial, Reloader
 from securenet.apps._echo import EchoFactory
 from securenet.cred._checkers import CertificateChecker
 from securenet.interfaces import IReloadable
@@ -547,6 +547,56 @@ class HangupTests(SynchronousTestCase):
             ["--listen", f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}", "--auth", "anonymous"]
         )
         self.assertIsInstance(tap.makeService(options), tap.SecurenetService)
+
+    def test_everyListenerReloads(self) -> None:
+        """
+        makeService's reloader holds every listener's files, the HTTP API's
+        too; a listener with a CRL file gets a CRL watch at its crlPoll.
+        """
+        certs = PKI.save(Path(self.mktemp()))
+        (certs / "crl.pem").write_bytes(PKI.ca.crl([]).public_bytes(serialization.Encoding.PEM))
+        base = f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        with_crl = f"{base}:trustRoots={certs / 'ca.pem'}:crl={certs / 'crl.pem'}:crlPoll=7"
+        options = tap.Options()
+        options.parseOptions(["--listen", with_crl, "--listen", base, "--http", base, "--auth", "anonymous"])
+        service = tap.makeService(options)
+        assert isinstance(service, tap.SecurenetService) and service.reloader is not None
+        materials = [r for r in service.reloader.reloadables if isinstance(r, ListenerMaterial)]
+        self.assertEqual(len(materials), 3)
+        endpoints = [listener.tls_endpoint for listener in service.listeners()]
+        self.assertEqual([m.endpoint for m in materials], endpoints)
+        [watch] = [s for s in service if isinstance(s, CRLWatch)]
+        self.assertIs(watch.crl.endpoint, endpoints[0])
+        self.assertEqual(watch.interval, 7.0)
+
+    def test_expiryMargin(self) -> None:
+        """--expiry-margin is days (default 14); a bad value is refused naming it; a certificate inside it warns at start."""
+        options = tap.Options()
+        options.parseOptions(["--auth", "anonymous", "--http", "securenet:0:certKey=a:privateKey=b"])
+        self.assertEqual(options["expiry-margin"], 14 * 86400)
+        for bad in ("-1", "soon", "inf"):
+            with self.assertRaises(usage.UsageError) as caught:
+                tap.Options().parseOptions(["--expiry-margin", bad])
+            self.assertIn(f"--expiry-margin {bad}", str(caught.exception))
+        certs = PKI.save(Path(self.mktemp()))
+        options = tap.Options()
+        options.parseOptions(
+            [
+                "--expiry-margin",
+                "400",
+                "--listen",
+                f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}",
+                "--auth",
+                "anonymous",
+            ]
+        )
+        lines: list[str] = []
+        observer = cast(ILogObserver, lambda event: lines.append(formatEvent(event)))
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        tap.makeService(options)
+        [warning] = [line for line in lines if "expires at" in line]
+        self.assertIn(str(certs / "server.pem"), warning)
 
 
 # -- Twisted's own password checkers -----------------------------------------------------------
