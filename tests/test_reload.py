@@ -83,6 +83,11 @@ class ReloadTestCase(SynchronousTestCase):
             count=lambda what, result: self.counted.append((what, result)),
         )
 
+    def crl(self) -> x509.CertificateRevocationList:
+        crl = self.endpoint.policy.crl
+        assert crl is not None
+        return crl
+
     def reload(self) -> list[str]:
         result = self.successResultOf(self.reloader.reload("SIGHUP"))
         return result.refused
@@ -257,10 +262,9 @@ class CRLWatchTests(ReloadTestCase):
         revoked = self.pki.ca.crl([(alice.certificate.serial_number, datetime.datetime.now(datetime.UTC))])
         self.files.write_crl(revoked)
         self.clock.advance(4)
-        self.assertIsNone(self.endpoint.policy.crl.get_revoked_certificate_by_serial_number(alice.certificate.serial_number))
+        self.assertIsNone(self.crl().get_revoked_certificate_by_serial_number(alice.certificate.serial_number))
         self.clock.advance(1)
-        crl = self.endpoint.policy.crl
-        self.assertIsNotNone(crl.get_revoked_certificate_by_serial_number(alice.certificate.serial_number))
+        self.assertIsNotNone(self.crl().get_revoked_certificate_by_serial_number(alice.certificate.serial_number))
         [event] = self.events.of("service.reload", result="done")
         self.assertEqual((event["what"], event["source"]), ("crl", str(self.files.crl)))
         self.assertEqual(self.counted, [("crl", "done")])
@@ -286,7 +290,7 @@ class CRLWatchTests(ReloadTestCase):
         self.files.write_crl(self.pki.ca.crl([], last_update=now - datetime.timedelta(minutes=5), number=2))
         self.clock.advance(5)
         self.assertFalse(self.watch.stale())
-        self.assertEqual(self.endpoint.policy.crl.next_update_utc, now - datetime.timedelta(minutes=5) + 7 * DAY)
+        self.assertEqual(self.crl().next_update_utc, now - datetime.timedelta(minutes=5) + 7 * DAY)
 
     def test_replayedOlderCRLRefused(self) -> None:
         """An older CRL put back in place (it could un-revoke) is refused; the newer one stays in force."""
@@ -321,4 +325,4 @@ class ListenerCRLTests(ReloadTestCase):
         crl = ListenerCRL(self.endpoint, self.clock)
         crl.prepare()()
         self.assertEqual(self.endpoint.policy.certificate_chain, (self.pki.server.certificate,))
-        self.assertIsNotNone(self.endpoint.policy.crl.get_revoked_certificate_by_serial_number(5))
+        self.assertIsNotNone(self.crl().get_revoked_certificate_by_serial_number(5))

@@ -10,6 +10,7 @@ Python's C{ssl} module and C{openssl s_client}; every wait is bounded.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import shutil
 import signal
@@ -118,7 +119,8 @@ class RotationUnderLoadTests(ReloadBase):
         """
         server = self.startServer("--listen", self.listen())
         sessions = [Session(self.pki, server.port) for _ in range(8)]
-        self.addCleanup(lambda: [s.close() for s in sessions])
+        for s in sessions:
+            self.addCleanup(s.close)
         for s in sessions:
             self.assertTrue(s.ok.startswith(b"OK dev-client"), s.ok)
         first = sessions[0].server_certificate()
@@ -145,15 +147,17 @@ class RotationUnderLoadTests(ReloadBase):
         echoer = threading.Thread(target=keep_echoing, daemon=True)
         echoer.start()
         self.addCleanup(stop.set)
+
+        def advanced(before: list[int]) -> bool:
+            return all(e > b for e, b in zip(echoes, before, strict=True)) or bool(failures)
+
         for round in range(1, 21):
             new = self.rotate(f"server-{round}")
             self.run_cli("pki", "crl", "--dir", str(self.pki))
             before = list(echoes)
             self.hangup(server, "SIGHUP: reloaded 1, refused 0", round)
             self.assertEqual(self.served(server), new)
-            self.assertTrue(
-                wait_until(lambda before=before: all(e > b for e, b in zip(echoes, before, strict=True)) or bool(failures))
-            )
+            self.assertTrue(wait_until(functools.partial(advanced, before)))
         stop.set()
         echoer.join(10)
         self.assertEqual(failures, [])
