@@ -20,22 +20,28 @@ README); an unknown key or a bad value is refused naming the key.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, TCP6ClientEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import (
+    IAddress,
     IListeningPort,
+    ILoggingContext,
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from securenet._logs import SecurenetLogger
 from securenet.tls._client import ClientTLSPolicy
 from securenet.tls._context import CLIENT_AUTH_MODES
 from securenet.tls._errors import TLSConfigurationError
@@ -48,6 +54,8 @@ from securenet.tls._server import ServerTLSCreator, ServerTLSPolicy
 #: (4096 since 5.4); with Twisted's 50, a burst of connections overflowed the
 #: accept queue (of 10,000 idle clients only about 1,640 got in).
 DEFAULT_BACKLOG = 511
+
+log = SecurenetLogger(namespace="securenet.tls")
 
 #: How often a running server looks at its CRL file (seconds).
 DEFAULT_CRL_POLL = 60.0
@@ -69,6 +77,8 @@ SERVER_KEYS: dict[str, str] = {
     " a certificate none of whose keys is among them is refused, at start-up and on reload",
     "expectRoots": "PEM file of the CAs the clients trust for this server: the served chain must verify to them",
     "crlPoll": f"seconds between looks at the CRL file: a new CRL applies without a signal (default {DEFAULT_CRL_POLL:g})",
+    "proxyProtocol": "comma-separated addresses or networks of PROXY-protocol (v1, v2) load balancers: connections"
+    " only from them, each starting with the header, whose client address the server then uses",
 }
 
 CLIENT_KEYS: dict[str, str] = {
@@ -120,6 +130,18 @@ def _yes_no(key: str, value: str) -> bool:
     raise EndpointConfigurationError(f"{key}={value!r}: use yes or no")
 
 
+def _networks(key: str, value: str) -> tuple[str, ...]:
+    networks = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not networks:
+        raise EndpointConfigurationError(f"{key} is empty: give the addresses or networks of the load balancers")
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise EndpointConfigurationError(f"{key}: {network!r} is not an IP address or network") from None
+    return networks
+
+
 def _alpn(value: str) -> tuple[bytes, ...]:
     return tuple(p.strip().encode("ascii") for p in value.split(",") if p.strip())
 
@@ -144,13 +166,20 @@ class SecureServerEndpoint:
         backlog: int = DEFAULT_BACKLOG,
         *,
         crl_poll: float = DEFAULT_CRL_POLL,
+        proxy_sources: Sequence[str] = (),
     ) -> None:
         self.reactor = reactor
         self.creator = ServerTLSCreator(policy, reactor)
         #: Seconds between looks at the CRL file for a new CRL (0: none); C{twistd securenet} polls.
         self.crl_poll = crl_poll
+        #: The networks of the PROXY-protocol balancers (empty: no PROXY protocol).
+        self.proxy_sources = tuple(ipaddress.ip_network(s, strict=False) for s in proxy_sources)
         endpoint = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
         self._tcp: IStreamServerEndpoint = endpoint(reactor, port, backlog=backlog, interface=interface)
+        if self.proxy_sources:
+            # Twisted's PROXY-protocol wrapper (v1 and v2) reads the header;
+            # connections from anywhere but the balancers never reach it.
+            self._tcp = proxyEndpoint(_FromSources(self._tcp, self.proxy_sources))
 
     @property
     def policy(self) -> ServerTLSPolicy:
@@ -163,6 +192,51 @@ class SecureServerEndpoint:
         # The reactor is also Twisted's clock for aggregating TLS writes (by
         # default it would take the global reactor).
         return self._tcp.listen(TLSMemoryBIOFactory(self.creator, False, protocolFactory, clock=self.reactor))
+
+
+@implementer(IProtocolFactory, ILoggingContext)
+class _SourceFilter:
+    """Refuses connections from outside C{networks} (closed before a byte is read)."""
+
+    def __init__(self, wrapped: IProtocolFactory, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        self.wrapped = wrapped
+        self.networks = networks
+
+    def doStart(self) -> None:
+        self.wrapped.doStart()
+
+    def doStop(self) -> None:
+        self.wrapped.doStop()
+
+    def logPrefix(self) -> str:
+        wrapped = self.wrapped
+        return str(wrapped.logPrefix()) if ILoggingContext.providedBy(wrapped) else type(wrapped).__name__
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        host = getattr(addr, "host", None)
+        try:
+            source = ipaddress.ip_address(host) if host is not None else None
+        except ValueError:
+            source = None
+        if source is None or not any(source in network for network in self.networks):
+            log.warn("refused a connection from {peer}: not a proxyProtocol source", peer=host)
+            return None
+        protocol: IProtocol | None = self.wrapped.buildProtocol(addr)
+        return protocol
+
+
+@implementer(IStreamServerEndpoint)
+class _FromSources:
+    """A server endpoint whose connections come only from C{networks}."""
+
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    ) -> None:
+        self._endpoint = endpoint
+        self._networks = networks
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return self._endpoint.listen(_SourceFilter(protocolFactory, self._networks))
 
 
 @implementer(IStreamClientEndpoint)
@@ -270,6 +344,7 @@ def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> Secure
         if not options["expect_pins"]:
             raise EndpointConfigurationError("expectPins is empty: give the sha256/... pins the clients hold")
     crl_poll = _number("crlPoll", kwargs.get("crlPoll", str(DEFAULT_CRL_POLL)))
+    proxy_sources = _networks("proxyProtocol", kwargs["proxyProtocol"]) if "proxyProtocol" in kwargs else ()
     if "crlPoll" in kwargs and "crl" not in kwargs:
         raise EndpointConfigurationError("crlPoll needs crl (the CRL file to watch)")
     policy = ServerTLSPolicy.from_files(
@@ -290,6 +365,7 @@ def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> Secure
         interface=kwargs.get("interface", "127.0.0.1"),
         backlog=_number("backlog", kwargs.get("backlog", str(DEFAULT_BACKLOG)), int),
         crl_poll=crl_poll,
+        proxy_sources=proxy_sources,
     )
 
 

@@ -162,8 +162,19 @@ class TLSGuard(ProtocolWrapper):
     def peerDescription(self) -> str:
         return describe_address(self.addr)
 
+    def _refreshPeer(self) -> None:
+        """
+        Take the peer's address from the transport: behind a PROXY-protocol
+        balancer (C{proxyProtocol=}) the header, read after this guard was
+        built, names the client, which the transport then reports.
+        """
+        peer = self.transport.getPeer() if self.transport is not None else None
+        if peer is not None:
+            self.addr = peer
+
     def handshakeCompleted(self) -> None:
         self._cancelTimer()
+        self._refreshPeer()
         state = self.tlsState()
         role = state.role if state is not None else "server"
         if state is not None:
@@ -268,6 +279,8 @@ class TLSGuard(ProtocolWrapper):
         # later (an authentication Deferred) check it.
         self.connected = False
         self._cancelTimer()
+        if self.handshake is None:
+            self._refreshPeer()
         failure = self.failureFor(reason)
         state = self.tlsState()
         if state is not None and state.role == "client" and self.handshake is not None:

@@ -93,6 +93,7 @@ class ServerEndpointTests(EndpointTestCase):
             f":trustRoots={self.path('ca.pem')}:clientAuth=optional:crl={self.path('crl.pem')}"
             ":profile=modern:handshakeTimeout=2.5:sessionTickets=no:alpn=h2,http/1.1"
             f":expectPins={spki_pin(pki().ca.certificate)}:expectRoots={self.path('ca.pem')}:crlPoll=5"
+            ":proxyProtocol=10.0.0.0/8,127.0.0.1"
         )
         self.assertEqual(keys_of(description), set(SERVER_KEYS))
         endpoint = server_endpoint(self.reactor, description)
@@ -110,12 +111,15 @@ class ServerEndpointTests(EndpointTestCase):
         self.assertEqual(policy.expect_pins, (spki_pin(pki().ca.certificate),))
         self.assertEqual(policy.expect_roots, (pki().ca.certificate,))
         self.assertEqual(endpoint.crl_poll, 5.0)
+        self.assertEqual([str(n) for n in endpoint.proxy_sources], ["10.0.0.0/8", "127.0.0.1/32"])
 
         app = Factory()
         port = self.successResultOf(endpoint.listen(app))
         self.assertIsNotNone(port)
         [(port_number, factory, backlog, interface)] = self.reactor.tcpServers
         self.assertEqual((port_number, backlog, interface), (0, 7, "127.0.0.2"))
+        # proxyProtocol: the source filter, then Twisted's PROXY-protocol wrapper, then TLS.
+        factory = cast(Any, factory).wrapped.wrappedFactory
         self.assertIsInstance(factory, TLSMemoryBIOFactory)
         guard = cast(TLSMemoryBIOFactory, factory).wrappedFactory
         self.assertIsInstance(guard, TLSGuardFactory)
@@ -515,6 +519,63 @@ class EndpointRoundTripTests(EndpointTestCase):
             clock=self.reactor,
         )
         return pump
+
+    def proxied(self, header: bytes, source: str = "10.1.2.3") -> tuple[iosim.IOPump, RecordingFactory, Any]:
+        """A mutual-TLS session through proxyProtocol=10.0.0.0/8: the client sends C{header} first, from C{source}."""
+        server_apps = RecordingFactory(SERVER_DATA)
+        sessions = SessionFactory(server_apps, pki().certificate_portal(), self.reactor)
+        server_endpoint(self.reactor, self.server(f":trustRoots={self.path('ca.pem')}:proxyProtocol=10.0.0.0/8")).listen(sessions)
+        client_apps = RecordingFactory(CLIENT_DATA)
+        ready = connect(
+            self.reactor,
+            self.client(f":certificate={self.path('alice.pem')}:privateKey={self.path('alice.key')}"),
+            client_apps,
+        )
+        _, server_factory, _, _ = self.reactor.tcpServers[-1]
+        _, _, client_factory, _, _ = self.reactor.tcpClients[-1]
+        server = server_factory.buildProtocol(IPv4Address("TCP", source, 50000))
+        client = client_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8443))
+        if server is None:
+            return cast(iosim.IOPump, None), server_apps, ready
+        server_transport = iosim.FakeTransport(server, isServer=True, peerAddress=IPv4Address("TCP", source, 50000))
+        client_transport = iosim.FakeTransport(client, isServer=False)
+        client_transport.write(header)
+        pump = iosim.connect(server, server_transport, client, client_transport, greet=False, clock=self.reactor)
+        pump.flush()
+        return pump, server_apps, ready
+
+    def test_proxyProtocolClientAddress(self) -> None:
+        """
+        Behind a PROXY-protocol balancer (v1 and v2 headers), the session's
+        peer is the client the header names, not the balancer.
+        """
+        v1 = b"PROXY TCP4 203.0.113.7 127.0.0.1 40001 8443\r\n"
+        v2 = (
+            b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
+            + bytes([203, 0, 113, 8, 127, 0, 0, 1])
+            + (40002).to_bytes(2, "big")
+            + (8443).to_bytes(2, "big")
+        )
+        for header, peer in ((v1, "203.0.113.7:40001"), (v2, "203.0.113.8:40002")):
+            _, server_apps, ready = self.proxied(header)
+            self.successResultOf(ready)
+            self.assertEqual(server_apps.received, CLIENT_DATA)
+            [app] = server_apps.built[-1:]
+            session = cast(Any, app.transport)
+            self.assertEqual(session.identity.peer, peer)
+            self.assertEqual(session.handshake.peer, peer)
+
+    def test_proxyProtocolRefusesOtherSources(self) -> None:
+        """A connection from outside proxyProtocol's networks is refused before a byte is read; no application."""
+        pump, server_apps, ready = self.proxied(b"PROXY TCP4 203.0.113.7 127.0.0.1 40001 8443\r\n", source="192.0.2.1")
+        self.assertIsNone(pump)
+        self.assertEqual(server_apps.built, [])
+
+    def test_proxyProtocolRefusesMissingHeader(self) -> None:
+        """From a balancer's address but without a header, the connection is closed: no application, no handshake."""
+        _, server_apps, ready = self.proxied(b"")
+        self.failureResultOf(ready)
+        self.assertEqual(server_apps.built, [])
 
     def test_tlsEndpointFiresWithApplication(self) -> None:
         """
