@@ -22,11 +22,19 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import math
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, TCP6ClientEndpoint, TCP6ServerEndpoint
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ClientEndpoint,
+    TCP6ServerEndpoint,
+)
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -62,6 +70,8 @@ DEFAULT_CRL_POLL = 60.0
 
 SERVER_KEYS: dict[str, str] = {
     "port": "TCP port to listen on (or the first positional argument); 0 picks a free port",
+    "fd": "adopt this inherited listening socket instead of binding one (systemd socket activation, a supervisor):"
+    " no port or interface then",
     "interface": "address to listen on (default 127.0.0.1; '::' or '0.0.0.0' for all)",
     "backlog": f"listen backlog: connections the kernel queues before they are accepted (default {DEFAULT_BACKLOG})",
     "certKey": "PEM file with the server certificate followed by its chain (required)",
@@ -130,6 +140,27 @@ def _yes_no(key: str, value: str) -> bool:
     raise EndpointConfigurationError(f"{key}={value!r}: use yes or no")
 
 
+def listening_socket_family(fd: int) -> socket.AddressFamily:
+    """
+    The address family of the listening TCP socket C{fd}.
+
+    @raise EndpointConfigurationError: C{fd} is not open, not a socket, not
+        TCP or not listening.
+    """
+    try:
+        probe = socket.socket(fileno=os.dup(fd))
+    except OSError as e:
+        raise EndpointConfigurationError(f"fd={fd}: not an open socket ({e.strerror or e})") from None
+    try:
+        if probe.type != socket.SOCK_STREAM or probe.family not in (socket.AF_INET, socket.AF_INET6):
+            raise EndpointConfigurationError(f"fd={fd}: not a TCP socket")
+        if not probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            raise EndpointConfigurationError(f"fd={fd}: the socket is not listening")
+        return probe.family
+    finally:
+        probe.close()
+
+
 def _networks(key: str, value: str) -> tuple[str, ...]:
     networks = tuple(v.strip() for v in value.split(",") if v.strip())
     if not networks:
@@ -167,6 +198,7 @@ class SecureServerEndpoint:
         *,
         crl_poll: float = DEFAULT_CRL_POLL,
         proxy_sources: Sequence[str] = (),
+        fd: int | None = None,
     ) -> None:
         self.reactor = reactor
         self.creator = ServerTLSCreator(policy, reactor)
@@ -174,8 +206,12 @@ class SecureServerEndpoint:
         self.crl_poll = crl_poll
         #: The networks of the PROXY-protocol balancers (empty: no PROXY protocol).
         self.proxy_sources = tuple(ipaddress.ip_network(s, strict=False) for s in proxy_sources)
-        endpoint = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
-        self._tcp: IStreamServerEndpoint = endpoint(reactor, port, backlog=backlog, interface=interface)
+        self._tcp: IStreamServerEndpoint
+        if fd is not None:
+            self._tcp = AdoptedStreamServerEndpoint(reactor, fd, listening_socket_family(fd))
+        else:
+            endpoint = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+            self._tcp = endpoint(reactor, port, backlog=backlog, interface=interface)
         if self.proxy_sources:
             # Twisted's PROXY-protocol wrapper (v1 and v2) reads the header;
             # connections from anywhere but the balancers never reach it.
@@ -321,6 +357,15 @@ def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> Secure
         raise EndpointConfigurationError("port is given twice (positionally and as port=)")
     port_text = args[0] if args else kwargs.pop("port", None)
     kwargs.pop("port", None)
+    fd = None
+    if "fd" in kwargs:
+        if port_text is not None or "interface" in kwargs or "backlog" in kwargs:
+            raise EndpointConfigurationError(
+                "fd= adopts a socket already bound and listening: give no port, interface or backlog"
+            )
+        fd = _number("fd", kwargs["fd"], int)
+        listening_socket_family(fd)
+        port_text = "0"
     if port_text is None:
         raise EndpointConfigurationError("port is required (securenet:PORT:...)")
     port = _number("port", port_text, int)
@@ -366,6 +411,7 @@ def server_endpoint_from_args(reactor: Any, *args: str, **kwargs: str) -> Secure
         backlog=_number("backlog", kwargs.get("backlog", str(DEFAULT_BACKLOG)), int),
         crl_poll=crl_poll,
         proxy_sources=proxy_sources,
+        fd=fd,
     )
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Sequence
@@ -403,3 +404,68 @@ class HelpTests(SynchronousTestCase):
         self.assertIn("log-level", options)
         for option in options:
             self.assertIn(f"[--{option} ", usage)
+
+
+class SocketActivationTests(SynchronousTestCase):
+    """
+    C{securenet:fd=N:...}: twistd adopts a listening socket it inherited (as
+    systemd socket activation or a supervisor hands one over), so a restart
+    keeps the socket and loses no connection attempt.
+    """
+
+    def setUp(self) -> None:
+        self.certs = dev_pki(Path(self.mktemp()).resolve())
+        self.work = Path(self.mktemp()).resolve()
+        self.work.mkdir(parents=True)
+        self.socket = socket.socket()
+        self.addCleanup(self.socket.close)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(16)
+        self.port = int(self.socket.getsockname()[1])
+
+    def start(self, n: int) -> tuple[subprocess.Popen[bytes], Path]:
+        fd = self.socket.fileno()
+        listen = server_listen(self.certs).replace("securenet:0:interface=127.0.0.1:", f"securenet:fd={fd}:")
+        log = self.work / f"twistd-{n}.log"
+        process = subprocess.Popen(
+            [script("twistd"), "-n", "--pidfile=", "-l", str(log), "securenet", "--listen", listen],
+            cwd=self.work,
+            env=child_env(),
+            pass_fds=(fd,),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.addCleanup(lambda: process.poll() is None and (process.kill(), process.wait(10)))
+        listening = f"securenet listening on 127.0.0.1:{self.port} "
+        self.assertTrue(wait_until(lambda: listening in (log.read_text() if log.exists() else "")), log)
+        return process, log
+
+    def echo(self, data: bytes) -> subprocess.CompletedProcess[bytes]:
+        return run([script("securenet"), "connect", "--linger", "0.5", "-q", client_endpoint(self.certs, self.port)], input=data)
+
+    def test_restartKeepsTheSocket(self) -> None:
+        """
+        The adopted socket serves; after twistd stops, a client that connects
+        waits in the kernel's queue and is served by the next twistd, which
+        adopts the same socket.
+        """
+        first, _ = self.start(1)
+        self.assertEqual(self.echo(b"one\n").stdout, b"one\n")
+        first.send_signal(signal.SIGTERM)
+        first.wait(20)
+        # Connected while no twistd runs: the kernel queues it on the socket.
+        waiting = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        self.addCleanup(waiting.close)
+        second, log = self.start(2)
+        context = ssl.create_default_context(cafile=str(self.certs / "ca.pem"))
+        context.load_cert_chain(str(self.certs / "dev-client.pem"), str(self.certs / "dev-client.key"))
+        with context.wrap_socket(waiting, server_hostname="localhost") as tls, tls.makefile("rwb") as f:
+            self.assertTrue(f.readline().startswith(b"SECURENET 1 AUTH"))
+            f.write(b"AUTH EXTERNAL =\r\nqueued\n")
+            f.flush()
+            self.assertTrue(f.readline().startswith(b"OK dev-client"))
+            self.assertEqual(f.readline(), b"queued\n")
+        self.assertEqual(self.echo(b"two\n").stdout, b"two\n")
+        second.send_signal(signal.SIGTERM)
+        second.wait(20)
+        self.assertNotIn("Traceback", log.read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from pathlib import Path
 from typing import Any, cast
 
@@ -95,7 +96,8 @@ class ServerEndpointTests(EndpointTestCase):
             f":expectPins={spki_pin(pki().ca.certificate)}:expectRoots={self.path('ca.pem')}:crlPoll=5"
             ":proxyProtocol=10.0.0.0/8,127.0.0.1"
         )
-        self.assertEqual(keys_of(description), set(SERVER_KEYS))
+        # fd= excludes port and interface: test_fdAdoptsListeningSocket.
+        self.assertEqual(keys_of(description) | {"fd"}, set(SERVER_KEYS))
         endpoint = server_endpoint(self.reactor, description)
         self.assertIsInstance(endpoint, SecureServerEndpoint)
         policy = endpoint.policy
@@ -162,6 +164,54 @@ class ServerEndpointTests(EndpointTestCase):
             server_endpoint(self.reactor, self.server(f":expectRoots={escape(str(roots))}"))
         self.assertEqual(caught.exception.path, str(self.dir / "server.pem"))
         self.assertIn("expectRoots", str(caught.exception))
+
+    def test_fdAdoptsListeningSocket(self) -> None:
+        """
+        fd= adopts an inherited listening TCP socket (systemd socket
+        activation, a supervisor): the reactor is asked to adopt that very
+        descriptor, with its address family; there is no port to bind.
+        """
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            listening = socket.socket(family)
+            self.addCleanup(listening.close)
+            listening.bind((host, 0))
+            listening.listen(5)
+            # The endpoint closes the descriptor it adopted (the reactor has its own).
+            fd = os.dup(listening.fileno())
+            endpoint = server_endpoint(self.reactor, self.server(port=f"fd={fd}"))
+            endpoint.listen(Factory())
+            fileno, adopted_family, factory = self.reactor.adoptedPorts[-1]
+            self.assertEqual((fileno, adopted_family), (fd, family))
+            self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        self.assertEqual(self.reactor.tcpServers, [])
+
+    def test_fdRefusesWhatIsNotAListeningTCPSocket(self) -> None:
+        """fd= names a descriptor that is closed, a file, a UDP socket or a socket not listening: refused, naming it."""
+        path = Path(self.mktemp())
+        path.write_bytes(b"")
+        with open(path, "rb") as f:
+            unbound, udp = socket.socket(), socket.socket(type=socket.SOCK_DGRAM)
+            self.addCleanup(unbound.close)
+            self.addCleanup(udp.close)
+            closed = socket.socket()
+            closed_fd = closed.fileno()
+            closed.close()
+            for fd, reason in (
+                (closed_fd, "not an open socket"),
+                (f.fileno(), "not an open socket"),
+                (udp.fileno(), "not a TCP socket"),
+                (unbound.fileno(), "the socket is not listening"),
+            ):
+                with self.assertRaises(EndpointConfigurationError) as caught:
+                    server_endpoint(self.reactor, self.server(port=f"fd={fd}"))
+                self.assertIn(f"fd={fd}: {reason}", str(caught.exception))
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(1)
+        with self.assertRaises(EndpointConfigurationError) as caught:
+            server_endpoint(self.reactor, self.server(f":fd={listening.fileno()}"))
+        self.assertIn("give no port", str(caught.exception))
 
     def test_crlPollNeedsCRL(self) -> None:
         """crlPoll without crl, or a negative one, is refused naming the key; the default is 60 s."""
