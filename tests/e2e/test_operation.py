@@ -435,7 +435,13 @@ class SocketActivationTests(SynchronousTestCase):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.addCleanup(lambda: process.poll() is None and (process.kill(), process.wait(10)))
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+        self.addCleanup(stop)
         listening = f"securenet listening on 127.0.0.1:{self.port} "
         self.assertTrue(wait_until(lambda: listening in (log.read_text() if log.exists() else "")), log)
         return process, log
