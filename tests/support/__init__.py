@@ -84,7 +84,7 @@ class Twistd:
         deadline = time.monotonic() + timeout
         expected = sum(1 for a in self.args if a == "--listen") or 1
         while time.monotonic() < deadline:
-            ports = [int(p) for p in re.findall(r"\(TLS\) starting on (\d+)", self.logText())]
+            ports = [int(p) for p in re.findall(r"\(TLS\)(?: \(PROXY\))? starting on (\d+)", self.logText())]
             if len(ports) >= expected:
                 return ports
             if self.process.poll() is not None:
