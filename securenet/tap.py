@@ -42,7 +42,7 @@ from securenet.apps import BUILTIN_APPS
 from securenet.audit import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
 from securenet.audit import LEVELS as LOG_LEVELS
 from securenet.audit import set_level as set_log_level
-from securenet.authz import Policy
+from securenet.authz import ReloadablePolicy
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import IdentityRealm
 from securenet.cred._throttle import Throttle
@@ -74,6 +74,7 @@ CONFIG_KEYS = {
     "http": "list of securenet: server endpoint strings for the HTTP API",
     "token_key": "path of the token signing key (securenet tokens keygen) for the HTTP API",
     "token_ttl": "seconds an access token issued by the HTTP API is valid",
+    "token_key_overlap": "seconds a replaced token key keeps verifying after a reload (default token_ttl)",
     "refresh_ttl": "seconds a refresh token issued by the HTTP API is valid",
     "log_level": "debug, info or warn: the least severe securenet events logged",
     "audit_failure": "refuse or continue: what authentications do while the audit log cannot be written",
@@ -97,7 +98,8 @@ class StartupError(SystemExit):
 class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = (
         "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
-        " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--refresh-ttl SECONDS] [--log-level LEVEL]"
+        " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--token-key-overlap SECONDS]"
+        " [--refresh-ttl SECONDS] [--log-level LEVEL]"
         " [--audit-failure refuse|continue]"
     )
     longdesc = (
@@ -119,7 +121,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "config",
             "c",
             None,
-            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); "
+            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, token_key_overlap, "
+            "refresh_ttl); "
             "command-line values win.",
         ],
         ["policy", "p", None, "TOML authorization policy (docs/authz.md); applications find it as their session's policy."],
@@ -132,6 +135,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "(revocation in the credential database). Needs --auth sqlite:PATH; not combined with --auth jwt.",
         ],
         ["token-ttl", None, None, f"Seconds an access token from the HTTP API is valid (default {DEFAULT_ACCESS_TTL})."],
+        [
+            "token-key-overlap",
+            None,
+            None,
+            "Seconds a token key that a reload replaced keeps verifying the tokens it signed (default --token-ttl, so "
+            "every token issued before the reload stays valid until it expires; 0 drops it at once).",
+        ],
         ["refresh-ttl", None, None, f"Seconds a refresh token from the HTTP API is valid (default {DEFAULT_REFRESH_TTL})."],
         [
             "log-level",
@@ -191,6 +201,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(f"--audit-failure {self['audit-failure']}: must be one of {', '.join(AUDIT_FAILURE_MODES)}")
         for key, default in (("token-ttl", DEFAULT_ACCESS_TTL), ("refresh-ttl", DEFAULT_REFRESH_TTL)):
             self[key] = _seconds(key, self[key] if self[key] is not None else default)
+        if self["token-key-overlap"] is not None:
+            self["token-key-overlap"] = _seconds("token-key-overlap", self["token-key-overlap"], least=0)
         if not self["listen"] and not self["http"]:
             self["listen"] = [dev_listen()]
             self["dev"] = True
@@ -220,12 +232,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key in ("app", "policy", "token_key", "log_level", "audit_failure"):
             if key in data and not isinstance(data[key], str):
                 raise usage.UsageError(f"--config {path}: {key} must be a string")
-        for key in ("token_ttl", "refresh_ttl"):
+        for key in ("token_ttl", "refresh_ttl", "token_key_overlap"):
             if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
             self["http"] = list(http)
-        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure"):
+        for key in ("token_key", "token_ttl", "refresh_ttl", "token_key_overlap", "log_level", "audit_failure"):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
                 self[option] = data[key]
@@ -301,7 +313,7 @@ def _makeService(options: Options) -> IService:
     store = credential_store(checkers)
     portal = Portal(IdentityRealm(store), checkers)
     throttle = Throttle(store, reactor) if store is not None else None
-    policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
+    policy = ReloadablePolicy.load(options["policy"], clock=reactor) if options["policy"] else None
     for warning in options.get("plaintextCheckers", []):
         log.warn(literal(warning))
     service = SecurenetService(reactor, fail_closed=options["audit-failure"] == "refuse")
@@ -329,13 +341,13 @@ def _makeService(options: Options) -> IService:
     return service
 
 
-def _seconds(option: str, value: object) -> int:
+def _seconds(option: str, value: object, least: int = 1) -> int:
     try:
         seconds = int(str(value))
     except ValueError:
         raise usage.UsageError(f"--{option} {value}: not a whole number of seconds") from None
-    if seconds < 1:
-        raise usage.UsageError(f"--{option} {value}: must be at least 1 second")
+    if seconds < least:
+        raise usage.UsageError(f"--{option} {value}: must be at least {least} second{'s' if least != 1 else ''}")
     return seconds
 
 
@@ -346,7 +358,7 @@ def _addWebService(
     portal: Portal,
     store: ICredentialStore | None,
     throttle: Throttle | None,
-    policy: Policy | None,
+    policy: ReloadablePolicy | None,
 ) -> None:
     """C{--token-key} (bearer tokens for every listener) and C{--http} (the built-in API)."""
     if not options["http"] and not options["token-key"]:
@@ -360,7 +372,9 @@ def _addWebService(
     )
     tokens = None
     if options["token-key"]:
-        tokens = token_service(reactor, options["token-key"], portal=portal, store=store, lifetimes=lifetimes)
+        tokens = token_service(
+            reactor, options["token-key"], portal=portal, store=store, lifetimes=lifetimes, overlap=options["token-key-overlap"]
+        )
     if options["http"]:
         settings = WebSettings(endpoints=tuple(options["http"]))
         web = web_service(

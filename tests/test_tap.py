@@ -189,10 +189,12 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--listen", listen, "--auth", "anonymous", "--policy", str(policy)])
         [child] = list(tap.makeService(options))  # type: ignore[call-overload]
+        from securenet.authz import ReloadablePolicy
         from securenet.interfaces import IPolicy
 
         self.assertTrue(IPolicy.providedBy(child.factory.policy))
-        self.assertEqual(child.factory.policy.permissions_of("reader"), ("kv.read:**",))
+        self.assertIsInstance(child.factory.policy, ReloadablePolicy)
+        self.assertEqual(child.factory.policy.current.permissions_of("reader"), ("kv.read:**",))
 
     def test_badPolicyIsOneLine(self) -> None:
         """A bad policy stops twistd (exit 1) with the file and line."""
@@ -269,6 +271,7 @@ class HelpTests(SynchronousTestCase):
                 "http",
                 "token-key",
                 "token-ttl",
+                "token-key-overlap",
                 "refresh-ttl",
                 "log-level",
                 "audit-failure",
