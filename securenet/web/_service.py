@@ -92,9 +92,9 @@ class TokenKeyReload:
         """Read and check the key file (blocking); the returned function swaps the new key set in."""
         try:
             settings = self.key_file.rotate(self.checker.settings, now(self.clock))
+            issuer = TokenIssuer(settings, self.clock)
         except SecurenetError as e:
             raise WebConfigurationError(f"--token-key: {e}") from None
-        issuer = TokenIssuer(settings, self.clock)
 
         def commit() -> None:
             self.checker.settings = settings
