@@ -23,7 +23,7 @@ from securenet import audit
 from securenet._errors import SecurenetError
 from securenet._logs import SecurenetLogger
 from securenet._threads import Runner, reactor_thread_pool_runner
-from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings, now
+from securenet.cred._jwt import MAX_MAX_LIFETIME, TokenChecker, TokenIssuer, TokenSettings, now
 from securenet.cred._passwords import PasswordChecker, PasswordHasher
 from securenet.cred._scram import DEFAULT_ITERATIONS
 from securenet.cred._storechecker import StoreChecker
@@ -120,8 +120,9 @@ def token_service(
 
     @param overlap: how long a key that a reload replaces keeps verifying
         (C{--token-key-overlap}; default the access-token lifetime).
-    @raise WebConfigurationError: no credential store, or another checker
-        already takes bearer tokens (C{--auth jwt}).
+    @raise WebConfigurationError: no credential store, another checker
+        already takes bearer tokens (C{--auth jwt}), or C{overlap} is out of
+        range.
     @raise SecurenetError: the key file cannot be used.
     """
     if store is None:
@@ -131,6 +132,8 @@ def token_service(
             f"--token-key {key_path}: bearer tokens are already checked by an --auth jwt checker; "
             "--token-key verifies the tokens it issues itself: use one or the other"
         )
+    if overlap is not None and not (0 <= overlap <= MAX_MAX_LIFETIME):
+        raise WebConfigurationError(f"--token-key-overlap {overlap}: must be 0 to {int(MAX_MAX_LIFETIME)} seconds (a year)")
     try:
         key_file, key = TokenKeyFile.open(key_path, signing=True, overlap=lifetimes.access_ttl if overlap is None else overlap)
     except SecurenetError as e:

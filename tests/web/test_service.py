@@ -239,6 +239,12 @@ class WebServiceTests(SynchronousTestCase):
             "--token-key: /nonexistent/key: token key file does not exist",
         )
 
+    def test_overlapTooLong(self) -> None:
+        self.assertRefused(
+            self.options("--http", self.http, "--token-key", str(self.key), "--token-key-overlap", "40000000"),
+            "--token-key-overlap 40000000: must be 0 to 31622400 seconds (a year)",
+        )
+
     def test_badHttpEndpoint(self) -> None:
         self.assertRefused(
             self.options("--http", "securenet:0:nokey=1"), "--http securenet:0:nokey=1: unknown server endpoint key"
