@@ -19,7 +19,8 @@ served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.TokenService}
 A listener logs that it listens once its port is bound; one that cannot
 bind stops twistd with one line (L{ListenError}).  SIGHUP reloads every
 listener's certificate, key, trust roots and CRL, checked before they
-serve (L{securenet._reload}); a CRL file is also watched (C{crlPoll}).
+serve (L{securenet._reload}), the policy, the token keys and key-file
+checkers; a CRL file is also watched (C{crlPoll}).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import math
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from twisted.application.service import IService, MultiService
 from twisted.cred import strcred
@@ -45,15 +47,18 @@ from securenet.apps import BUILTIN_APPS
 from securenet.audit import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
 from securenet.audit import LEVELS as LOG_LEVELS
 from securenet.audit import set_level as set_log_level
-from securenet.authz import Policy
+from securenet.authz import ReloadablePolicy
 from securenet.cred._checkers import CertificateChecker
 from securenet.cred._identity import IdentityRealm
 from securenet.cred._throttle import Throttle
-from securenet.interfaces import ICredentialStore
+from securenet.interfaces import ICredentialStore, IReloadable
 from securenet.session._server import SessionFactory
 from securenet.tls._endpoints import server_endpoint
 from securenet.tls._material import DEFAULT_EXPIRY_MARGIN
 from securenet.web._tokens import DEFAULT_ACCESS_TTL, DEFAULT_REFRESH_TTL
+
+if TYPE_CHECKING:
+    from securenet.web._tokens import TokenService
 
 log = SecurenetLogger(namespace="securenet.tap")
 
@@ -81,6 +86,7 @@ CONFIG_KEYS = {
     "http": "list of securenet: server endpoint strings for the HTTP API",
     "token_key": "path of the token signing key (securenet tokens keygen) for the HTTP API",
     "token_ttl": "seconds an access token issued by the HTTP API is valid",
+    "token_key_overlap": "seconds a replaced token key keeps verifying after a reload (default token_ttl)",
     "refresh_ttl": "seconds a refresh token issued by the HTTP API is valid",
     "log_level": "debug, info or warn: the least severe securenet events logged",
     "audit_failure": "refuse or continue: what authentications do while the audit log cannot be written",
@@ -105,7 +111,8 @@ class StartupError(SystemExit):
 class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = (
         "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
-        " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--refresh-ttl SECONDS] [--log-level LEVEL]"
+        " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--token-key-overlap SECONDS]"
+        " [--refresh-ttl SECONDS] [--log-level LEVEL]"
         " [--audit-failure refuse|continue] [--expiry-margin DAYS]"
     )
     longdesc = (
@@ -127,7 +134,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "config",
             "c",
             None,
-            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, refresh_ttl); "
+            "TOML file with the same settings (listen, app, auth, policy, http, token_key, token_ttl, token_key_overlap, "
+            "refresh_ttl); "
             "command-line values win.",
         ],
         ["policy", "p", None, "TOML authorization policy (docs/authz.md); applications find it as their session's policy."],
@@ -140,6 +148,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "(revocation in the credential database). Needs --auth sqlite:PATH; not combined with --auth jwt.",
         ],
         ["token-ttl", None, None, f"Seconds an access token from the HTTP API is valid (default {DEFAULT_ACCESS_TTL})."],
+        [
+            "token-key-overlap",
+            None,
+            None,
+            "Seconds a token key that a reload replaced keeps verifying the tokens it signed (default --token-ttl, so "
+            "every token issued before the reload stays valid until it expires; 0 drops it at once).",
+        ],
         ["refresh-ttl", None, None, f"Seconds a refresh token from the HTTP API is valid (default {DEFAULT_REFRESH_TTL})."],
         [
             "log-level",
@@ -209,6 +224,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         )
         for key, default in (("token-ttl", DEFAULT_ACCESS_TTL), ("refresh-ttl", DEFAULT_REFRESH_TTL)):
             self[key] = _seconds(key, self[key] if self[key] is not None else default)
+        if self["token-key-overlap"] is not None:
+            self["token-key-overlap"] = _seconds("token-key-overlap", self["token-key-overlap"], least=0)
         if not self["listen"] and not self["http"]:
             self["listen"] = [dev_listen()]
             self["dev"] = True
@@ -242,12 +259,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             isinstance(data["expiry_margin"], bool) or not isinstance(data["expiry_margin"], (int, float))
         ):
             raise usage.UsageError(f"--config {path}: expiry_margin must be a number of days")
-        for key in ("token_ttl", "refresh_ttl"):
+        for key in ("token_ttl", "refresh_ttl", "token_key_overlap"):
             if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
             self["http"] = list(http)
-        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure", "expiry_margin"):
+        for key in ("token_key", "token_ttl", "refresh_ttl", "token_key_overlap", "log_level", "audit_failure", "expiry_margin"):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
                 self[option] = data[key]
@@ -323,7 +340,7 @@ def _makeService(options: Options) -> IService:
     store = credential_store(checkers)
     portal = Portal(IdentityRealm(store), checkers)
     throttle = Throttle(store, reactor) if store is not None else None
-    policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
+    policy = ReloadablePolicy.load(options["policy"], clock=reactor) if options["policy"] else None
     for warning in options.get("plaintextCheckers", []):
         log.warn(literal(warning))
     reloader = Reloader(reactor)
@@ -348,8 +365,17 @@ def _makeService(options: Options) -> IService:
             reactor=reactor,
             announce=_announcer(endpoint, description, options["app"]),
         ).setServiceParent(service)
-    _addWebService(service, options, reactor, portal, store, throttle, policy)
+    tokens = _addWebService(service, options, reactor, portal, store, throttle, policy)
     _addReloads(service, reloader, reactor, options["expiry-margin"])
+    # The rest SIGHUP reloads: the policy every holder shares, the token keys
+    # of --token-key, and checkers that read key files (--auth jwt).
+    if policy is not None:
+        reloader.add(policy)
+    if tokens is not None and tokens.key_reload is not None:
+        reloader.add(tokens.key_reload)
+    for checker in checkers:
+        if IReloadable.providedBy(checker):
+            reloader.add(checker)
     return service
 
 
@@ -375,13 +401,13 @@ def _days(option: str, value: object) -> float:
     return days * 86400.0
 
 
-def _seconds(option: str, value: object) -> int:
+def _seconds(option: str, value: object, least: int = 1) -> int:
     try:
         seconds = int(str(value))
     except ValueError:
         raise usage.UsageError(f"--{option} {value}: not a whole number of seconds") from None
-    if seconds < 1:
-        raise usage.UsageError(f"--{option} {value}: must be at least 1 second")
+    if seconds < least:
+        raise usage.UsageError(f"--{option} {value}: must be at least {least} second{'s' if least != 1 else ''}")
     return seconds
 
 
@@ -392,11 +418,11 @@ def _addWebService(
     portal: Portal,
     store: ICredentialStore | None,
     throttle: Throttle | None,
-    policy: Policy | None,
-) -> None:
-    """C{--token-key} (bearer tokens for every listener) and C{--http} (the built-in API)."""
+    policy: ReloadablePolicy | None,
+) -> TokenService | None:
+    """C{--token-key} (bearer tokens for every listener) and C{--http} (the built-in API); the token service, if any."""
     if not options["http"] and not options["token-key"]:
-        return
+        return None
     from securenet.web._service import WebSettings, token_service, web_service
     from securenet.web._tokens import DEFAULT_SESSION_TTL, TokenLifetimes
 
@@ -406,7 +432,9 @@ def _addWebService(
     )
     tokens = None
     if options["token-key"]:
-        tokens = token_service(reactor, options["token-key"], portal=portal, store=store, lifetimes=lifetimes)
+        tokens = token_service(
+            reactor, options["token-key"], portal=portal, store=store, lifetimes=lifetimes, overlap=options["token-key-overlap"]
+        )
     if options["http"]:
         settings = WebSettings(endpoints=tuple(options["http"]))
         web = web_service(
@@ -423,6 +451,7 @@ def _addWebService(
             ),
         )
         web.setServiceParent(service)
+    return tokens
 
 
 def credential_store(checkers: list[object]) -> ICredentialStore | None:

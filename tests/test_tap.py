@@ -193,10 +193,12 @@ class MakeServiceTests(SynchronousTestCase):
         options = tap.Options()
         options.parseOptions(["--listen", listen, "--auth", "anonymous", "--policy", str(policy)])
         [child] = list(tap.makeService(options))  # type: ignore[call-overload]
+        from securenet.authz import ReloadablePolicy
         from securenet.interfaces import IPolicy
 
         self.assertTrue(IPolicy.providedBy(child.factory.policy))
-        self.assertEqual(child.factory.policy.permissions_of("reader"), ("kv.read:**",))
+        self.assertIsInstance(child.factory.policy, ReloadablePolicy)
+        self.assertEqual(child.factory.policy.current.permissions_of("reader"), ("kv.read:**",))
 
     def test_badPolicyIsOneLine(self) -> None:
         """A bad policy stops twistd (exit 1) with the file and line."""
@@ -273,6 +275,7 @@ class HelpTests(SynchronousTestCase):
                 "http",
                 "token-key",
                 "token-ttl",
+                "token-key-overlap",
                 "refresh-ttl",
                 "log-level",
                 "audit-failure",
@@ -568,6 +571,41 @@ class HangupTests(SynchronousTestCase):
         [watch] = [s for s in service if isinstance(s, CRLWatch)]
         self.assertIs(watch.crl.endpoint, endpoints[0])
         self.assertEqual(watch.interval, 7.0)
+
+    def test_policyTokenKeysAndCheckersReload(self) -> None:
+        """SIGHUP also reloads --policy (the object every holder shares), --token-key's keys and --auth jwt's key file."""
+        work = Path(self.mktemp())
+        certs = PKI.save(work / "certs")
+        policy = work / "policy.toml"
+        policy.write_text('[roles.reader]\npermissions = ["echo"]\n')
+        signing = work / "token.key"
+        signing.write_bytes(
+            ed25519.Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        os.chmod(signing, 0o600)
+        verifying = work / "token.pub"
+        verifying.write_bytes(
+            ed25519.Ed25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
+        database = work / "users.db"
+        SQLiteStore.open(database).close()
+        listen = f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        options = tap.Options()
+        options.parseOptions(
+            ["--listen", listen, "--policy", str(policy), "--auth", f"sqlite:{database}", "--token-key", str(signing)]
+        )
+        service = tap.makeService(options)
+        assert isinstance(service, tap.SecurenetService) and service.reloader is not None
+        self.assertEqual([r.what for r in service.reloader.reloadables], ["tls", "policy", "token-keys"])
+        jwt = tap.Options()
+        jwt.parseOptions(["--listen", listen, "--auth", f"jwt:key={verifying}"])
+        jwt_service = tap.makeService(jwt)
+        assert isinstance(jwt_service, tap.SecurenetService) and jwt_service.reloader is not None
+        self.assertEqual([r.what for r in jwt_service.reloader.reloadables], ["tls", "checker"])
 
     def test_expiryMargin(self) -> None:
         """--expiry-margin is days (default 14); a bad value is refused naming it; a certificate inside it warns at start."""

@@ -10,6 +10,10 @@ policy (docs/authz.md), and one decision API::
     @requires("kv.write", resource=lambda self, key: key)
     def set(self, key): ...
 
+A service holds a L{ReloadablePolicy} (C{ReloadablePolicy.load(path,
+clock=reactor)}, the same API), which a reload points at the file's new
+policy for every holder at once.
+
 Deny by default; a deny rule wins over any allow.  Every decision is a
 C{securenet_event="authz.decision"} log event (denies at warn).
 """
@@ -20,6 +24,7 @@ from securenet.authz._errors import AuthorizationDenied, AuthorizationError, Aut
 from securenet.authz._handlers import can, policy_of, requires
 from securenet.authz._patterns import Glob, Permission
 from securenet.authz._policy import Policy
+from securenet.authz._reloadable import ReloadablePolicy
 
 __all__ = [
     "AuthorizationDenied",
@@ -33,6 +38,7 @@ __all__ = [
     "Permission",
     "Policy",
     "PolicyError",
+    "ReloadablePolicy",
     "SpiffeID",
     "can",
     "parse_spiffe_id",

@@ -3,7 +3,8 @@ The cred layer: everything C{twisted.cred}, and the secrets it checks.
 
   - credentials and checkers: L{CertificateChecker} (the TLS client
     certificate), L{PasswordChecker} (argon2id), L{ScramChecker},
-    L{TokenChecker} (JWT), L{APIKeyChecker}, L{TOTPChecker}, and
+    L{TokenChecker} (JWT; L{ReloadableTokenChecker} reads its
+    L{TokenKeyFile} again on a reload), L{APIKeyChecker}, L{TOTPChecker}, and
     L{StoreChecker} (all of a credential store's at once);
   - the realm: L{IdentityRealm} gives every login an L{Identity};
   - C{login}: the one login flow (throttle, portal, second factor, audit)
@@ -24,6 +25,7 @@ from securenet.cred._saslprep import PasswordError, SASLprepError, normalize_pas
 from securenet.cred._scram import ScramChecker, ScramCredentials, derive_scram_keys
 from securenet.cred._storechecker import StoreChecker
 from securenet.cred._throttle import Throttle, ThrottlePolicy
+from securenet.cred._tokenkeyfile import ReloadableTokenChecker, TokenKeyFile
 from securenet.cred._totp import TOTPChecker, TOTPRefused
 from securenet.cred._users import new_user
 
@@ -43,6 +45,7 @@ __all__ = [
     "PasswordHasher",
     "PresentedAPIKey",
     "PresentedToken",
+    "ReloadableTokenChecker",
     "SASLprepError",
     "ScramChecker",
     "ScramCredentials",
@@ -54,6 +57,7 @@ __all__ = [
     "ThrottlePolicy",
     "TokenChecker",
     "TokenIssuer",
+    "TokenKeyFile",
     "TokenRefused",
     "TokenSettings",
     "UserRecordError",

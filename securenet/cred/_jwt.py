@@ -25,6 +25,11 @@ What a token must be to be accepted, and why:
   - A token whose lifetime (C{exp - iat}) is longer than
     L{TokenSettings.max_lifetime} (default a day) is refused, however validly
     signed.
+  - Keys may rotate (L{TokenSettings.rotated}: a reload of a key file,
+    L{securenet.cred.TokenKeyFile}): the new key signs and verifies tokens
+    without a C{kid}; a replaced key only verifies tokens that name it by
+    C{kid}, and only until its overlap ends (read from the clock, as C{exp}
+    is), verify-only all the while.
   - With a credential store, a token whose C{jti} was revoked is refused, and
     so is a token whose subject is a disabled user or no user at all
     (deleting a user revokes their tokens).  Without a store (tokens of an
@@ -129,6 +134,16 @@ def _tuple_of_keys(keys: Iterable[TokenKey]) -> tuple[TokenKey, ...]:
     return tuple(keys)
 
 
+def _retiring(value: Mapping[str, float]) -> Mapping[str, float]:
+    return dict(value)
+
+
+def _check_seconds(value: object, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high):
+        raise InvalidTokenSettings(f"{name} must be between {low:g} and {high:g} seconds, not {value!r}")
+    return float(value)
+
+
 @attrs.frozen
 class TokenSettings:
     """
@@ -145,6 +160,15 @@ class TokenSettings:
         refused, and L{TokenIssuer} never issues one (default a day;
         long-lived credentials are API keys, which can be listed and
         revoked).
+    @ivar default_kid: the kid of the key that verifies tokens without a
+        C{kid} (every key then has a kid), or None: such tokens are
+        verified by the key without a kid, if any.  Keys that rotate
+        (L{rotated}) are named, and the current one is the default, so a
+        token minted without a kid keeps verifying with it.
+    @ivar retiring: kid -> POSIX time: keys that a rotation replaced and
+        that still verify, until that time (with the leeway, as for
+        C{exp}); verify-only.  L{key_for} no longer finds them after it:
+        the clock decides, no timer runs.
     """
 
     keys: tuple[TokenKey, ...] = attrs.field(converter=_tuple_of_keys)
@@ -152,6 +176,8 @@ class TokenSettings:
     issuer: str | None = DEFAULT_ISSUER
     leeway: float = DEFAULT_LEEWAY
     max_lifetime: float = DEFAULT_MAX_LIFETIME
+    default_kid: str | None = attrs.field(default=None, kw_only=True)
+    retiring: Mapping[str, float] = attrs.field(factory=dict, converter=_retiring, kw_only=True, hash=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.keys:
@@ -173,18 +199,82 @@ class TokenSettings:
             raise InvalidTokenSettings(
                 f"max_lifetime must be between 1 and {MAX_MAX_LIFETIME:g} seconds, not {self.max_lifetime!r}"
             )
+        by_kid = {k.kid: k for k in self.keys}
+        if self.default_kid is not None:
+            if self.default_kid not in by_kid:
+                raise InvalidTokenSettings(f"the default kid {self.default_kid!r} names no key")
+            if None in by_kid:
+                raise InvalidTokenSettings("with a default kid every token key needs a kid")
+            if self.default_kid in self.retiring:
+                raise InvalidTokenSettings("the default key cannot be retiring")
+        for kid, until in self.retiring.items():
+            key = by_kid.get(kid)
+            if key is None:
+                raise InvalidTokenSettings(f"retiring kid {kid!r} names no key")
+            if key.signing_key is not None:
+                raise InvalidTokenSettings(f"retiring key {kid!r} must be verify-only")
+            if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until):
+                raise InvalidTokenSettings(f"retiring key {kid!r}: not a time: {until!r}")
 
     @property
     def algorithms(self) -> tuple[Algorithm, ...]:
         """The allow-list: the algorithms of the configured keys."""
         return tuple(sorted({k.algorithm for k in self.keys}))
 
-    def key_for(self, kid: str | None) -> TokenKey | None:
-        """The key named C{kid} (None: the key without a kid), or None."""
+    def key_for(self, kid: str | None, *, at: float | None = None) -> TokenKey | None:
+        """
+        The key named C{kid} (None: the L{default_kid}'s, else the key
+        without a kid), or None; with C{at} (now, POSIX seconds), not a
+        retiring key whose time has passed.
+        """
+        if kid is None and self.default_kid is not None:
+            kid = self.default_kid
         for key in self.keys:
             if key.kid == kid:
+                until = self.retiring.get(kid) if kid is not None else None
+                if at is not None and until is not None and at >= until + self.leeway:
+                    return None
                 return key
         return None
+
+    def rotated(self, key: TokenKey, *, at: float, overlap: float) -> TokenSettings:
+        """
+        These settings once C{key} (which needs a kid) is the current key:
+        it alone signs, and it verifies tokens without a kid.  The key it
+        replaces keeps verifying the tokens that name it for C{overlap}
+        seconds from C{at} (0: it is dropped at once, e.g. when it leaked);
+        keys retiring from earlier rotations keep their own time, and
+        those whose time has passed are dropped.  The same key again (an
+        unchanged file) changes nothing but that.
+
+        @raise InvalidTokenSettings: C{key} has no kid, C{overlap} is out
+            of range, or these settings have no default kid (only named keys
+            rotate).
+        """
+        if key.kid is None:
+            raise InvalidTokenSettings("a key that replaces another needs a kid")
+        if self.default_kid is None:
+            raise InvalidTokenSettings("only settings with a default kid rotate their keys")
+        overlap = _check_seconds(overlap, "the key overlap", 0, MAX_MAX_LIFETIME)
+        keys = [key]
+        retiring: dict[str, float] = {}
+        for old in self.keys:
+            if old.kid is None or old.kid == key.kid:
+                continue
+            if old.kid == self.default_kid:
+                if overlap == 0:
+                    continue
+                until = at + overlap
+            elif old.kid in self.retiring:
+                until = self.retiring[old.kid]
+            else:
+                keys.append(old)  # a key configured besides the rotating ones stays as it is
+                continue
+            if at >= until + self.leeway:
+                continue
+            keys.append(attrs.evolve(old, signing_key=None))
+            retiring[old.kid] = until
+        return attrs.evolve(self, keys=keys, default_kid=key.kid, retiring=retiring)
 
 
 # -- issuing -----------------------------------------------------------------
@@ -351,10 +441,19 @@ class TokenChecker:
     credentialInterfaces = (ITokenCredentials,)
 
     def __init__(self, settings: TokenSettings, store: ICredentialStore | None, clock: Clock) -> None:
-        self.settings = settings
         self.store = store
         self.clock = clock
-        self._jws = jwt.PyJWS(algorithms=list(settings.algorithms), options={"enforce_minimum_key_length": True})
+        self.settings = settings
+
+    @property
+    def settings(self) -> TokenSettings:
+        """What this checker accepts; assigning new settings (a key rotation) applies to the next token checked."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: TokenSettings) -> None:
+        jws = jwt.PyJWS(algorithms=list(settings.algorithms), options={"enforce_minimum_key_length": True})
+        self._settings, self._jws = settings, jws
 
     def requestAvatarId(self, credentials: ITokenCredentials) -> defer.Deferred[Any]:
         authzid = credentials.authzid if isinstance(credentials, PresentedToken) else None
@@ -401,25 +500,27 @@ class TokenChecker:
 
     def _verify_signed(self, token: str) -> VerifiedToken:
         """Everything that needs no store: header, key, signature, claims, times."""
+        # One token is checked under one key set, even if a rotation assigns new settings meanwhile.
+        settings, jws = self._settings, self._jws
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
             raise TokenRefused("malformed token")
         try:
-            header = self._jws.get_unverified_header(token)
+            header = jws.get_unverified_header(token)
         except jwt.PyJWTError:
             raise TokenRefused("malformed token") from None
         alg = header.get("alg")
-        if alg not in self.settings.algorithms:
+        if alg not in settings.algorithms:
             raise TokenRefused(f"algorithm {_short(alg)} not allowed")
         if "crit" in header or "b64" in header:
             raise TokenRefused("unsupported critical header")
         kid = header.get("kid")
-        key = self.settings.key_for(kid)
+        key = settings.key_for(kid, at=now(self.clock))
         if key is None:
             raise TokenRefused("token has no kid" if kid is None else f"unknown kid {_short(kid)}")
         if key.algorithm != alg:
             raise TokenRefused(f"algorithm {alg} does not match the {key.algorithm} key")
         try:
-            decoded = self._jws.decode_complete(token, cast(Any, key.verification_key), algorithms=[key.algorithm])
+            decoded = jws.decode_complete(token, cast(Any, key.verification_key), algorithms=[key.algorithm])
         except jwt.InvalidSignatureError:
             raise TokenRefused("bad signature") from None
         except jwt.PyJWTError:
@@ -430,10 +531,9 @@ class TokenChecker:
             raise TokenRefused("malformed token") from None
         if not isinstance(claims, dict):
             raise TokenRefused("malformed token")
-        return self._check_claims(claims)
+        return self._check_claims(claims, settings)
 
-    def _check_claims(self, claims: dict[str, Any]) -> VerifiedToken:
-        settings = self.settings
+    def _check_claims(self, claims: dict[str, Any], settings: TokenSettings) -> VerifiedToken:
         subject = _name(claims, "sub")
         jti = _name(claims, "jti")
         expires = _number(claims, "exp", required=True)

@@ -30,12 +30,12 @@ from securenet.cred._jwt import (
     DEFAULT_LEEWAY,
     DEFAULT_MAX_LIFETIME,
     MAX_LEEWAY,
-    TokenChecker,
     TokenSettings,
     check_scopes,
 )
 from securenet.cred._scram import DEFAULT_ITERATIONS, MIN_ITERATIONS
 from securenet.cred._storechecker import StoreChecker
+from securenet.cred._tokenkeyfile import ReloadableTokenChecker, TokenKeyFile
 from securenet.cred._totp import TOTPChecker
 from securenet.interfaces import (
     IAPIKeyCredentials,
@@ -45,7 +45,6 @@ from securenet.interfaces import (
     ITokenCredentials,
     ITOTPCredentials,
 )
-from securenet.pki._tokenkeys import load_verification_key
 
 
 class CheckerArgumentError(StrcredException):
@@ -142,39 +141,45 @@ class JWTCheckerFactory:
         "a secret of at least 32 bytes. Tokens must carry sub, jti, iat, exp and aud (audience=, default "
         f"{DEFAULT_AUDIENCE}) and iss (issuer=, default {DEFAULT_ISSUER}); leeway= is the clock skew allowed "
         f"in seconds (default {DEFAULT_LEEWAY:g}, at most {MAX_LEEWAY:g}); max_lifetime= the longest exp - iat accepted "
-        f"(default {DEFAULT_MAX_LIFETIME:g} s). With db=PATH (the credential database), revoked token ids, disabled "
+        f"(default {DEFAULT_MAX_LIFETIME:g} s). On a reload (SIGHUP) the key file is read again (same algorithm): tokens "
+        "whose kid names the replaced key keep verifying for overlap= seconds (default max_lifetime; 0 drops it at once). "
+        "With db=PATH (the credential database), revoked token ids, disabled "
         "users and subjects that are no user of the database are refused; without it (tokens of an external issuer) "
         "neither is checked. Make keys and tokens with 'securenet tokens'."
     )
     argStringFormat = (
-        "key=PATH[,alg=EdDSA|ES256|HS256][,audience=AUD][,issuer=ISS][,leeway=SECONDS][,max_lifetime=SECONDS][,db=PATH]"
+        "key=PATH[,alg=EdDSA|ES256|HS256][,audience=AUD][,issuer=ISS][,leeway=SECONDS][,max_lifetime=SECONDS]"
+        "[,overlap=SECONDS][,db=PATH]"
     )
     credentialInterfaces = (ITokenCredentials,)
 
-    def generateChecker(self, argstring: str = "") -> TokenChecker:
-        options = parse_options(argstring, {"key", "alg", "audience", "issuer", "leeway", "max_lifetime", "db"}, self.authType)
+    def generateChecker(self, argstring: str = "") -> ReloadableTokenChecker:
+        options = parse_options(
+            argstring, {"key", "alg", "audience", "issuer", "leeway", "max_lifetime", "overlap", "db"}, self.authType
+        )
         if not options.get("key"):
             raise CheckerArgumentError("--auth jwt: key=PATH is required (a PEM public key or, with alg=HS256, a secret file)")
         alg = options.get("alg") or None
         numbers: dict[str, float] = {}
-        for name, default in (("leeway", DEFAULT_LEEWAY), ("max_lifetime", DEFAULT_MAX_LIFETIME)):
+        for name, default in (("leeway", DEFAULT_LEEWAY), ("max_lifetime", DEFAULT_MAX_LIFETIME), ("overlap", None)):
             try:
-                numbers[name] = float(options.get(name, default))
+                numbers[name] = float(options.get(name, default if default is not None else numbers["max_lifetime"]))
             except ValueError:
                 raise CheckerArgumentError(f"--auth jwt: {name}={options[name]!r} is not a number of seconds") from None
         try:
-            key = load_verification_key(options["key"], alg)
+            key_file, key = TokenKeyFile.open(options["key"], signing=False, algorithm=alg, overlap=numbers["overlap"])
             settings = TokenSettings(
                 [key],
                 audience=options.get("audience", DEFAULT_AUDIENCE),
                 issuer=options.get("issuer", DEFAULT_ISSUER),
                 leeway=numbers["leeway"],
                 max_lifetime=numbers["max_lifetime"],
+                default_kid=key.kid,
             )
         except SecurenetError as e:
             raise CheckerArgumentError(f"--auth jwt: {e}") from None
         store = open_store(options["db"], self.authType) if "db" in options else None
-        return TokenChecker(settings, store, time.time)
+        return ReloadableTokenChecker(settings, store, time.time, key_file=key_file)
 
 
 @implementer(ICheckerFactory, IPlugin)

@@ -33,6 +33,7 @@ from securenet.pki._tokenkeys import (
     TokenKey,
     generate_secret,
     generate_signing_key,
+    key_id,
     load_signing_key,
     load_verification_key,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "TokenKey",
     "generate_secret",
     "generate_signing_key",
+    "key_id",
     "load_signing_key",
     "load_verification_key",
     "AlreadyExists",

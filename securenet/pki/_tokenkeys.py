@@ -6,6 +6,10 @@ rules as every other key file (mode 0600, clear errors naming the file).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import secrets
 from pathlib import Path
@@ -133,6 +137,45 @@ class TokenKey:
     def private(cls, key: SigningKey, *, kid: str | None = None) -> TokenKey:
         """A key that can issue and verify; the algorithm follows from the key type."""
         return cls(_algorithm_of(key), key.public_key(), key, kid)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+#: What an HS256 key id is computed with (see L{key_id}).
+_HMAC_KID_LABEL = b"securenet token key id"
+
+
+def key_id(key: TokenKey) -> str:
+    """
+    The C{kid} a key goes by when it is named by its content (what a key
+    file reloaded with rotation needs: the same file gives the same kid
+    after a restart, a new key a new one).
+
+    For EdDSA and ES256 it is the key's RFC 7638 JWK thumbprint (SHA-256,
+    base64url), which anyone holding the public key can compute.  For
+    HS256 it is an HMAC-SHA256 of a fixed label keyed with the secret: it
+    tells nothing about the secret that a token's own HMAC signature does
+    not (the JWK thumbprint of an C{oct} key would be a hash of the bare
+    secret).
+    """
+    public = key.verification_key
+    if isinstance(public, bytes):
+        return _b64(hmac.new(public, _HMAC_KID_LABEL, hashlib.sha256).digest())
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        members = {"crv": "Ed25519", "kty": "OKP", "x": _b64(raw)}
+    else:
+        numbers = public.public_numbers()
+        members = {
+            "crv": "P-256",
+            "kty": "EC",
+            "x": _b64(numbers.x.to_bytes(32, "big")),
+            "y": _b64(numbers.y.to_bytes(32, "big")),
+        }
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode("ascii")
+    return _b64(hashlib.sha256(canonical).digest())
 
 
 # -- key files -----------------------------------------------------------------

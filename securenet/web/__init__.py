@@ -23,7 +23,8 @@ policies and audit events as securenet's stream protocols::
     the missing permission.
   - L{TokenService}, L{TokenEndpoints}: login (with TOTP), refresh-token
     rotation with reuse detection, logout; the refresh tokens live in the
-    credential store (C{store.refresh_tokens}, L{securenet.store}).
+    credential store (C{store.refresh_tokens}, L{securenet.store});
+    L{TokenKeyReload}: a reload of C{--token-key} rotates the signing key.
   - L{SecureSite}: request body limit (413), header limits (414, 431),
     deadlines for headers and bodies (408), security headers on every response
     (HSTS on TLS), JSON 500s; L{read_json} / L{parse_json}: strict JSON bodies.
@@ -50,6 +51,7 @@ from securenet.web._errors import (
 from securenet.web._guard import JSONEndpoint, JSONRouter, ProtectedResource, WebGuard
 from securenet.web._jsonbody import JSONBodyError, JSONLimits, parse_json, read_json, read_json_object
 from securenet.web._responses import JSONResponse, apply_security_headers, render_error, render_json
+from securenet.web._service import TokenKeyReload
 from securenet.web._site import SecureRequest, SecureSite
 from securenet.web._tokens import RefreshRefused, TokenEndpoints, TokenLifetimes, TokenPair, TokenService
 
@@ -74,6 +76,7 @@ __all__ = [
     "SecureSite",
     "ServiceUnavailable",
     "TokenEndpoints",
+    "TokenKeyReload",
     "TokenLifetimes",
     "TokenPair",
     "TokenService",

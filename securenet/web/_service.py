@@ -9,7 +9,7 @@ HTTP requests and in stream sessions (C{OAUTHBEARER}).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from twisted.application.internet import StreamServerEndpointService
@@ -23,14 +23,14 @@ from securenet import audit
 from securenet._errors import SecurenetError
 from securenet._logs import SecurenetLogger
 from securenet._threads import Runner, reactor_thread_pool_runner
-from securenet.cred._jwt import TokenChecker, TokenIssuer, TokenSettings
+from securenet.cred._jwt import MAX_MAX_LIFETIME, TokenChecker, TokenIssuer, TokenSettings, now
 from securenet.cred._passwords import PasswordChecker, PasswordHasher
 from securenet.cred._scram import DEFAULT_ITERATIONS
 from securenet.cred._storechecker import StoreChecker
 from securenet.cred._throttle import Throttle
-from securenet.interfaces import ICredentialStore, IPolicy, IRefreshTokenStore, ITokenCredentials
+from securenet.cred._tokenkeyfile import TokenKeyFile
+from securenet.interfaces import ICredentialStore, IPolicy, IRefreshTokenStore, IReloadable, ITokenCredentials
 from securenet.pki._pins import spki_pin
-from securenet.pki._tokenkeys import load_signing_key
 from securenet.store._memory import MemoryRefreshStore
 from securenet.tls._endpoints import SecureServerEndpoint, server_endpoint
 from securenet.web._api import BuiltinAPI
@@ -64,6 +64,45 @@ def _password_settings(checkers: Sequence[object]) -> tuple[PasswordHasher | Non
     return None, DEFAULT_ITERATIONS
 
 
+@implementer(IReloadable)
+class TokenKeyReload:
+    """
+    The reload of C{--token-key} (C{what} C{token-keys}): read the key file
+    again (L{TokenKeyFile.rotate}) and make its key current in the token
+    service's checker and issuer at once.  New access tokens are signed with
+    the new key (its own C{kid}); tokens signed with the replaced key keep
+    verifying for the overlap (by default the access-token lifetime, so
+    every token issued before the reload stays valid until it expires).
+    """
+
+    what: Literal["token-keys"] = "token-keys"
+
+    def __init__(self, key_file: TokenKeyFile, checker: TokenChecker, tokens: TokenService, clock: Any) -> None:
+        self.key_file = key_file
+        self.checker = checker
+        self.tokens = tokens
+        self.clock = clock
+
+    @property
+    def source(self) -> str:
+        """The key file (for the reload's log line)."""
+        return self.key_file.path
+
+    def prepare(self) -> Callable[[], None]:
+        """Read and check the key file (blocking); the returned function swaps the new key set in."""
+        try:
+            settings = self.key_file.rotate(self.checker.settings, now(self.clock))
+            issuer = TokenIssuer(settings, self.clock)
+        except SecurenetError as e:
+            raise WebConfigurationError(f"--token-key: {e}") from None
+
+        def commit() -> None:
+            self.checker.settings = settings
+            self.tokens.issuer = issuer
+
+        return commit
+
+
 def token_service(
     reactor: Any,
     key_path: str,
@@ -71,14 +110,19 @@ def token_service(
     portal: Portal,
     store: ICredentialStore | None,
     lifetimes: TokenLifetimes = TokenLifetimes(),
+    overlap: float | None = None,
 ) -> TokenService:
     """
     The token service of C{--token-key}: its key signs access tokens, and a
     L{TokenChecker} over the same key pair (with revocation in C{store}) is
-    registered with C{portal}, for HTTP and stream sessions alike.
+    registered with C{portal}, for HTTP and stream sessions alike.  Its
+    C{key_reload} (a L{TokenKeyReload}) reads the key file again.
 
-    @raise WebConfigurationError: no credential store, or another checker
-        already takes bearer tokens (C{--auth jwt}).
+    @param overlap: how long a key that a reload replaces keeps verifying
+        (C{--token-key-overlap}; default the access-token lifetime).
+    @raise WebConfigurationError: no credential store, another checker
+        already takes bearer tokens (C{--auth jwt}), or C{overlap} is out of
+        range.
     @raise SecurenetError: the key file cannot be used.
     """
     if store is None:
@@ -88,17 +132,22 @@ def token_service(
             f"--token-key {key_path}: bearer tokens are already checked by an --auth jwt checker; "
             "--token-key verifies the tokens it issues itself: use one or the other"
         )
+    if overlap is not None and not (0 <= overlap <= MAX_MAX_LIFETIME):
+        raise WebConfigurationError(f"--token-key-overlap {overlap}: must be 0 to {int(MAX_MAX_LIFETIME)} seconds (a year)")
     try:
-        key = load_signing_key(key_path)
+        key_file, key = TokenKeyFile.open(key_path, signing=True, overlap=lifetimes.access_ttl if overlap is None else overlap)
     except SecurenetError as e:
         # The key-file errors name the file themselves.
         raise WebConfigurationError(f"--token-key: {e}") from None
-    settings = TokenSettings([key])
-    portal.registerChecker(TokenChecker(settings, store, reactor))
+    settings = TokenSettings([key], default_kid=key.kid)
+    checker = TokenChecker(settings, store, reactor)
+    portal.registerChecker(checker)
     refreshes: IRefreshTokenStore = store.refresh_tokens
     if isinstance(refreshes, MemoryRefreshStore):
         log.warn("refresh tokens are kept in memory: they do not survive a restart")
-    return TokenService(TokenIssuer(settings, reactor), store, refreshes, reactor, lifetimes)
+    tokens = TokenService(TokenIssuer(settings, reactor), store, refreshes, reactor, lifetimes)
+    tokens.key_reload = TokenKeyReload(key_file, checker, tokens, reactor)
+    return tokens
 
 
 @implementer(IStreamServerEndpoint)
@@ -182,4 +231,4 @@ def web_service(
     return service
 
 
-__all__ = ["WebSettings", "token_service", "web_service"]
+__all__ = ["TokenKeyReload", "WebSettings", "token_service", "web_service"]

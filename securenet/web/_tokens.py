@@ -43,7 +43,7 @@ from twisted.web.iweb import IRequest
 from securenet import audit
 from securenet._logs import SecurenetLogger
 from securenet.cred._jwt import TokenIssuer, VerifiedToken, check_scopes, now
-from securenet.interfaces import ICredentialStore, IRefreshTokenStore
+from securenet.interfaces import ICredentialStore, IRefreshTokenStore, IReloadable
 from securenet.store._records import RefreshToken
 from securenet.web._auth import Authentication, WebAuthenticator, client_peer
 from securenet.web._errors import BadRequest, Unauthorized
@@ -152,7 +152,12 @@ class TokenService:
     @param store: the credential store: users (a disabled user's family is
         refused) and revoked access-token ids.
     @param refreshes: where refresh-token families are kept.
+    @ivar key_reload: what reloads the signing key (an C{IReloadable}:
+        L{securenet.web.TokenKeyReload} when the service comes from
+        C{--token-key}), or None.
     """
+
+    key_reload: IReloadable | None = None
 
     def __init__(
         self,

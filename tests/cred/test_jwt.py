@@ -798,7 +798,9 @@ class StrcredTests(TokenTestCase):
             f"key={pub},alg=none": "--auth jwt: token algorithm 'none' is not allowed; choose one of EdDSA, ES256, HS256",
             f"key={pub},alg=ES256": f"--auth jwt: {pub}: holds an Ed25519 (EdDSA) key, not a P-256 (ES256) key",
             f"key={pub},audience=": "--auth jwt: the token audience must be a non-empty string",
-            f"key={pub},kid=x": "--auth jwt: unknown option 'kid'; known: alg, audience, db, issuer, key, leeway, max_lifetime",
+            f"key={pub},kid=x": (
+                "--auth jwt: unknown option 'kid'; known: alg, audience, db, issuer, key, leeway, max_lifetime, overlap"
+            ),
             "key=/nonexistent/k.pub": "--auth jwt: /nonexistent/k.pub: token key file does not exist",
         }
         for argstring, message in cases.items():
@@ -853,3 +855,117 @@ class WireTests(TokenTestCase):
         assert isinstance(failure, Failure)
         failure.trap(AuthenticationFailed)
         self.assertEqual(cast(AuthenticationFailed, failure.value).code, "AUTH-FAILED")
+
+
+class RotationTests(TokenTestCase):
+    """L{TokenSettings.rotated}, C{default_kid} and C{retiring}: a key set that rotates, judged by the clock."""
+
+    def named(self) -> TokenKey:
+        return TokenKey.private(ed25519.Ed25519PrivateKey.generate(), kid=os.urandom(8).hex())
+
+    def test_default_kid(self) -> None:
+        """A token without a kid is verified by the default key; one naming it by kid too."""
+        key = attrs.evolve(self.key, kid="k1")
+        checker = TokenChecker(TokenSettings([key], default_kid="k1"), self.store, self.clock)
+        self.accepted(self.sign(self.claims()), checker)
+        self.accepted(self.sign(self.claims(), kid="k1"), checker)
+        self.assertRefused(self.sign(self.claims(), kid="k2"), "unknown kid 'k2'", checker)
+
+    def test_settings_rules(self) -> None:
+        one, two = attrs.evolve(self.key, kid="k1"), self.named()
+        verify_only = attrs.evolve(two, signing_key=None)
+        cases = [
+            (dict(keys=[one], default_kid="k9"), "the default kid 'k9' names no key"),
+            (
+                dict(keys=[one, TokenKey.public(cast(Any, self.key.verification_key))], default_kid="k1"),
+                "with a default kid every token key needs a kid",
+            ),
+            (dict(keys=[one, verify_only], default_kid="k1", retiring={"k1": NOW}), "the default key cannot be retiring"),
+            (dict(keys=[one, verify_only], default_kid="k1", retiring={"k9": NOW}), "retiring kid 'k9' names no key"),
+            (dict(keys=[one, two], default_kid="k1", retiring={two.kid: NOW}), f"retiring key {two.kid!r} must be verify-only"),
+            (
+                dict(keys=[one, verify_only], default_kid="k1", retiring={two.kid: float("nan")}),
+                f"retiring key {two.kid!r}: not a time: nan",
+            ),
+        ]
+        for kwargs, message in cases:
+            arguments = dict(cast(dict[str, Any], kwargs))
+            keys = arguments.pop("keys")
+            with self.assertRaises(InvalidTokenSettings) as e:
+                TokenSettings(keys, **arguments)
+            self.assertEqual(str(e.exception), message)
+
+    def test_rotated(self) -> None:
+        """The new key is the default and the only signing key; the old one verifies its tokens until the overlap ends."""
+        old, new = self.named(), self.named()
+        settings = TokenSettings([old], default_kid=old.kid)
+        rotated = settings.rotated(new, at=NOW, overlap=600)
+        self.assertEqual(rotated.default_kid, new.kid)
+        self.assertEqual([k.kid for k in rotated.keys], [new.kid, old.kid])
+        self.assertEqual([k.kid for k in rotated.keys if k.signing_key is not None], [new.kid])
+        self.assertEqual(dict(rotated.retiring), {old.kid: NOW + 600})
+        self.assertEqual(TokenIssuer(rotated, self.clock).key.kid, new.kid)
+        # The old key is still found until its time plus the leeway, then not.
+        self.assertIsNotNone(rotated.key_for(old.kid, at=NOW + 600 + 29))
+        self.assertIsNone(rotated.key_for(old.kid, at=NOW + 600 + 30))
+        self.assertIsNotNone(rotated.key_for(old.kid))  # without a time, the set as configured
+        self.assertEqual(settings.keys, (old,))  # the settings themselves are unchanged
+
+    def test_rotation_in_a_checker(self) -> None:
+        """Tokens naming the old key verify until the overlap ends, then are refused (unknown kid); tokens without a kid use the new key."""  # noqa: E501
+        old, new = self.named(), self.named()
+        checker = TokenChecker(TokenSettings([old], default_kid=old.kid), self.store, self.clock)
+        by_old = self.sign(self.claims(exp=NOW + 3600), old, kid=old.kid)
+        no_kid_old = self.sign(self.claims(exp=NOW + 3600), old)
+        checker.settings = checker.settings.rotated(new, at=NOW, overlap=600)
+        self.accepted(by_old, checker)
+        self.accepted(self.sign(self.claims(), new, kid=new.kid), checker)
+        self.accepted(self.sign(self.claims(), new), checker)
+        self.assertRefused(no_kid_old, "bad signature", checker)
+        self.clock.advance(600 + 29)
+        self.accepted(by_old, checker)
+        self.clock.advance(1)
+        self.assertRefused(by_old, f"unknown kid {old.kid!r}", checker)
+
+    def test_several_rotations(self) -> None:
+        """Each replaced key keeps its own time; one whose time has passed is dropped at the next rotation."""
+        one, two, three, four = (self.named() for _ in range(4))
+        settings = TokenSettings([one], default_kid=one.kid).rotated(two, at=NOW, overlap=600)
+        settings = settings.rotated(three, at=NOW + 100, overlap=600)
+        self.assertEqual(dict(settings.retiring), {one.kid: NOW + 600, two.kid: NOW + 700})
+        self.assertIsNotNone(settings.key_for(one.kid, at=NOW + 200))
+        self.assertIsNone(settings.key_for(one.kid, at=NOW + 630))
+        self.assertIsNotNone(settings.key_for(two.kid, at=NOW + 630))
+        settings = settings.rotated(four, at=NOW + 640, overlap=600)
+        self.assertEqual(dict(settings.retiring), {two.kid: NOW + 700, three.kid: NOW + 1240})
+        self.assertEqual([k.kid for k in settings.keys], [four.kid, three.kid, two.kid])
+
+    def test_same_key_and_rollback(self) -> None:
+        """The same key again changes nothing; going back to a retiring key makes it current again."""
+        one, two = self.named(), self.named()
+        settings = TokenSettings([one], default_kid=one.kid)
+        self.assertEqual(settings.rotated(one, at=NOW, overlap=600), settings)
+        rotated = settings.rotated(two, at=NOW, overlap=600)
+        back = rotated.rotated(one, at=NOW + 10, overlap=600)
+        self.assertEqual((back.default_kid, dict(back.retiring)), (one.kid, {two.kid: NOW + 610}))
+        self.assertIsNotNone(back.key_for(one.kid, at=NOW + 10_000))
+
+    def test_zero_overlap(self) -> None:
+        """overlap=0 drops the replaced key at once (a key that leaked)."""
+        one, two = self.named(), self.named()
+        rotated = TokenSettings([one], default_kid=one.kid).rotated(two, at=NOW, overlap=0)
+        self.assertEqual(([k.kid for k in rotated.keys], dict(rotated.retiring)), ([two.kid], {}))
+
+    def test_rotated_refusals(self) -> None:
+        one = self.named()
+        settings = TokenSettings([one], default_kid=one.kid)
+        cases = [
+            (settings, self.key, 600, "a key that replaces another needs a kid"),
+            (TokenSettings([one]), self.named(), 600, "only settings with a default kid rotate their keys"),
+            (settings, self.named(), -1, "the key overlap must be between 0 and 3.16224e+07 seconds, not -1"),
+            (settings, self.named(), float("nan"), "the key overlap must be between 0 and 3.16224e+07 seconds, not nan"),
+        ]
+        for base, key, overlap, message in cases:
+            with self.assertRaises(InvalidTokenSettings) as e:
+                base.rotated(key, at=NOW, overlap=overlap)
+            self.assertEqual(str(e.exception), message)
