@@ -22,6 +22,7 @@ or C{-}).  The events and their fields::
                        header-time, body-time), size, limit, peer
     http.admin         action (user.create/user.disable), admin, user, peer
     service.listening  kind (stream/http), endpoint, profile, client_auth, pin
+    service.stopped    drained, closed, unfinished, drain (a graceful stop)
 
 This module sits at the bottom of the package (every layer reports
 through it) and imports nothing of securenet's but the log machinery.  The
@@ -373,6 +374,24 @@ def service_listening(kind: str, text: str, *, endpoint: str, profile: str, clie
     )
 
 
+def service_stopped(text: str, *, drained: int, closed: int, unfinished: int, drain: float) -> None:
+    """
+    The service stopped gracefully: C{drained} connections ended within the
+    drain time, C{closed} were closed at its deadline, C{unfinished} (in the
+    handshake or authentication) were closed at once.
+    """
+    _emit(
+        _service,
+        LogLevel.info,
+        literal(text),
+        securenet_event="service.stopped",
+        drained=drained,
+        closed=closed,
+        unfinished=unfinished,
+        drain=drain,
+    )
+
+
 __all__ = [
     "DEFAULT_LEVEL",
     "LEVELS",
@@ -386,6 +405,7 @@ __all__ = [
     "level",
     "recording",
     "service_listening",
+    "service_stopped",
     "set_level",
     "shown",
     "sink_problem",

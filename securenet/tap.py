@@ -4,7 +4,7 @@ C{twistd securenet}: options and service::
     twistd -n securenet [--listen ENDPOINT ...] [--app NAME_OR_DOTTED_PATH]
                         [--auth CHECKER[:ARGS] ...] [--policy FILE] [--config FILE]
                         [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS]
-                        [--refresh-ttl SECONDS] [--log-level LEVEL]
+                        [--refresh-ttl SECONDS] [--log-level LEVEL] [--drain SECONDS]
 
 With no C{--listen} (on the command line or in the config file) the
 development defaults apply: 127.0.0.1:8443 with the PKI that C{make run}
@@ -19,6 +19,9 @@ served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.TokenService}
 A listener logs that it listens once its port is bound; one that cannot
 bind stops twistd with one line (L{ListenError}).  SIGHUP is logged and
 ignored while the service runs (L{SecurenetService}): there is no reload yet.
+SIGTERM stops gracefully: no new connections, the open ones have
+C{--drain SECONDS} (default 30) to finish, then one summary line and exit 0
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from twisted.python import reflect, usage
 
 from securenet._errors import SecurenetError
 from securenet._logs import SecurenetLogger, literal
-from securenet._service import Listener, ListenError, SecurenetService, _announcer
+from securenet._service import DEFAULT_DRAIN, Listener, ListenError, SecurenetService, _announcer
 from securenet.apps import BUILTIN_APPS
 from securenet.audit import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
 from securenet.audit import LEVELS as LOG_LEVELS
@@ -77,6 +80,7 @@ CONFIG_KEYS = {
     "refresh_ttl": "seconds a refresh token issued by the HTTP API is valid",
     "log_level": "debug, info or warn: the least severe securenet events logged",
     "audit_failure": "refuse or continue: what authentications do while the audit log cannot be written",
+    "drain": "seconds a graceful stop (SIGTERM) lets open connections finish; 0 closes them at once",
 }
 
 #: What authentications do while the audit log cannot be written.
@@ -98,7 +102,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = (
         "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
         " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--refresh-ttl SECONDS] [--log-level LEVEL]"
-        " [--audit-failure refuse|continue]"
+        " [--audit-failure refuse|continue] [--drain SECONDS]"
     )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
@@ -148,6 +152,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "NO AUDIT-UNAVAILABLE on a stream and 503 over HTTP until a write succeeds again; continue lets them go "
             "on unrecorded. Either way one line on stderr says so.",
         ],
+        [
+            "drain",
+            None,
+            None,
+            f"Seconds a graceful stop (SIGTERM, SIGINT) lets open connections finish after the listeners stopped accepting "
+            f"(default {DEFAULT_DRAIN}); then the rest are closed and twistd exits 0. 0 closes them at once.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -191,6 +202,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             raise usage.UsageError(f"--audit-failure {self['audit-failure']}: must be one of {', '.join(AUDIT_FAILURE_MODES)}")
         for key, default in (("token-ttl", DEFAULT_ACCESS_TTL), ("refresh-ttl", DEFAULT_REFRESH_TTL)):
             self[key] = _seconds(key, self[key] if self[key] is not None else default)
+        self["drain"] = _seconds("drain", self["drain"] if self["drain"] is not None else DEFAULT_DRAIN, minimum=0)
         if not self["listen"] and not self["http"]:
             self["listen"] = [dev_listen()]
             self["dev"] = True
@@ -220,12 +232,12 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key in ("app", "policy", "token_key", "log_level", "audit_failure"):
             if key in data and not isinstance(data[key], str):
                 raise usage.UsageError(f"--config {path}: {key} must be a string")
-        for key in ("token_ttl", "refresh_ttl"):
+        for key in ("token_ttl", "refresh_ttl", "drain"):
             if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
             self["http"] = list(http)
-        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure"):
+        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure", "drain"):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
                 self[option] = data[key]
@@ -304,7 +316,7 @@ def _makeService(options: Options) -> IService:
     policy = Policy.load(options["policy"], clock=reactor) if options["policy"] else None
     for warning in options.get("plaintextCheckers", []):
         log.warn(literal(warning))
-    service = SecurenetService(reactor, fail_closed=options["audit-failure"] == "refuse")
+    service = SecurenetService(reactor, fail_closed=options["audit-failure"] == "refuse", drain=options["drain"])
     for description in options["listen"]:
         try:
             endpoint = server_endpoint(reactor, description)
@@ -329,13 +341,14 @@ def _makeService(options: Options) -> IService:
     return service
 
 
-def _seconds(option: str, value: object) -> int:
+def _seconds(option: str, value: object, *, minimum: int = 1) -> int:
     try:
         seconds = int(str(value))
     except ValueError:
         raise usage.UsageError(f"--{option} {value}: not a whole number of seconds") from None
-    if seconds < 1:
-        raise usage.UsageError(f"--{option} {value}: must be at least 1 second")
+    if seconds < minimum:
+        least = "at least 1 second" if minimum == 1 else f"at least {minimum}"
+        raise usage.UsageError(f"--{option} {value}: must be {least}")
     return seconds
 
 
