@@ -7,6 +7,7 @@ The real process (SIGTERM, exit status) is tests/e2e/test_drain.py.
 
 from __future__ import annotations
 
+import signal
 from typing import Any, cast
 
 from twisted.application.service import MultiService
@@ -341,6 +342,8 @@ class StopServiceTests(SynchronousTestCase):
         group.setServiceParent(service)
         http, _ = self.listener(web)
         http.setServiceParent(group)
+        previous = signal.getsignal(signal.SIGHUP)
+        self.addCleanup(signal.signal, signal.SIGHUP, previous)
         service.privilegedStartService()
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
@@ -352,9 +355,12 @@ class StopServiceTests(SynchronousTestCase):
         self.assertEqual(history, ["stopped listening", "stopped listening", "drain", "drain"])
         talking.say(b"end")
         self.assertEqual((stopped, self.events.of("service.stopped")), ([], []))
+        # SIGHUP during the drain is still the service's (by default it would kill the process).
+        self.assertEqual(signal.getsignal(signal.SIGHUP), service._hangup)
         self.clock.advance(20)
         other.flush()
         self.assertEqual(stopped, [None])
+        self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
         [event] = self.events.of("service.stopped")
         self.assertEqual(
             formatEvent(event),
