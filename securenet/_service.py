@@ -2,22 +2,24 @@
 The service C{twistd securenet} runs: its listeners, each of which says it
 listens only once its port is bound and stops twistd with one line when it
 cannot bind (L{ListenError}); SIGHUP, which reloads certificates, keys,
-CRLs, the policy and token keys (L{securenet._reload.Reloader}); and the
-watch that makes authentications fail closed when the audit log cannot be
-written (L{securenet.audit.watch_sink}).
+CRLs, the policy and token keys (L{securenet._reload.Reloader}); the watch
+that makes authentications fail closed when the audit log cannot be
+written (L{securenet.audit.watch_sink}); and the graceful stop
+(L{drain_connections}, C{--drain}).
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+import attrs
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.python.failure import Failure
@@ -25,8 +27,10 @@ from twisted.python.failure import Failure
 from securenet import audit
 from securenet._logs import SecurenetLogger, literal
 from securenet._reload import Reloader, ReloadResult
+from securenet.interfaces import IDrainable
 from securenet.pki._pins import spki_pin
 from securenet.tls._endpoints import SecureServerEndpoint
+from securenet.tls._guard import TLSGuard, TLSGuardFactory
 
 log = SecurenetLogger(namespace="securenet.tap")
 
@@ -69,6 +73,12 @@ class Listener(StreamServerEndpointService):
     line (L{ListenError}) instead of Twisted's traceback and a process that
     keeps running without listening.
 
+    The endpoint is a securenet TLS endpoint (L{SecureServerEndpoint}, or one
+    that listens through it): the listener listens with a L{TLSGuardFactory},
+    C{guards} (C{factory} itself when it is one, such as the session layer's,
+    else one wrapping it), whose open connections a graceful stop drains
+    (L{SecurenetService}).
+
     @param option: the setting the endpoint came from (C{--listen}, C{--http}).
     @param announce: called with the listening port once it is bound.
     """
@@ -84,6 +94,7 @@ class Listener(StreamServerEndpointService):
         announce: Callable[[IListeningPort], object] | None = None,
     ) -> None:
         super().__init__(endpoint, factory)
+        self.guards = factory if isinstance(factory, TLSGuardFactory) else TLSGuardFactory(factory, reactor)
         self.option = option
         self.description = description
         self.reactor = reactor
@@ -117,7 +128,7 @@ class Listener(StreamServerEndpointService):
             else:
                 self._failedLater(failure)
 
-        self._waitingForPort = self.endpoint.listen(self.factory).addCallbacks(listening, refused)
+        self._waitingForPort = self.endpoint.listen(self.guards).addCallbacks(listening, refused)
         starting = False
         if failed:
             message = listen_failure_message(failed[0], self.option, self.description)
@@ -135,6 +146,100 @@ class Listener(StreamServerEndpointService):
             self.reactor.callWhenRunning(self.reactor.stop)
 
 
+#: Seconds a graceful stop lets established connections finish (C{--drain}).
+DEFAULT_DRAIN = 30
+
+
+def _connections(count: int) -> str:
+    return f"{count} connection{'' if count == 1 else 's'}"
+
+
+@attrs.frozen
+class StopSummary:
+    """
+    What a graceful stop did with the connections open when it began.
+
+    @ivar drained: connections of an application that ended within the drain time.
+    @ivar closed: those still open at the deadline, closed by the server.
+    @ivar unfinished: those still in the TLS handshake or the authentication
+        exchange, closed at once.
+    @ivar drain: the drain time, in seconds.
+    """
+
+    drained: int
+    closed: int
+    unfinished: int
+    drain: float
+
+    def line(self) -> str:
+        """The one line logged: C{stopped: 3 connections drained, 1 closed at the drain deadline (30 s), 0 closed during the handshake}."""  # noqa: E501
+        return (
+            f"stopped: {_connections(self.drained)} drained, {self.closed} closed at the drain deadline ({self.drain:g} s),"
+            f" {self.unfinished} closed during the handshake"
+        )
+
+
+def _abort(guard: TLSGuard) -> None:
+    transport = guard.transport
+    if transport is not None:
+        transport.abortConnection()
+
+
+def _tell(guard: TLSGuard) -> None:
+    """Call the application's L{IDrainable.drain}, if it has one; an exception is logged and the drain goes on."""
+    drainable = IDrainable(guard.application, None)
+    if drainable is None:
+        return
+    try:
+        drainable.drain()
+    except Exception:
+        log.failure("drain() of the application of {peer} failed", peer=guard.peerDescription())
+
+
+def drain_connections(reactor: Any, factories: Sequence[TLSGuardFactory], drain: float) -> Deferred[StopSummary]:
+    """
+    Wind down the open connections of C{factories} (whose ports no longer
+    accept): a connection still in the TLS handshake or the authentication
+    exchange is closed at once (it has no exchange of its application to
+    finish, and its client learns at once to go elsewhere); every connected
+    application that provides L{IDrainable} is told; then the connections
+    have C{drain} seconds to end, after which the server closes
+    (C{abortConnection}) those still open.  With C{drain} 0 every
+    connection is closed at once, and no application is told.
+
+    @return: fires with the L{StopSummary} once every connection is gone.
+    """
+    guards = [guard for factory in factories for guard in factory.connections()]
+    serving = [guard for guard in guards if guard.application is not None]
+    unfinished = [guard for guard in guards if guard.application is None]
+    for guard in unfinished:
+        _abort(guard)
+    if drain <= 0:
+        for guard in serving:
+            _abort(guard)
+    else:
+        for guard in serving:
+            _tell(guard)
+    gone: Deferred[Any] = gatherResults([factory.whenClosed() for factory in factories])
+    closed: list[TLSGuard] = []
+
+    def deadline() -> None:
+        closed.extend(guard for guard in serving if guard in guard.factory.protocols)
+        for guard in closed:
+            _abort(guard)
+
+    timer = reactor.callLater(drain, deadline) if drain > 0 and serving else None
+
+    def summary(_: object) -> StopSummary:
+        if timer is not None and timer.active():
+            timer.cancel()
+        if drain <= 0:
+            closed.extend(serving)
+        return StopSummary(len(serving) - len(closed), len(closed), len(unfinished), drain)
+
+    return gone.addCallback(summary)
+
+
 class SecurenetService(MultiService):
     """
     The service C{twistd securenet} runs: its listeners; while it runs, a
@@ -143,13 +248,25 @@ class SecurenetService(MultiService):
     the log observers (L{securenet.audit.watch_sink}) so that
     authentications fail closed when the audit log cannot be written
     (C{fail_closed}, C{--audit-failure refuse}).
+
+    Stopping it (SIGTERM, SIGINT: twistd stops the reactor, which waits for
+    L{stopService}'s Deferred) is graceful: every listener's port closes
+    first (a new connection is refused), then the open connections are
+    drained for up to C{drain} seconds (L{drain_connections}), then one
+    C{service.stopped} line says what happened (L{StopSummary.line}), and
+    twistd exits 0.
+
+    @param drain: the drain time in seconds (C{--drain}, default L{DEFAULT_DRAIN}).
     """
 
-    def __init__(self, reactor: Any, *, fail_closed: bool = True, reloader: Reloader | None = None) -> None:
+    def __init__(
+        self, reactor: Any, *, fail_closed: bool = True, reloader: Reloader | None = None, drain: float = DEFAULT_DRAIN
+    ) -> None:
         super().__init__()
         self.reactor = reactor
         self.fail_closed = fail_closed
         self.reloader = reloader
+        self.drain = drain
         self._previousHangup: Any = None
         self._unwatch: Callable[[], None] | None = None
 
@@ -163,18 +280,21 @@ class SecurenetService(MultiService):
                 self._previousHangup = None
 
     def stopService(self) -> Deferred[None]:
-        if self._previousHangup is not None:
-            signal.signal(signal.SIGHUP, self._previousHangup)
-            self._previousHangup = None
-        stopped: Deferred[None] = super().stopService()
+        # Every child stops: a listener's port closes, its connections stay open.
+        stopped: Deferred[Any] = super().stopService()
+        stopped.addCallback(lambda _: self._drainConnections())
 
-        def unwatch(result: object) -> object:
+        def finished(result: object) -> object:
+            # Only now: a SIGHUP during the drain must not kill the process.
+            if self._previousHangup is not None:
+                signal.signal(signal.SIGHUP, self._previousHangup)
+                self._previousHangup = None
             if self._unwatch is not None:
                 self._unwatch()
                 self._unwatch = None
             return result
 
-        stopped.addBoth(unwatch)
+        stopped.addBoth(finished)
         return stopped
 
     def listeners(self) -> list[Listener]:
@@ -190,6 +310,25 @@ class SecurenetService(MultiService):
 
         walk(self)
         return found
+
+    def _drainConnections(self) -> Deferred[None]:
+        factories = [listener.guards for listener in self.listeners()]
+
+        def report(summary: StopSummary) -> None:
+            audit.service_stopped(
+                summary.line(),
+                drained=summary.drained,
+                closed=summary.closed,
+                unfinished=summary.unfinished,
+                drain=summary.drain,
+            )
+            # twistd ends a process that a signal stopped by sending itself
+            # that signal again once the reactor stopped (exit status 143 for
+            # SIGTERM): a stop that drained is a success, exit 0.
+            if getattr(self.reactor, "_exitSignal", None) is not None:
+                self.reactor._exitSignal = None
+
+        return drain_connections(self.reactor, factories, self.drain).addCallback(report)
 
     def _hangup(self, signum: int, frame: FrameType | None) -> None:
         # A signal handler may interrupt the reactor anywhere: act from the reactor's loop.

@@ -24,6 +24,7 @@ or C{-}).  The events and their fields::
     service.listening  kind (stream/http), endpoint, profile, client_auth, pin
     service.reload     what (tls/crl/policy/token-keys/checker), source,
                        result (done/refused), reason, warnings
+    service.stopped    drained, closed, unfinished, drain (a graceful stop)
 
 This module sits at the bottom of the package (every layer reports
 through it) and imports nothing of securenet's but the log machinery.  The
@@ -402,6 +403,24 @@ def service_reload(what: str, source: str, *, result: str, reason: str | None = 
     )
 
 
+def service_stopped(text: str, *, drained: int, closed: int, unfinished: int, drain: float) -> None:
+    """
+    The service stopped gracefully: C{drained} connections ended within the
+    drain time, C{closed} were closed at its deadline, C{unfinished} (in the
+    handshake or authentication) were closed at once.
+    """
+    _emit(
+        _service,
+        LogLevel.info,
+        literal(text),
+        securenet_event="service.stopped",
+        drained=drained,
+        closed=closed,
+        unfinished=unfinished,
+        drain=drain,
+    )
+
+
 __all__ = [
     "DEFAULT_LEVEL",
     "LEVELS",
@@ -416,6 +435,7 @@ __all__ = [
     "recording",
     "service_listening",
     "service_reload",
+    "service_stopped",
     "set_level",
     "shown",
     "sink_problem",

@@ -20,7 +20,8 @@ know, plus the peer's identity and the service's authorization policy::
 
 Nothing else changes: the classes add C{identity}, C{policy}, C{can} and
 C{require} (L{SecureProtocolMixin}, which any other protocol class may mix
-in), and L{SecureAMP} authorizes commands.  A protocol that subclasses none
+in), C{drain} and C{draining} for a graceful stop, and L{SecureAMP}
+authorizes commands.  A protocol that subclasses none
 of them still finds its peer with C{securenet.identity_of(self)}.
 """
 
@@ -36,6 +37,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from securenet._logs import SecurenetLogger
 from securenet.authz._attributes import Context
@@ -43,7 +45,7 @@ from securenet.authz._decisions import Decision, audit
 from securenet.authz._errors import AuthorizationDenied, AuthorizationError, AuthorizationSetupError
 from securenet.authz._patterns import is_action
 from securenet.cred._identity import Identity
-from securenet.interfaces import IPolicy, ISession
+from securenet.interfaces import IDrainable, IPolicy, ISession
 from securenet.session._server import identity_of
 
 log = SecurenetLogger(namespace="securenet.protocols")
@@ -84,6 +86,7 @@ class CommandDenied(AuthorizationError):
         return found.group(1) if found else None
 
 
+@implementer(IDrainable)
 class SecureProtocolMixin:
     """
     The peer's identity and the service's policy, for any protocol class.
@@ -106,7 +109,16 @@ class SecureProtocolMixin:
       - C{can(action, resource)} / C{require(action, resource)}: the
         policy's decision for the peer, logged as an C{authz.decision}
         event.
+      - C{drain()} (L{IDrainable}): the server is stopping gracefully
+        (SIGTERM).  The default sets C{draining} and does nothing else: the
+        connection goes on until it ends or the drain time ends (then the
+        server closes it).  Override it to say goodbye in your protocol
+        and close, or check C{self.draining} when an exchange ends; call
+        C{super().drain()} to keep the flag.
     """
+
+    #: True once the server asked this connection to wind down (L{drain}).
+    draining: bool = False
 
     _securenet_identity: Identity | None = None
     _securenet_policy: IPolicy | None = None
@@ -117,6 +129,10 @@ class SecureProtocolMixin:
         # securenet did not authenticate.
         _ = self.identity
         super().connectionMade()  # type: ignore[misc]
+
+    def drain(self) -> None:
+        """The server is stopping gracefully: set C{draining} (see the class docstring)."""
+        self.draining = True
 
     @property
     def identity(self) -> Identity:

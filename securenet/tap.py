@@ -4,7 +4,7 @@ C{twistd securenet}: options and service::
     twistd -n securenet [--listen ENDPOINT ...] [--app NAME_OR_DOTTED_PATH]
                         [--auth CHECKER[:ARGS] ...] [--policy FILE] [--config FILE]
                         [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS]
-                        [--refresh-ttl SECONDS] [--log-level LEVEL]
+                        [--refresh-ttl SECONDS] [--log-level LEVEL] [--drain SECONDS]
 
 With no C{--listen} (on the command line or in the config file) the
 development defaults apply: 127.0.0.1:8443 with the PKI that C{make run}
@@ -20,7 +20,10 @@ A listener logs that it listens once its port is bound; one that cannot
 bind stops twistd with one line (L{ListenError}).  SIGHUP reloads every
 listener's certificate, key, trust roots and CRL, checked before they
 serve (L{securenet._reload}), the policy, the token keys and key-file
-checkers; a CRL file is also watched (C{crlPoll}).
+checkers; a CRL file is also watched (C{crlPoll}).  SIGTERM stops
+gracefully: no new connections, the open ones have C{--drain SECONDS}
+(default 30) to finish, then one summary line and exit 0
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from twisted.python import reflect, usage
 from securenet._errors import SecurenetError
 from securenet._logs import SecurenetLogger, literal
 from securenet._reload import ListenerMaterial, Reloader, startup_warnings, watch_crls
-from securenet._service import Listener, ListenError, SecurenetService, _announcer
+from securenet._service import DEFAULT_DRAIN, Listener, ListenError, SecurenetService, _announcer
 from securenet.apps import BUILTIN_APPS
 from securenet.audit import DEFAULT_LEVEL as DEFAULT_LOG_LEVEL
 from securenet.audit import LEVELS as LOG_LEVELS
@@ -91,6 +94,7 @@ CONFIG_KEYS = {
     "log_level": "debug, info or warn: the least severe securenet events logged",
     "audit_failure": "refuse or continue: what authentications do while the audit log cannot be written",
     "expiry_margin": "days before a certificate expires from which start-up and reloads warn",
+    "drain": "seconds a graceful stop (SIGTERM) lets open connections finish; 0 closes them at once",
 }
 
 #: What authentications do while the audit log cannot be written.
@@ -113,7 +117,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
         " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--token-key-overlap SECONDS]"
         " [--refresh-ttl SECONDS] [--log-level LEVEL]"
-        " [--audit-failure refuse|continue] [--expiry-margin DAYS]"
+        " [--audit-failure refuse|continue] [--expiry-margin DAYS] [--drain SECONDS]"
     )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
@@ -178,6 +182,13 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "NO AUDIT-UNAVAILABLE on a stream and 503 over HTTP until a write succeeds again; continue lets them go "
             "on unrecorded. Either way one line on stderr says so.",
         ],
+        [
+            "drain",
+            None,
+            None,
+            f"Seconds a graceful stop (SIGTERM, SIGINT) lets open connections finish after the listeners stopped accepting "
+            f"(default {DEFAULT_DRAIN}); then the rest are closed and twistd exits 0. 0 closes them at once.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -225,7 +236,8 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key, default in (("token-ttl", DEFAULT_ACCESS_TTL), ("refresh-ttl", DEFAULT_REFRESH_TTL)):
             self[key] = _seconds(key, self[key] if self[key] is not None else default)
         if self["token-key-overlap"] is not None:
-            self["token-key-overlap"] = _seconds("token-key-overlap", self["token-key-overlap"], least=0)
+            self["token-key-overlap"] = _seconds("token-key-overlap", self["token-key-overlap"], minimum=0)
+        self["drain"] = _seconds("drain", self["drain"] if self["drain"] is not None else DEFAULT_DRAIN, minimum=0)
         if not self["listen"] and not self["http"]:
             self["listen"] = [dev_listen()]
             self["dev"] = True
@@ -259,12 +271,21 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             isinstance(data["expiry_margin"], bool) or not isinstance(data["expiry_margin"], (int, float))
         ):
             raise usage.UsageError(f"--config {path}: expiry_margin must be a number of days")
-        for key in ("token_ttl", "refresh_ttl", "token_key_overlap"):
+        for key in ("token_ttl", "refresh_ttl", "token_key_overlap", "drain"):
             if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
             self["http"] = list(http)
-        for key in ("token_key", "token_ttl", "refresh_ttl", "token_key_overlap", "log_level", "audit_failure", "expiry_margin"):
+        for key in (
+            "token_key",
+            "token_ttl",
+            "refresh_ttl",
+            "token_key_overlap",
+            "log_level",
+            "audit_failure",
+            "expiry_margin",
+            "drain",
+        ):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
                 self[option] = data[key]
@@ -344,7 +365,9 @@ def _makeService(options: Options) -> IService:
     for warning in options.get("plaintextCheckers", []):
         log.warn(literal(warning))
     reloader = Reloader(reactor)
-    service = SecurenetService(reactor, fail_closed=options["audit-failure"] == "refuse", reloader=reloader)
+    service = SecurenetService(
+        reactor, fail_closed=options["audit-failure"] == "refuse", reloader=reloader, drain=options["drain"]
+    )
     for description in options["listen"]:
         try:
             endpoint = server_endpoint(reactor, description)
@@ -401,13 +424,13 @@ def _days(option: str, value: object) -> float:
     return days * 86400.0
 
 
-def _seconds(option: str, value: object, least: int = 1) -> int:
+def _seconds(option: str, value: object, *, minimum: int = 1) -> int:
     try:
         seconds = int(str(value))
     except ValueError:
         raise usage.UsageError(f"--{option} {value}: not a whole number of seconds") from None
-    if seconds < least:
-        raise usage.UsageError(f"--{option} {value}: must be at least {least} second{'s' if least != 1 else ''}")
+    if seconds < minimum:
+        raise usage.UsageError(f"--{option} {value}: must be at least {minimum} second{'' if minimum == 1 else 's'}")
     return seconds
 
 

@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from securenet import protocols as base_module
 from securenet.authz import AuthorizationDenied, AuthorizationSetupError, Context, Policy, requires
 from securenet.cred._identity import Identity
-from securenet.interfaces import ISession
+from securenet.interfaces import IDrainable, ISession
 from securenet.protocols import (
     COMMAND_DENIED,
     NOT_CONFIGURED,
@@ -787,3 +787,38 @@ class TestingHelperTests(SynchronousTestCase):
     def test_memoryPortalRejectsTotpWithoutPassword(self) -> None:
         e = self.assertRaises(ValueError, memory_portal, {"x": []}, totp={"x": "JBSWY3DPEHPK3PXP"}, clock=Clock())
         self.assertEqual(str(e), "memory_portal: 'x' has a TOTP secret but no password")
+
+
+class DrainTests(SynchronousTestCase):
+    def test_defaultDrainSetsTheFlag(self) -> None:
+        """
+        The stream bases are IDrainable; the default drain() only sets
+        C{draining} (the connection goes on until it ends or the drain time
+        ends), and writes nothing, closes nothing.
+        """
+        for cls in (SecureLineReceiver, SecureAMP):
+            protocol = cls()
+            transport = StringTransport()
+            protocol.transport = transport
+            self.assertTrue(IDrainable.providedBy(protocol))
+            self.assertFalse(protocol.draining)
+            protocol.drain()
+            self.assertTrue(protocol.draining)
+            self.assertEqual((transport.value(), transport.disconnecting), (b"", False))
+
+    def test_override(self) -> None:
+        """A subclass says goodbye in its own protocol and closes; super().drain() keeps the flag."""
+
+        class Chat(SecureLineReceiver):
+            def drain(self) -> None:
+                super().drain()
+                self.sendLine(b"* server restarting, bye")
+                self.transport.loseConnection()  # type: ignore[union-attr]
+
+        protocol = Chat()
+        transport = StringTransport()
+        protocol.transport = transport
+        IDrainable(protocol).drain()
+        self.assertEqual(
+            (transport.value(), transport.disconnecting, protocol.draining), (b"* server restarting, bye\r\n", True, True)
+        )

@@ -203,6 +203,25 @@ class SnippetTests(SynchronousTestCase):
         [snippet] = [b for b in blocks(REPO / "README.md", "python") if "connect_in_memory" in b]
         exec(compile(snippet, "README.md", "exec"), {"__name__": "readme_snippet"})
 
+    def test_drainSnippetRuns(self) -> None:
+        """docs/operations.md's IDrainable example runs as written (its asserts check what the peer saw)."""
+        path = REPO / "docs" / "operations.md"
+        [snippet] = [b for b in blocks(path, "python") if "def drain" in b]
+        exec(compile(snippet, str(path), "exec"), {"__name__": "operations_snippet"})
+
+    def test_systemdUnitOutwaitsTheDrain(self) -> None:
+        """The systemd unit of docs/operations.md stops with SIGTERM and waits longer than its drain time."""
+        [unit] = blocks(REPO / "docs" / "operations.md", "ini")
+        settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line)
+        drain = int(re.search(r"--drain (\d+)", settings["ExecStart"]).group(1))  # type: ignore[union-attr]
+        self.assertEqual(settings["KillSignal"], "SIGTERM")
+        self.assertGreater(int(settings["TimeoutStopSec"]), drain)
+        self.assertEqual(settings["ExecReload"], "/bin/kill -HUP $MAINPID")
+        argv = shlex.split(settings["ExecStart"])
+        options = Options()
+        options.parseOptions([w for w in twistd_argv(argv) or [] if w not in ("--config", "/etc/securenet/securenet.toml")])
+        self.assertEqual(options["drain"], drain)
+
 
 class LinkTests(SynchronousTestCase):
     def test_relativeLinksExist(self) -> None:

@@ -244,6 +244,67 @@ class EndpointPluginTests(SynchronousTestCase):
 
 # -- twistd securenet --help -----------------------------------------------------------
 
+
+class DrainOptionsTests(SynchronousTestCase):
+    """C{--drain SECONDS} and the config key C{drain}: the graceful stop's drain time (tests/test_service.py)."""
+
+    def parse(self, *argv: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def config(self, text: str) -> str:
+        path = Path(self.mktemp())
+        path.write_text(text)
+        return str(path)
+
+    def test_default(self) -> None:
+        self.assertEqual(self.parse()["drain"], 30)
+
+    def test_values(self) -> None:
+        """A whole number of seconds; 0 closes the connections at once."""
+        self.assertEqual([self.parse("--drain", v)["drain"] for v in ("5", "0", "600")], [5, 0, 600])
+
+    def test_refused(self) -> None:
+        """A bad value: one usage error naming the option, the value and why."""
+        expected = {
+            "-1": "--drain -1: must be at least 0 seconds",
+            "ten": "--drain ten: not a whole number of seconds",
+            "1.5": "--drain 1.5: not a whole number of seconds",
+            "": "--drain : not a whole number of seconds",
+        }
+        for value, message in expected.items():
+            with self.assertRaises(usage.UsageError) as caught:
+                self.parse("--drain", value)
+            self.assertEqual(str(caught.exception), message)
+
+    def test_config(self) -> None:
+        """The config key applies when the command line is silent; the command line wins."""
+        path = self.config("drain = 7\n")
+        self.assertEqual(self.parse("--config", path)["drain"], 7)
+        self.assertEqual(self.parse("--config", path, "--drain", "2")["drain"], 2)
+        self.assertIn("drain", tap.CONFIG_KEYS)
+
+    def test_configRefused(self) -> None:
+        for text in ('drain = "soon"\n', "drain = true\n", "drain = 1.5\n"):
+            path = self.config(text)
+            with self.assertRaises(usage.UsageError) as caught:
+                self.parse("--config", path)
+            self.assertEqual(str(caught.exception), f"--config {path}: drain must be a whole number of seconds")
+        path = self.config("drain = -3\n")
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--config", path)
+        self.assertEqual(str(caught.exception), "--drain -3: must be at least 0 seconds")
+
+    def test_service(self) -> None:
+        """makeService gives the service the drain time."""
+        certs = PKI.save(Path(self.mktemp()))
+        listen = f"securenet:0:interface=127.0.0.1:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        service = tap.makeService(self.parse("--listen", listen, "--auth", "anonymous", "--drain", "4"))
+        assert isinstance(service, tap.SecurenetService)
+        self.assertEqual(service.drain, 4)
+
+
 #: Options every twistd plugin has (Twisted's), which the synopsis need not repeat.
 GENERIC_OPTIONS = {"help", "version", "help-auth", "help-auth-type"}
 
@@ -280,6 +341,7 @@ class HelpTests(SynchronousTestCase):
                 "log-level",
                 "audit-failure",
                 "expiry-margin",
+                "drain",
             },
         )
         for name in sorted(names):

@@ -74,11 +74,32 @@ class TLSGuardFactory(WrappingFactory):
         super().__init__(wrappedFactory)
         self.reactor = reactor
         self.ready = ready
+        self._whenClosed: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress | None) -> TLSGuard:
         # The application protocol is built later, once the peer is trusted.
         guard: TLSGuard = self.protocol(self, addr)
         return guard
+
+    def connections(self) -> list[TLSGuard]:
+        """The guards of the open connections, from the TCP accept on (handshake and authentication included)."""
+        return list(self.protocols)
+
+    def unregisterProtocol(self, p: TLSGuard) -> None:
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            waiting, self._whenClosed = self._whenClosed, []
+            for d in waiting:
+                d.callback(None)
+
+    def whenClosed(self) -> Deferred[None]:
+        """Fires once no connection of this factory is open (at once if none is)."""
+        d: Deferred[None] = Deferred()
+        if not self.protocols:
+            d.callback(None)
+        else:
+            self._whenClosed.append(d)
+        return d
 
 
 @implementer(IHandshakeListener)
@@ -171,6 +192,11 @@ class TLSGuard(ProtocolWrapper):
         peer = self.transport.getPeer() if self.transport is not None else None
         if peer is not None:
             self.addr = peer
+
+    @property
+    def application(self) -> Any:
+        """The application protocol once it is connected; None during the handshake (and authentication)."""
+        return self.wrappedProtocol if self._appConnected else None
 
     def handshakeCompleted(self) -> None:
         self._cancelTimer()

@@ -35,6 +35,10 @@ clients.
     C{request-line}, C{header-line}, C{header-block}, C{header-time},
     C{body-time}).
   - Form bodies are not parsed into C{request.args} (an API reads JSON).
+  - **Graceful stop.**  Every connection is L{IDrainable}: when the server
+    stops, an idle keep-alive connection closes at once, and one with a
+    request in progress finishes that response (with C{Connection: close})
+    and closes.
 """
 
 from __future__ import annotations
@@ -48,9 +52,11 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
+from zope.interface import implementer
 
 from securenet import audit
 from securenet._logs import SecurenetLogger
+from securenet.interfaces import IDrainable
 from securenet.web._errors import HeaderFieldsTooLarge, InternalError, PayloadTooLarge, RequestTimeout, URITooLong, WebError
 from securenet.web._jsonbody import MAX_BODY, dump_json
 from securenet.web._responses import (
@@ -251,12 +257,14 @@ def _channel_peer(channel: http.HTTPChannel) -> str:
     return _address_text(address)
 
 
+@implementer(IDrainable)
 class SecureHTTPChannel(http.HTTPChannel):
     """
     The HTTP/1.1 channel of a L{SecureSite}: header size limits (414, 431)
     and the header and body deadlines (408) of the module docstring, read
     from the site.  Once it refused a request (or began to close for any
-    reason) it reads nothing more from the connection.
+    reason) it reads nothing more from the connection.  On L{drain} it
+    answers what it is answering and closes.
     """
 
     site: Any = None
@@ -265,6 +273,7 @@ class SecureHTTPChannel(http.HTTPChannel):
     _head_size = 0
     _head_lines = 0
     _closing = False
+    _draining = False
 
     def _setting(self, name: str, default: Any) -> Any:
         return getattr(self.site, name, default)
@@ -385,6 +394,28 @@ class SecureHTTPChannel(http.HTTPChannel):
 
     # -- closing ------------------------------------------------------------------------------
 
+    def drain(self) -> None:
+        """
+        The server stops (L{IDrainable}): without a request in progress the
+        connection closes at once; otherwise the request (even one whose
+        headers are still arriving) is answered, with C{Connection: close}
+        unless its response has begun, and then the connection closes.
+        """
+        self._draining = True
+        if not self.requests:
+            self.loseConnection()
+            return
+        self.persistent = False
+        for request in self.requests:
+            if not request.startedWriting:
+                request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        if self._draining:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
     def loseConnection(self) -> None:
         # Whoever closes (a refusal, Twisted's own 400, a non-persistent
         # request's end): no more requests are read, no deadline fires.
@@ -400,15 +431,24 @@ class SecureHTTPChannel(http.HTTPChannel):
         super().connectionLost(reason)
 
 
+@implementer(IDrainable)
+class _DrainableHTTPProtocol(http._GenericHTTPChannelProtocol):
+    """Twisted's wrapper that switches to HTTP/2 when TLS negotiated it, passing L{IDrainable.drain} on to its channel."""
+
+    def drain(self) -> None:
+        # An HTTP/2 channel is not drainable: it is closed at the deadline.
+        drainable = IDrainable(self._channel, None)
+        if drainable is not None:
+            drainable.drain()
+
+
 def _secure_channel(factory: http.HTTPFactory) -> Any:
     """
     The protocol of a L{SecureSite}: a L{SecureHTTPChannel}, behind Twisted's
     wrapper that switches to HTTP/2 when TLS negotiated it (C{H2Connection}
     has limits of its own).
     """
-    generic = getattr(http, "_GenericHTTPChannelProtocol", None)
-    channel = SecureHTTPChannel()
-    return generic(channel) if generic is not None else channel
+    return _DrainableHTTPProtocol(SecureHTTPChannel())
 
 
 class SecureSite(server.Site):

@@ -20,9 +20,11 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from securenet.cred._jwt import MAX_TOKEN_LENGTH
+from securenet.interfaces import IDrainable
 from securenet.testing import EventCapture, connect_in_memory
 from securenet.web import SecureSite, TooManyRequests, render_error
 from securenet.web._responses import REASON_PHRASES
@@ -409,3 +411,113 @@ class DeadlineTests(SynchronousTestCase):
         for name in ("header_timeout", "body_timeout"):
             for value in (0, -1, float("inf"), float("nan")):
                 self.assertRaises(ValueError, SecureSite, Resource(), reactor=Clock(), **{name: value})
+
+
+# -- graceful stop: IDrainable ----------------------------------------------------------------------
+
+
+class Held(Resource):
+    """Answers nothing until the test finishes the request (C{held})."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Any] = []
+
+    def render_GET(self, request: Any) -> Any:
+        self.held.append(request)
+        return NOT_DONE_YET
+
+
+def finish(request: Any, body: bytes = b"late") -> None:
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
+class DrainTests(SynchronousTestCase):
+    """On drain an idle keep-alive connection closes at once; one with a request in progress answers it, then closes."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(NOW)
+        self.held = Held()
+        self.site = SecureSite(self.held, reactor=self.clock)
+
+    def drain(self, connection: Connection) -> None:
+        protocol = connection.memory.server_guard.application if connection.tls else connection.protocol
+        self.assertTrue(IDrainable.providedBy(protocol))
+        protocol.drain()
+        if connection.tls:
+            connection.memory.pump.flush()
+
+    def test_idleKeepAliveClosesAtOnce(self) -> None:
+        """After a keep-alive response, nothing in progress: closed at once, nothing more written."""
+        site, _, clock = make_site()
+        connection = Connection(site, clock)
+        connection.send(HEAD + b"\r\n")
+        answered = connection.answer
+        self.assertEqual((parse_response(answered).body, connection.closed), (b"ok", False))
+        self.drain(connection)
+        self.assertEqual((connection.closed, connection.answer), (True, answered))
+
+    def test_freshConnectionClosesAtOnce(self) -> None:
+        connection = Connection(self.site, self.clock, tls=True)
+        self.drain(connection)
+        self.assertEqual((connection.closed, connection.answer), (True, b""))
+
+    def test_requestInProgressFinishesThenCloses(self) -> None:
+        """
+        Over TLS: a request being answered when the server drains gets its
+        whole response, with Connection: close, then the connection closes; a
+        request pipelined behind it is not answered.
+        """
+        connection = Connection(self.site, self.clock, tls=True)
+        connection.send(HEAD + b"\r\n" + HEAD + b"\r\n")
+        [request] = self.held.held
+        self.drain(connection)
+        self.assertEqual((connection.closed, connection.answer), (False, b""))
+        finish(request)
+        connection.memory.pump.flush()
+        response = parse_response(connection.answer)
+        self.assertEqual((response.code, response.body, response.header("Connection")), (200, b"late", "close"))
+        self.assertTrue(connection.closed)
+        self.assertEqual(len(self.held.held), 1)
+        self.assertEqual(connection.answer.count(b"HTTP/1.1 "), 1)
+
+    def test_headersArrivingWhenDrained(self) -> None:
+        """A request whose header block is still arriving is answered (Connection: close), then the connection closes."""
+        site, resource, clock = make_site()
+        connection = Connection(site, clock)
+        connection.send(b"GET /thing HTTP/1.1\r\n")
+        self.drain(connection)
+        self.assertEqual((connection.closed, connection.answer), (False, b""))
+        connection.send(b"Host: localhost\r\n\r\n")
+        response = parse_response(connection.answer)
+        self.assertEqual((response.body, response.header("Connection"), resource.requests), (b"ok", "close", [b"/thing"]))
+        self.assertTrue(connection.closed)
+
+    def test_responseAlreadyStarted(self) -> None:
+        """A response whose headers were sent before the drain: it finishes, and the connection closes after it, not before."""
+        connection = Connection(self.site, self.clock)
+        connection.send(HEAD + b"\r\n")
+        [request] = self.held.held
+        request.setHeader(b"Content-Length", b"4")
+        request.write(b"la")
+        self.drain(connection)
+        self.assertFalse(connection.closed)
+        request.write(b"te")
+        self.assertFalse(connection.closed)
+        request.finish()
+        response = parse_response(connection.answer)
+        self.assertEqual((response.body, response.header("Connection")), (b"late", None))
+        self.assertTrue(connection.closed)
+
+    def test_notDrainedStaysOpen(self) -> None:
+        """Without a drain the same exchange keeps the connection open (the tests above are not the default)."""
+        connection = Connection(self.site, self.clock)
+        connection.send(HEAD + b"\r\n")
+        finish(self.held.held[0])
+        response = parse_response(connection.answer)
+        self.assertEqual((response.body, response.header("Connection"), connection.closed), (b"late", None, False))
