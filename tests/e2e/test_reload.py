@@ -232,6 +232,30 @@ class BadReloadTests(ReloadBase):
         self.assertNotIn("Traceback", server.logText())
 
 
+class PolicyReloadTests(ReloadBase):
+    def test_badPolicyChangesNothing(self) -> None:
+        """
+        A policy with an error is refused on SIGHUP with its file and line,
+        the certificates still reload, the process keeps serving; the fixed
+        policy then reloads.
+        """
+        policy = self.base / "policy.toml"
+        policy.write_text('[roles.reader]\npermissions = ["echo"]\n')
+        server = self.startServer("--listen", self.listen(), "--policy", str(policy))
+        policy.write_text('[roles.reader]\npermissions = ["echo"]\ninherits = ["nobody"]\n')
+        self.hangup(server, "SIGHUP: reloaded 1, refused 1", 1)
+        [line] = [line for line in server.logText().splitlines() if "reload refused: policy (" in line]
+        self.assertIn(f"{policy}:3", line)
+        self.assertIn("nobody", line)
+        self.assertIn("still serving the previous policy", line)
+        self.assertEqual(
+            self.served(server).subject, x509.load_pem_x509_certificate((self.pki / "server.pem").read_bytes()).subject
+        )
+        policy.write_text('[roles.reader]\npermissions = ["echo", "other"]\n')
+        self.hangup(server, "SIGHUP: reloaded 2, refused 0", 1)
+        self.assertIn(f"reloaded policy ({policy})", server.logText())
+
+
 class CRLWatchTests(ReloadBase):
     def connect(self, port: int) -> subprocess.CompletedProcess[bytes]:  # type: ignore[override]
         from tests.support.e2e import client_endpoint
