@@ -240,6 +240,17 @@ def drain_connections(reactor: Any, factories: Sequence[TLSGuardFactory], drain:
     return gone.addCallback(summary)
 
 
+def exit_cleanly(reactor: Any) -> None:
+    """
+    Make a stop by signal exit 0: twistd ends a process that a signal
+    stopped by sending itself that signal again once the reactor stopped
+    (exit status 143 for SIGTERM), but a stop that drained is a success.
+    The one place that touches the reactor's private C{_exitSignal}.
+    """
+    if getattr(reactor, "_exitSignal", None) is not None:
+        reactor._exitSignal = None
+
+
 class SecurenetService(MultiService):
     """
     The service C{twistd securenet} runs: its listeners; while it runs, a
@@ -322,11 +333,7 @@ class SecurenetService(MultiService):
                 unfinished=summary.unfinished,
                 drain=summary.drain,
             )
-            # twistd ends a process that a signal stopped by sending itself
-            # that signal again once the reactor stopped (exit status 143 for
-            # SIGTERM): a stop that drained is a success, exit 0.
-            if getattr(self.reactor, "_exitSignal", None) is not None:
-                self.reactor._exitSignal = None
+            exit_cleanly(self.reactor)
 
         return drain_connections(self.reactor, factories, self.drain).addCallback(report)
 

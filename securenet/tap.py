@@ -94,8 +94,12 @@ CONFIG_KEYS = {
     "log_level": "debug, info or warn: the least severe securenet events logged",
     "audit_failure": "refuse or continue: what authentications do while the audit log cannot be written",
     "expiry_margin": "days before a certificate expires from which start-up and reloads warn",
+    "workers": "worker processes serving the same listeners (default 1)",
     "drain": "seconds a graceful stop (SIGTERM) lets open connections finish; 0 closes them at once",
 }
+
+#: The most worker processes --workers starts.
+MAX_WORKERS = 64
 
 #: What authentications do while the audit log cannot be written.
 AUDIT_FAILURE_MODES = ("refuse", "continue")
@@ -117,7 +121,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
         " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--token-key-overlap SECONDS]"
         " [--refresh-ttl SECONDS] [--log-level LEVEL]"
-        " [--audit-failure refuse|continue] [--expiry-margin DAYS] [--drain SECONDS]"
+        " [--audit-failure refuse|continue] [--expiry-margin DAYS] [--drain SECONDS] [--workers N]"
     )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
@@ -168,6 +172,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "every allowed authorization and every successful HTTP authentication).",
         ],
         [
+            "workers",
+            None,
+            None,
+            "Worker processes that serve the same listeners (default 1: this process serves). With more, this process "
+            "binds the listeners, hands the sockets to the workers, restarts a worker that dies, and passes SIGHUP and "
+            "SIGTERM on to every worker.",
+        ],
+        [
             "expiry-margin",
             None,
             None,
@@ -210,6 +222,11 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         self.setdefault("plaintextCheckers", []).extend(_plaintext_warning(checker, description))
         self.addChecker(checker)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        # What a worker process is started with (--workers): the arguments as given.
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
     def opt_listen(self, endpoint: str) -> None:
         """A securenet: server endpoint to listen on (may be repeated)."""
         self["listen"].append(endpoint)
@@ -238,6 +255,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         if self["token-key-overlap"] is not None:
             self["token-key-overlap"] = _seconds("token-key-overlap", self["token-key-overlap"], minimum=0)
         self["drain"] = _seconds("drain", self["drain"] if self["drain"] is not None else DEFAULT_DRAIN, minimum=0)
+        self["workers"] = _count("workers", self["workers"] if self["workers"] is not None else 1, MAX_WORKERS)
         if not self["listen"] and not self["http"]:
             self["listen"] = [dev_listen()]
             self["dev"] = True
@@ -271,7 +289,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             isinstance(data["expiry_margin"], bool) or not isinstance(data["expiry_margin"], (int, float))
         ):
             raise usage.UsageError(f"--config {path}: expiry_margin must be a number of days")
-        for key in ("token_ttl", "refresh_ttl", "token_key_overlap", "drain"):
+        for key in ("token_ttl", "refresh_ttl", "token_key_overlap", "drain", "workers"):
             if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int)):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
@@ -285,6 +303,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "audit_failure",
             "expiry_margin",
             "drain",
+            "workers",
         ):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
@@ -347,9 +366,19 @@ def load_app(spec: str) -> IProtocolFactory:
 
 def makeService(options: Options) -> IService:
     try:
-        return _makeService(options)
+        service = _makeService(options)
     except (usage.UsageError, SecurenetError) as e:
         raise StartupError(str(e)) from None
+    if options["workers"] == 1:
+        return service
+    # The configuration was checked by building the service once, here; the
+    # workers build their own.
+    from twisted.internet import reactor
+
+    from securenet._workers import Supervisor
+
+    listeners = [("--listen", d) for d in options["listen"]] + [("--http", d) for d in options["http"]]
+    return Supervisor(reactor, workers=options["workers"], args=options.arguments, listeners=listeners, drain=options["drain"])
 
 
 def _makeService(options: Options) -> IService:
@@ -422,6 +451,16 @@ def _days(option: str, value: object) -> float:
     if not math.isfinite(days) or days < 0:
         raise usage.UsageError(f"--{option} {value}: must be a finite number of days, 0 or more")
     return days * 86400.0
+
+
+def _count(option: str, value: object, most: int) -> int:
+    try:
+        count = int(str(value))
+    except ValueError:
+        raise usage.UsageError(f"--{option} {value}: not a whole number") from None
+    if not 1 <= count <= most:
+        raise usage.UsageError(f"--{option} {value}: must be from 1 to {most}")
+    return count
 
 
 def _seconds(option: str, value: object, *, minimum: int = 1) -> int:

@@ -33,7 +33,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("securenet.authz",),
     ("securenet.protocols",),
     ("securenet.apps", "securenet.web"),
-    ("securenet.tap", "securenet._service", "securenet._reload", "securenet.cli", "securenet._plugins", "securenet.testing"),
+    (
+        "securenet.tap",
+        "securenet._service",
+        "securenet._reload",
+        "securenet._workers",
+        "securenet.cli",
+        "securenet._plugins",
+        "securenet.testing",
+    ),
 ]
 
 PUBLIC_PACKAGES = [

@@ -342,6 +342,7 @@ class HelpTests(SynchronousTestCase):
                 "audit-failure",
                 "expiry-margin",
                 "drain",
+                "workers",
             },
         )
         for name in sorted(names):
@@ -668,6 +669,39 @@ class HangupTests(SynchronousTestCase):
         jwt_service = tap.makeService(jwt)
         assert isinstance(jwt_service, tap.SecurenetService) and jwt_service.reloader is not None
         self.assertEqual([r.what for r in jwt_service.reloader.reloadables], ["tls", "checker"])
+
+    def test_workers(self) -> None:
+        """
+        --workers N (default 1: this process serves); bad values are refused
+        naming the option; with more than one, makeService checks the whole
+        configuration and returns the supervisor, with the listeners (--http's
+        too) and the arguments as given.
+        """
+        from securenet._workers import Supervisor
+
+        certs = PKI.save(Path(self.mktemp()))
+        listen = f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        one = tap.Options()
+        one.parseOptions(["--listen", listen, "--auth", "anonymous"])
+        self.assertEqual(one["workers"], 1)
+        self.assertIsInstance(tap.makeService(one), tap.SecurenetService)
+        for bad, why in (("0", "must be from 1 to 64"), ("65", "must be from 1 to 64"), ("two", "not a whole number")):
+            with self.assertRaises(usage.UsageError) as caught:
+                tap.Options().parseOptions(["--workers", bad])
+            self.assertEqual(str(caught.exception), f"--workers {bad}: {why}")
+        args = ["--workers", "3", "--listen", listen, "--http", listen, "--auth", "anonymous", "--drain", "5"]
+        three = tap.Options()
+        three.parseOptions(args)
+        supervisor = tap.makeService(three)
+        assert isinstance(supervisor, Supervisor)
+        self.assertEqual(supervisor.count, 3)
+        self.assertEqual(supervisor.args, args)
+        self.assertEqual(supervisor.listener_specs, [("--listen", listen), ("--http", listen)])
+        self.assertEqual(supervisor.drain, 5)
+        broken = tap.Options()
+        broken.parseOptions(["--workers", "2", "--listen", listen.replace("server.pem", "gone.pem"), "--auth", "anonymous"])
+        with self.assertRaises(tap.StartupError):
+            tap.makeService(broken)
 
     def test_expiryMargin(self) -> None:
         """--expiry-margin is days (default 14); a bad value is refused naming it; a certificate inside it warns at start."""
