@@ -30,13 +30,21 @@ PEERS: dict[str, tuple[str, str, str]] = {
     # second (as SIGHUP does: files read and checked, a test handshake, the
     # context swapped).
     "securenet-reloading": ("securenet, reloading every second", "securenet", "http"),
+    # twistd securenet itself, one process serving, and a supervisor with two
+    # workers on the same listening socket.
+    "twistd-1": ("twistd securenet", "twistd-workers", "http"),
+    "twistd-2": ("twistd securenet --workers 2", "twistd-workers", "http"),
     "securenet-amp": ("securenet + AMP", "securenet-amp", "amp"),
     "amp-tls": ("AMP over Twisted TLS", "amp-tls", "amp"),
     "foolscap": ("Foolscap", "foolscap", "foolscap"),
 }
 
 #: Server arguments a peer always runs with.
-PEER_ARGS: dict[str, list[str]] = {"securenet-reloading": ["--reload-every", "1"]}
+PEER_ARGS: dict[str, list[str]] = {
+    "securenet-reloading": ["--reload-every", "1"],
+    "twistd-1": ["--workers", "1"],
+    "twistd-2": ["--workers", "2"],
+}
 
 #: Every Python server stops by itself after this long, whatever happens: the
 #: peers live for a whole run (a full run with profiles takes ~25 minutes).

@@ -114,7 +114,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for tid, what, key, ours, peer, op, bound in TARGETS:
         v: dict[str, Any] = {"id": tid, "what": what, "value": None, "spread": None, "met": None, "note": ""}
-        target = f"{op} {bound:.3g}" if op != "within" else f"{bound[0]}–{bound[1]}"
+        # "cpu<=": the ratio of server CPU per operation, not of rates.
+        target = f"{op.removeprefix('cpu')} {bound:.3g}" if op != "within" else f"{bound[0]}–{bound[1]}"
         if key == "login_cpu" and bound < 1:
             target = f"<= 1/{round(1 / bound)}"
         v["target"] = target
@@ -156,21 +157,22 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                 their_name = peer
                 if ":" in peer:
                     their_name, their_key = peer.split(":")
-                value = r.get("value", "rate")
+                value = "server_cpu_us_per_op" if op == "cpu<=" else r.get("value", "rate")
                 a = _values(r["samples"].get(ours, []), value)
                 other = results.get(their_key)
                 b = _values(other["samples"].get(their_name, []), value) if other else []
                 ratios = paired_ratios(a, b)
                 v["value"] = median(list(ratios))
                 v["spread"] = (min(ratios), max(ratios)) if ratios else None
-                v["note"] = f"{fmt(median(a))} vs {fmt(median(b))} {r['unit']}"
+                unit = "µs CPU per operation" if op == "cpu<=" else r["unit"]
+                v["note"] = f"{fmt(median(a))} vs {fmt(median(b))} {unit}"
         except (KeyError, IndexError, TypeError, ZeroDivisionError) as e:
             v["note"] = f"could not evaluate: {e}"
         x = v["value"]
         if x is not None:
             if op == ">=":
                 v["met"] = x >= bound
-            elif op == "<=":
+            elif op in ("<=", "cpu<="):
                 v["met"] = x <= bound
             else:
                 v["met"] = bound[0] <= x <= bound[1]

@@ -118,6 +118,15 @@ TARGETS = [
         ">=",
         0.95,
     ),
+    (
+        "workers-cpu",
+        "server CPU per full handshake, 2 workers ÷ 1 process",
+        "conn_workers",
+        "twistd-2",
+        "twistd-1",
+        "cpu<=",
+        1.05,
+    ),
     ("rr-1", "request/response, 1 in flight, vs bare Twisted TLS", "rr_1", "securenet", "twisted-tls", ">=", 0.95),
     ("rr-32", "request/response, 32 in flight, vs bare Twisted TLS", "rr_32", "securenet", "twisted-tls", ">=", 0.95),
     ("amp-1", "AMP calls/s, 1 outstanding, vs plain AMP over TLS (C client)", "rpc_c_1", "securenet-amp", "amp-tls", ">=", 0.9),
@@ -366,6 +375,18 @@ class Bench:
             "conn/s",
             ["securenet", "securenet-reloading"],
             lambda n, s: self.tlsload(n, s.port, "--mode", "conn", "--conns", c, "--path", "/64", pid=s.pid),
+            repeats=self.cfg["close_repeats"],
+        )
+
+    def measure_workers(self) -> None:
+        """Full handshakes/s and server CPU per handshake of twistd securenet with 2 workers vs 1 process."""
+        c = str(self.cfg["conn_concurrency"])
+        self.series(
+            "conn_workers",
+            "new connections/s (full handshakes), twistd securenet, 1 process vs --workers 2",
+            "conn/s",
+            ["twistd-1", "twistd-2"],
+            lambda n, s: self.tlsload("securenet-" + n, s.port, "--mode", "conn", "--conns", c, "--path", "/64", pid=s.pid),
             repeats=self.cfg["close_repeats"],
         )
 
@@ -887,6 +908,7 @@ class Bench:
         steps: list[tuple[list[str], Callable[[], None]]] = [
             (P.CONN_PEERS, self.measure_connections),
             (["securenet", "securenet-reloading"], self.measure_reload),
+            (["twistd-1", "twistd-2"], self.measure_workers),
             (P.HTTP_PEERS, self.measure_request_response),
             (["securenet-amp", "amp-tls", "foolscap"], self.measure_rpc),
             (P.HTTP_PEERS, self.measure_bulk),

@@ -28,6 +28,7 @@ KINDS = (
     "securenet-amp",
     "securenet-login",
     "twisted-tls",
+    "twistd-workers",
     "amp-tls",
     "asyncio",
     "uvloop",
@@ -304,6 +305,51 @@ def asyncio_server(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
+def twistd_workers_server(args: argparse.Namespace) -> None:
+    """
+    A real C{twistd securenet --workers N} (the supervisor and its workers
+    are this process's children, so the runner's CPU sample covers them),
+    serving the bench HTTP responder over mutual TLS with EXTERNAL.
+    """
+    import socket
+    import subprocess
+
+    certs = Path(args.certs)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listen = (
+        f"securenet:{port}:interface=127.0.0.1:backlog={args.backlog}:certKey={certs / 'server.pem'}"
+        f":privateKey={certs / 'server.key'}:trustRoots={certs / 'ca.pem'}:clientAuth=required"
+    )
+    run = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+    log = open(args.log or os.devnull, "ab")
+    child = subprocess.Popen(
+        [sys.executable, "-c", run, "-n", "--pidfile=", "--logfile=-", "securenet", "--workers", str(args.workers)]
+        + ["--app", "bench.apps.HTTPFactory", "--listen", listen],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert child.stdout is not None
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    deadline = time.monotonic() + 60
+    listening = 0
+    while listening < max(1, args.workers) and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            raise SystemExit(f"twistd exited with {child.wait()}")
+        log.write(line)
+        listening += b"securenet listening on" in line
+    announce(port=port)
+    end = time.monotonic() + args.max_seconds
+    for line in child.stdout:
+        log.write(line)
+        if time.monotonic() > end:
+            break
+    child.terminate()
+    child.wait(30)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
     parser.add_argument("kind", choices=KINDS)
@@ -318,11 +364,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", help="run under pyinstrument and write the profile here")
     parser.add_argument("--tracemalloc", help="Twisted servers: on each SIGUSR1 append the Python heap growth here")
     parser.add_argument("--max-seconds", type=float, default=900.0)
+    parser.add_argument("--workers", type=int, default=1, help="twistd-workers: twistd securenet --workers N")
     args = parser.parse_args(argv)
     die_with_parent()
     raise_nofile()
     if args.kind in ("asyncio", "uvloop"):
         asyncio_server(args)
+    elif args.kind == "twistd-workers":
+        twistd_workers_server(args)
     else:
         twisted_server(args)
 
