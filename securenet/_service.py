@@ -86,6 +86,8 @@ class Listener(StreamServerEndpointService):
         self.description = description
         self.reactor = reactor
         self.announce = announce
+        #: The listening port, once bound (C{/readyz} asks).
+        self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
@@ -93,6 +95,7 @@ class Listener(StreamServerEndpointService):
         failed: list[Failure] = []
 
         def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
             if self.announce is not None:
                 self.announce(port)
             return port

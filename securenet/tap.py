@@ -4,7 +4,7 @@ C{twistd securenet}: options and service::
     twistd -n securenet [--listen ENDPOINT ...] [--app NAME_OR_DOTTED_PATH]
                         [--auth CHECKER[:ARGS] ...] [--policy FILE] [--config FILE]
                         [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS]
-                        [--refresh-ttl SECONDS] [--log-level LEVEL]
+                        [--refresh-ttl SECONDS] [--log-level LEVEL] [--metrics ENDPOINT]
 
 With no C{--listen} (on the command line or in the config file) the
 development defaults apply: 127.0.0.1:8443 with the PKI that C{make run}
@@ -15,6 +15,9 @@ C{--http ENDPOINT} (repeatable) also serves the built-in HTTP API
 (L{securenet.web.BuiltinAPI}) on a C{securenet:} endpoint, with the same portal,
 throttle and policy; with C{--http} and no C{--listen}, only the HTTP API is
 served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.TokenService}).
+
+C{--metrics ENDPOINT} serves C{/metrics} (Prometheus), C{/healthz} and
+C{/readyz} (docs/metrics.md); a bare port is C{tcp:PORT:interface=127.0.0.1}.
 
 A listener logs that it listens once its port is bound; one that cannot
 bind stops twistd with one line (L{ListenError}).  SIGHUP is logged and
@@ -77,6 +80,7 @@ CONFIG_KEYS = {
     "refresh_ttl": "seconds a refresh token issued by the HTTP API is valid",
     "log_level": "debug, info or warn: the least severe securenet events logged",
     "audit_failure": "refuse or continue: what authentications do while the audit log cannot be written",
+    "metrics": "endpoint (or bare port, on 127.0.0.1) serving /metrics, /healthz and /readyz",
 }
 
 #: What authentications do while the audit log cannot be written.
@@ -98,7 +102,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
     synopsis = (
         "[--listen ENDPOINT ...] [--app NAME] [--auth CHECKER ...] [--policy FILE] [--config FILE]"
         " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--refresh-ttl SECONDS] [--log-level LEVEL]"
-        " [--audit-failure refuse|continue]"
+        " [--audit-failure refuse|continue] [--metrics ENDPOINT]"
     )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
@@ -147,6 +151,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "While the audit log cannot be written (a full disk): refuse (the default) answers new authentications "
             "NO AUDIT-UNAVAILABLE on a stream and 503 over HTTP until a write succeeds again; continue lets them go "
             "on unrecorded. Either way one line on stderr says so.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics (Prometheus), /healthz and /readyz on ENDPOINT (docs/metrics.md): a port number "
+            "(plain HTTP on 127.0.0.1), a securenet: endpoint with clientAuth=required (TLS with client certificates), "
+            "or another Twisted server endpoint string. Without it nothing is recorded.",
         ],
     ]
 
@@ -217,7 +229,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key, value in (("listen", listen), ("auth", auth), ("http", http)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise usage.UsageError(f"--config {path}: {key} must be a list of strings")
-        for key in ("app", "policy", "token_key", "log_level", "audit_failure"):
+        for key in ("app", "policy", "token_key", "log_level", "audit_failure", "metrics"):
             if key in data and not isinstance(data[key], str):
                 raise usage.UsageError(f"--config {path}: {key} must be a string")
         for key in ("token_ttl", "refresh_ttl"):
@@ -225,7 +237,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
                 raise usage.UsageError(f"--config {path}: {key} must be a whole number of seconds")
         if not self["http"]:
             self["http"] = list(http)
-        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure"):
+        for key in ("token_key", "token_ttl", "refresh_ttl", "log_level", "audit_failure", "metrics"):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
                 self[option] = data[key]
@@ -326,6 +338,10 @@ def _makeService(options: Options) -> IService:
             announce=_announcer(endpoint, description, options["app"]),
         ).setServiceParent(service)
     _addWebService(service, options, reactor, portal, store, throttle, policy)
+    if options["metrics"] is not None:
+        from securenet._monitor import metrics_service
+
+        metrics_service(reactor, options["metrics"], service, store)
     return service
 
 

@@ -20,6 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
         "securenet._errors",
         "securenet._version",
         "securenet._logs",
+        "securenet._metrics",
         "securenet._threads",
         "securenet.interfaces",
         "securenet.audit",
@@ -33,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("securenet.authz",),
     ("securenet.protocols",),
     ("securenet.apps", "securenet.web"),
-    ("securenet.tap", "securenet._service", "securenet.cli", "securenet._plugins", "securenet.testing"),
+    ("securenet.tap", "securenet._service", "securenet._monitor", "securenet.cli", "securenet._plugins", "securenet.testing"),
 ]
 
 PUBLIC_PACKAGES = [

@@ -132,15 +132,29 @@ class SecureServerEndpoint:
         self.reactor = reactor
         self.policy = policy
         self.creator = ServerTLSCreator(policy, reactor)
+        self.interface = interface
+        self.port = port
+        host = f"[{interface}]" if ":" in interface else interface
+        #: The metrics' label of its connections: interface:port (the bound port, once listening on port 0).
+        self.listener = f"{host}:{port}"
         endpoint = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
         self._tcp: IStreamServerEndpoint = endpoint(reactor, port, backlog=backlog, interface=interface)
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         if not isinstance(protocolFactory, TLSGuardFactory):
             protocolFactory = TLSGuardFactory(protocolFactory, self.reactor)
+        guard = protocolFactory
         # The reactor is also Twisted's clock for aggregating TLS writes (by
         # default it would take the global reactor).
-        return self._tcp.listen(TLSMemoryBIOFactory(self.creator, False, protocolFactory, clock=self.reactor))
+        listening = self._tcp.listen(TLSMemoryBIOFactory(self.creator, False, guard, clock=self.reactor))
+
+        def label(port: IListeningPort) -> IListeningPort:
+            # The metrics' listener label: interface:port, with the port the kernel chose for port 0.
+            host = f"[{self.interface}]" if ":" in self.interface else self.interface
+            self.listener = guard.listener = f"{host}:{getattr(port.getHost(), 'port', self.port)}"
+            return port
+
+        return listening.addCallback(label)
 
 
 @implementer(IStreamClientEndpoint)
