@@ -22,6 +22,11 @@ PEERS: dict[str, tuple[str, str, str]] = {
     # request with the pipelined AUTH EXTERNAL (early application data, as
     # securenet.connect(early_data=True) does).
     "securenet-early": ("securenet, early data", "securenet", "http"),
+    # One more securenet server whose metrics recording (twistd securenet
+    # --metrics) the runner switches on and off (SIGUSR2): the same process
+    # measured both ways, side by side.
+    "securenet-metrics": ("securenet, metrics on", "securenet", "http"),
+    "securenet-metrics-off": ("securenet, metrics off", "securenet", "http"),
     "twisted-tls": ("bare Twisted TLS", "twisted-tls", "http"),
     "asyncio": ("asyncio + ssl", "asyncio", "http"),
     "uvloop": ("uvloop + ssl", "uvloop", "http"),
@@ -30,6 +35,9 @@ PEERS: dict[str, tuple[str, str, str]] = {
     "amp-tls": ("AMP over Twisted TLS", "amp-tls", "amp"),
     "foolscap": ("Foolscap", "foolscap", "foolscap"),
 }
+
+#: Arguments of a peer's server beyond its kind's.
+PEER_ARGS: dict[str, list[str]] = {"securenet-metrics": ["--metrics-switch"]}
 
 #: Every Python server stops by itself after this long, whatever happens: the
 #: peers live for a whole run (a full run with profiles takes ~25 minutes).
@@ -173,6 +181,7 @@ def start_peer(name: str, certs: Path, work: Path, *, extra: list[str] | None = 
         str(work / f"{tag}.log"),
         "--max-seconds",
         str(SERVER_MAX_SECONDS),
+        *PEER_ARGS.get(name, []),
         *(extra or []),
     ]
     return ServerProcess(tag, argv, work)

@@ -23,6 +23,7 @@ securenet's, so every layer may record through it.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
@@ -133,6 +134,8 @@ VALUES: dict[str, set[str]] = {
 def allow(label: str, values: Iterable[str]) -> None:
     """Declare more values of C{label}'s closed set (the layer that owns them does, at import)."""
     VALUES[label].update(values)
+    for cache in _CACHES:
+        cache.clear()
 
 
 def clamp(label: str, value: object) -> str:
@@ -256,30 +259,81 @@ FAMILIES: tuple[MetricWrapperBase, ...] = (
 
 # -- recording ----------------------------------------------------------------------------
 
+#: The children (labelled series) already looked up, by the recording function's raw arguments:
+#: one dict lookup instead of clamping and prometheus_client's labels() on every connection.
+#: The raw arguments come from bounded sets (configuration, OpenSSL's names, the code's own
+#: constants); the caches stop growing at L{_CACHE_LIMIT} entries all the same.
+_CACHES: list[dict[Any, Any]] = []
+_CACHE_LIMIT = 4096
+
+
+def _cache() -> dict[Any, Any]:
+    cache: dict[Any, Any] = {}
+    _CACHES.append(cache)
+    return cache
+
+
+_handshakes = _cache()
+_authentications = _cache()
+_authentication_times = _cache()
+_connections = _cache()
+_requests = _cache()
+
+
+def _remember(cache: dict[Any, Any], key: Any, child: Any) -> Any:
+    if len(cache) < _CACHE_LIMIT:
+        cache[key] = child
+    return child
+
 
 def handshake(listener: str, result: str, reason: str | None, version: str | None, cipher: str | None, seconds: float) -> None:
     """One TLS handshake ended: C{result} C{ok} or C{failed} with C{reason} the TLS error class name."""
     if not _on:
         return
-    result = clamp("tls_result", result)
-    TLS_HANDSHAKES.labels(
-        listener, result, clamp("tls_reason", reason), clamp("tls_version", version), clamp("cipher", cipher)
-    ).inc()
-    TLS_HANDSHAKE_SECONDS.labels(listener, result).observe(seconds)
+    key = (listener, result, reason, version, cipher)
+    children = _handshakes.get(key)
+    if children is None:
+        clamped = clamp("tls_result", result)
+        children = _remember(
+            _handshakes,
+            key,
+            (
+                TLS_HANDSHAKES.labels(
+                    listener, clamped, clamp("tls_reason", reason), clamp("tls_version", version), clamp("cipher", cipher)
+                ),
+                TLS_HANDSHAKE_SECONDS.labels(listener, clamped),
+            ),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def authentication(mechanism: str | None, result: str, reason: str | None) -> None:
     """One authentication decision (C{reason} a refusal kind, None when it succeeded)."""
     if not _on:
         return
-    AUTHENTICATIONS.labels(clamp("mechanism", mechanism), clamp("auth_result", result), clamp("auth_reason", reason)).inc()
+    key = (mechanism, result, reason)
+    child = _authentications.get(key)
+    if child is None:
+        child = _remember(
+            _authentications,
+            key,
+            AUTHENTICATIONS.labels(clamp("mechanism", mechanism), clamp("auth_result", result), clamp("auth_reason", reason)),
+        )
+    child.inc()
 
 
 def authentication_time(mechanism: str | None, result: str, seconds: float) -> None:
     """The portal's checkers took C{seconds} to decide a login."""
     if not _on:
         return
-    AUTHENTICATION_SECONDS.labels(clamp("mechanism", mechanism), clamp("auth_result", result)).observe(seconds)
+    key = (mechanism, result)
+    child = _authentication_times.get(key)
+    if child is None:
+        child = _remember(
+            _authentication_times, key, AUTHENTICATION_SECONDS.labels(clamp("mechanism", mechanism), clamp("auth_result", result))
+        )
+    child.observe(seconds)
 
 
 def throttled() -> None:
@@ -303,25 +357,38 @@ def authorization(result: str) -> None:
     AUTHORIZATIONS.labels(clamp("authz_result", result)).inc()
 
 
+def _connections_of(listener: str) -> Any:
+    child = _connections.get(listener)
+    if child is None:
+        child = _remember(_connections, listener, OPEN_CONNECTIONS.labels(listener))
+    return child
+
+
 def connection_opened(listener: str) -> None:
     """A connection of C{listener} opened."""
     if not _on:
         return
-    OPEN_CONNECTIONS.labels(listener).inc()
+    _connections_of(listener).inc()
 
 
 def connection_closed(listener: str) -> None:
     """A connection of C{listener} closed (one that L{connection_opened} counted)."""
     if not _on:
         return
-    OPEN_CONNECTIONS.labels(listener).dec()
+    _connections_of(listener).dec()
 
 
 def http_request(route: str | None, status: int) -> None:
     """An HTTP request was answered: C{route} its route template (None: no route matched)."""
     if not _on:
         return
-    HTTP_REQUESTS.labels(clamp("route", route) if route is not None else OTHER, status_label(status)).inc()
+    key = (route, status)
+    child = _requests.get(key)
+    if child is None:
+        child = _remember(
+            _requests, key, HTTP_REQUESTS.labels(clamp("route", route) if route is not None else OTHER, status_label(status))
+        )
+    child.inc()
 
 
 def audit_sink_failure() -> None:

@@ -145,6 +145,17 @@ class ClampTests(SynchronousTestCase):
         self.assertEqual(_metrics.clamp("route", "/admin/users/{name}/disable"), "/admin/users/{name}/disable")
         self.assertEqual(_metrics.clamp("route", "/admin/users/alice/disable"), "other")
 
+    def test_allowAfterUse(self) -> None:
+        """A value declared after it was first recorded (and remembered as C{other}) is its own label from then on."""
+        delta = Deltas(
+            ("securenet_http_requests_total", {"route": "other", "status": "200"}),
+            ("securenet_http_requests_total", {"route": "/declared-late", "status": "200"}),
+        )
+        _metrics.http_request("/declared-late", 200)
+        _metrics.allow("route", ["/declared-late"])
+        _metrics.http_request("/declared-late", 200)
+        self.assertEqual(delta(), [1, 1])
+
     def test_reload(self) -> None:
         """C{record_reload(what, result)}: the lead's reload code calls it; unknown values are C{other}."""
         delta = Deltas(
