@@ -272,6 +272,7 @@ class HelpTests(SynchronousTestCase):
                 "refresh-ttl",
                 "log-level",
                 "audit-failure",
+                "metrics",
             },
         )
         for name in sorted(names):
