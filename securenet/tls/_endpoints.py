@@ -134,9 +134,9 @@ class SecureServerEndpoint:
         self.creator = ServerTLSCreator(policy, reactor)
         self.interface = interface
         self.port = port
-        host = f"[{interface}]" if ":" in interface else interface
+        self._shown = f"[{interface}]" if ":" in interface else interface
         #: The metrics' label of its connections: interface:port (the bound port, once listening on port 0).
-        self.listener = f"{host}:{port}"
+        self.listener = f"{self._shown}:{port}"
         endpoint = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
         self._tcp: IStreamServerEndpoint = endpoint(reactor, port, backlog=backlog, interface=interface)
 
@@ -150,8 +150,7 @@ class SecureServerEndpoint:
 
         def label(port: IListeningPort) -> IListeningPort:
             # The metrics' listener label: interface:port, with the port the kernel chose for port 0.
-            host = f"[{self.interface}]" if ":" in self.interface else self.interface
-            self.listener = guard.listener = f"{host}:{getattr(port.getHost(), 'port', self.port)}"
+            self.listener = guard.listener = f"{self._shown}:{getattr(port.getHost(), 'port', self.port)}"
             return port
 
         return listening.addCallback(label)
