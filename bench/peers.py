@@ -22,6 +22,11 @@ PEERS: dict[str, tuple[str, str, str]] = {
     # request with the pipelined AUTH EXTERNAL (early application data, as
     # securenet.connect(early_data=True) does).
     "securenet-early": ("securenet, early data", "securenet", "http"),
+    # One more securenet server whose metrics recording (twistd securenet
+    # --metrics) the runner switches on and off (SIGUSR2): the same process
+    # measured both ways, side by side.
+    "securenet-metrics": ("securenet, metrics on", "securenet", "http"),
+    "securenet-metrics-off": ("securenet, metrics off", "securenet", "http"),
     "twisted-tls": ("bare Twisted TLS", "twisted-tls", "http"),
     "asyncio": ("asyncio + ssl", "asyncio", "http"),
     "uvloop": ("uvloop + ssl", "uvloop", "http"),
@@ -39,9 +44,10 @@ PEERS: dict[str, tuple[str, str, str]] = {
     "foolscap": ("Foolscap", "foolscap", "foolscap"),
 }
 
-#: Server arguments a peer always runs with.
+#: Server arguments a peer always runs with (beyond its kind's).
 PEER_ARGS: dict[str, list[str]] = {
     "securenet-reloading": ["--reload-every", "1"],
+    "securenet-metrics": ["--metrics-switch"],
     "twistd-1": ["--workers", "1"],
     "twistd-2": ["--workers", "2"],
 }

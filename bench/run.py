@@ -142,6 +142,15 @@ TARGETS = [
     ("fool-1", "AMP calls/s, 1 outstanding, vs Foolscap (Python clients)", "rpc_py_1", "securenet-amp", "foolscap", ">=", 2.5),
     ("fool-32", "AMP calls/s, 32 outstanding, vs Foolscap (Python clients)", "rpc_py_32", "securenet-amp", "foolscap", ">=", 2.5),
     ("bulk", "bulk MB/s over one connection, vs bare Twisted", "bulk", "securenet", "twisted-tls", ">=", 1.0),
+    (
+        "metrics",
+        "new connections/s (resumed, one request each), metrics on ÷ off",
+        "metrics_cost",
+        "securenet-metrics",
+        "securenet-metrics-off",
+        ">=",
+        0.97,
+    ),
     ("scram-cpu", "server CPU per login, SCRAM-SHA-256 ÷ PLAIN/argon2id", "login_cpu", "SCRAM-SHA-256", "PLAIN", "<=", 1 / 20),
     ("storm-p99", "p99 echo latency during a PLAIN login storm (ms)", "storm", "probe_p99_ms", None, "<=", 50.0),
     ("memory", "memory per idle authenticated connection, vs bare Twisted", "memory", "securenet", "twisted-tls", "<=", 1.2),
@@ -402,6 +411,44 @@ class Bench:
                 ),
                 repeats=self.cfg["close_repeats"],
             )
+
+    def measure_metrics(self) -> None:
+        """
+        What recording metrics costs (C{twistd securenet --metrics}): one
+        server, recording switched off and on (SIGUSR2) between interleaved
+        runs, so both series come from the same process; the order
+        alternates from repeat to repeat (the second run of a pair pays for
+        the first one's closed connections).  Per connection it records the
+        handshake, the authentication and the open-connection gauge;
+        resumed handshakes make that the largest share of the work.
+        """
+        key = "metrics_cost"
+        if self.only and key not in self.only:
+            return
+        server = self.servers.get("securenet-metrics")
+        if server is None or not self.available(["securenet-metrics"]):
+            return
+        c = str(self.cfg["conn_concurrency"])
+        state = {"on": False}
+        samples: dict[str, list[dict[str, Any]]] = {"securenet-metrics-off": [], "securenet-metrics": []}
+        for rep in range(2 * self.cfg["close_repeats"]):
+            order = ["securenet-metrics-off", "securenet-metrics"]
+            for name in order if rep % 2 == 0 else order[::-1]:
+                on = name == "securenet-metrics"
+                if state["on"] != on:
+                    os.kill(server.pid, signal.SIGUSR2)
+                    state["on"] = on
+                    time.sleep(0.1)
+                samples[name].append(
+                    self.tlsload(name, server.port, "--mode", "conn", "--conns", c, "--path", "/64", "--resume", pid=server.pid)
+                )
+            self.log(f"{key} rep {rep + 1}: " + ", ".join(f"{n}={samples[n][-1].get('rate', 0):.1f}" for n in order))
+        self.results[key] = {
+            "title": "new connections/s (resumed, one request each), metrics on vs off",
+            "unit": "conn/s",
+            "value": "rate",
+            "samples": samples,
+        }
 
     def measure_rpc(self) -> None:
         for depth in (1, 32):
@@ -910,6 +957,7 @@ class Bench:
             (["securenet", "securenet-reloading"], self.measure_reload),
             (["twistd-1", "twistd-2"], self.measure_workers),
             (P.HTTP_PEERS, self.measure_request_response),
+            (["securenet-metrics"], self.measure_metrics),
             (["securenet-amp", "amp-tls", "foolscap"], self.measure_rpc),
             (P.HTTP_PEERS, self.measure_bulk),
             (P.HTTP_PEERS, self.measure_growth),

@@ -161,6 +161,13 @@ def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # 
     from securenet.session import SessionFactory
     from securenet.tls import SecureServerEndpoint, ServerTLSPolicy
 
+    if args.metrics_switch:
+        from securenet import _metrics
+
+        def switch(signum: int, frame: object) -> None:
+            _metrics.disable() if _metrics.enabled() else _metrics.enable()
+
+        signal.signal(signal.SIGUSR2, switch)
     checkers: list[object] = [CertificateChecker("cn")]
     client_auth = args.client_auth
     if args.kind == "securenet-login":
@@ -357,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-auth", default="required", choices=("required", "none"))
     parser.add_argument("--no-tickets", action="store_true")
     parser.add_argument("--reload-every", type=float, default=0.0, help="securenet: reload the certificate files every N seconds")
+    parser.add_argument(
+        "--metrics-switch",
+        action="store_true",
+        help="securenet: SIGUSR2 switches metrics recording (twistd securenet --metrics) on and off; it starts off",
+    )
     parser.add_argument("--backlog", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=10, help="reactor thread pool size (Twisted's default is 10)")
     parser.add_argument("--log", help="Twisted servers: log to this file, as twistd would")

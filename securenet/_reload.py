@@ -195,9 +195,9 @@ class Reloader:
             log.failure("committing the reload of {what} ({source}) failed", what=what, source=source)
             self._refused(what, source, "internal error (see the traceback above)")
             return False
-        audit.service_reload(what, source, result="done", warnings=getattr(commit, "warnings", ()))
+        audit.service_reload(what, source, result="ok", warnings=getattr(commit, "warnings", ()))
         if self.count is not None:
-            self.count(what, "done")
+            self.count(what, "ok")
         return True
 
     def _refused(self, what: str, source: str, reason: str) -> None:

@@ -73,11 +73,12 @@ class Listener(StreamServerEndpointService):
     line (L{ListenError}) instead of Twisted's traceback and a process that
     keeps running without listening.
 
-    The endpoint is a securenet TLS endpoint (L{SecureServerEndpoint}, or one
-    that listens through it): the listener listens with a L{TLSGuardFactory},
-    C{guards} (C{factory} itself when it is one, such as the session layer's,
-    else one wrapping it), whose open connections a graceful stop drains
-    (L{SecurenetService}).
+    The listener listens with a L{TLSGuardFactory}, C{guards}, whose open
+    connections a graceful stop drains (L{SecurenetService}): C{factory}
+    itself when it is one (the session layer's), else one wrapping it when
+    the endpoint is a securenet TLS endpoint (L{SecureServerEndpoint}, or
+    one that listens through it).  Another endpoint (the plain-HTTP
+    C{--metrics} listener) gets C{factory} as it is, and C{guards} is None.
 
     @param option: the setting the endpoint came from (C{--listen}, C{--http}).
     @param announce: called with the listening port once it is bound.
@@ -94,11 +95,17 @@ class Listener(StreamServerEndpointService):
         announce: Callable[[IListeningPort], object] | None = None,
     ) -> None:
         super().__init__(endpoint, factory)
-        self.guards = factory if isinstance(factory, TLSGuardFactory) else TLSGuardFactory(factory, reactor)
+        self.guards: TLSGuardFactory | None = None
+        if isinstance(factory, TLSGuardFactory):
+            self.guards = factory
+        elif self.tls_endpoint is not None:
+            self.guards = TLSGuardFactory(factory, reactor)
         self.option = option
         self.description = description
         self.reactor = reactor
         self.announce = announce
+        #: The listening port, once bound (C{/readyz} asks).
+        self.port: IListeningPort | None = None
 
     @property
     def tls_endpoint(self) -> SecureServerEndpoint | None:
@@ -116,6 +123,7 @@ class Listener(StreamServerEndpointService):
         failed: list[Failure] = []
 
         def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
             if self.announce is not None:
                 self.announce(port)
             return port
@@ -128,7 +136,8 @@ class Listener(StreamServerEndpointService):
             else:
                 self._failedLater(failure)
 
-        self._waitingForPort = self.endpoint.listen(self.guards).addCallbacks(listening, refused)
+        listened = self.guards if self.guards is not None else self.factory
+        self._waitingForPort = self.endpoint.listen(listened).addCallbacks(listening, refused)
         starting = False
         if failed:
             message = listen_failure_message(failed[0], self.option, self.description)
@@ -323,7 +332,7 @@ class SecurenetService(MultiService):
         return found
 
     def _drainConnections(self) -> Deferred[None]:
-        factories = [listener.guards for listener in self.listeners()]
+        factories = [listener.guards for listener in self.listeners() if listener.guards is not None]
 
         def report(summary: StopSummary) -> None:
             audit.service_stopped(

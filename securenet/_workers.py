@@ -44,7 +44,7 @@ from securenet.tls._endpoints import DEFAULT_BACKLOG, EndpointConfigurationError
 log = SecurenetLogger(namespace="securenet.workers")
 
 #: The twistd options whose values name listeners: the supervisor gives workers its own.
-LISTENER_OPTIONS = ("--listen", "--http")
+LISTENER_OPTIONS = ("--listen", "--http", "--metrics")
 
 #: Seconds a worker that keeps dying at start-up waits before its next start, at most.
 MAX_RESTART_DELAY = 30.0
@@ -108,10 +108,15 @@ def bind_listener(option: str, description: str) -> BoundListener:
     return BoundListener(option, description, sock)
 
 
-def worker_arguments(args: Sequence[str], listeners: Sequence[BoundListener]) -> list[str]:
+def worker_arguments(
+    args: Sequence[str], listeners: Sequence[BoundListener], *, number: int = 1, metrics: int | None = None
+) -> list[str]:
     """
-    The C{twistd securenet} arguments of a worker: the supervisor's, without
-    C{--workers} and the listeners, then each listener adopting its socket.
+    The C{twistd securenet} arguments of worker C{number}: the supervisor's,
+    without C{--workers} and the listeners, then each listener adopting its
+    socket; with C{metrics} (a port), the worker serves C{/metrics} on that
+    port plus C{number - 1} (each worker has its own counters: Prometheus
+    scrapes every worker, as it would every host).
     """
     out: list[str] = []
     skip = False
@@ -126,6 +131,8 @@ def worker_arguments(args: Sequence[str], listeners: Sequence[BoundListener]) ->
         out.append(arg)
     for listener in listeners:
         out += [listener.option, listener.for_worker()]
+    if metrics is not None:
+        out += ["--metrics", str(metrics + number - 1)]
     return out
 
 
@@ -177,6 +184,7 @@ class Supervisor(Service):
     @param listeners: C{(option, endpoint string)} of every listener.
     @param drain: the workers' drain time: how long a stop waits before it
         kills a worker that has not exited.
+    @param metrics: the port of worker 1's C{/metrics} (worker N: plus N - 1), or None.
     """
 
     def __init__(
@@ -187,6 +195,7 @@ class Supervisor(Service):
         args: Sequence[str],
         listeners: Sequence[tuple[str, str]],
         drain: float,
+        metrics: int | None = None,
         executable: str = sys.executable,
     ) -> None:
         self.reactor = reactor
@@ -194,6 +203,7 @@ class Supervisor(Service):
         self.args = list(args)
         self.listener_specs = list(listeners)
         self.drain = drain
+        self.metrics = metrics
         self.executable = executable
         self.bound: list[BoundListener] = []
         self.workers: dict[int, _Worker] = {}
@@ -226,8 +236,8 @@ class Supervisor(Service):
         except ValueError:  # not the main thread
             self._previousHangup = None
 
-    def command(self) -> list[str]:
-        """A worker's command line."""
+    def command(self, number: int) -> list[str]:
+        """Worker C{number}'s command line."""
         run = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
         return [
             self.executable,
@@ -237,7 +247,7 @@ class Supervisor(Service):
             "--pidfile=",
             "--logfile=-",
             "securenet",
-            *worker_arguments(self.args, self.bound),
+            *worker_arguments(self.args, self.bound, number=number, metrics=self.metrics),
         ]
 
     def spawn(self, number: int) -> None:
@@ -245,7 +255,7 @@ class Supervisor(Service):
         fds: dict[int, str | int] = {0: "w", 1: "r", 2: "r"}
         for listener in self.bound:
             fds[listener.sock.fileno()] = listener.sock.fileno()
-        argv = self.command()
+        argv = self.command(number)
         self.reactor.spawnProcess(worker, argv[0], argv, env=dict(os.environ), path=os.getcwd(), childFDs=fds)
         self.workers[number] = worker
         pid = worker.transport.pid if worker.transport is not None else None

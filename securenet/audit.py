@@ -23,7 +23,7 @@ or C{-}).  The events and their fields::
     http.admin         action (user.create/user.disable), admin, user, peer
     service.listening  kind (stream/http), endpoint, profile, client_auth, pin
     service.reload     what (tls/crl/policy/token-keys/checker), source,
-                       result (done/refused), reason, warnings
+                       result (ok/refused), reason, warnings
     service.stopped    drained, closed, unfinished, drain (a graceful stop)
 
 This module sits at the bottom of the package (every layer reports
@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 import attrs
 from twisted.logger import ILogObserver, LogLevel, LogPublisher, globalLogPublisher
 
+from securenet import _metrics
 from securenet._logs import DEFAULT_LEVEL, LEVELS, SecurenetLogger, enabled, level, literal, set_level
 
 if TYPE_CHECKING:
@@ -99,6 +100,7 @@ def _observer_failed(event: Mapping[str, Any]) -> None:
     if failure is None or "observer" not in event or "disabling observer" not in str(event.get("log_format", "")):
         return
     _sink.failed_now = True
+    _metrics.audit_sink_failure()
     if not _sink.failed:
         _sink.failed = True
         _sink.reason = f"{type(failure.value).__name__}: {failure.value}"
@@ -219,16 +221,22 @@ def auth_decision(
     second_factor: str | None = None,
     http: tuple[str, str] | None = None,
     level: str | None = None,
+    refusal: str | None = None,
 ) -> None:
     """
     One authentication decision, on a stream (C{http} None) or an HTTP
-    request (C{http} is its method and path).
+    request (C{http} is its method and path).  Counted in the metrics
+    whatever the log level.
 
     @param fields: the connection's facts: the handshake's C{log_fields()},
         or at least C{peer}.
     @param level: C{debug}, C{info} or C{warn}; by default C{info} for ok
         and C{warn} for anything else.
+    @param refusal: the kind of a refusal, from a closed set (the login
+        flow's C{refused}, C{throttled}, C{unavailable}; the exchange's
+        C{malformed}, ...): the metrics' reason label (C{reason} is free text).
     """
+    _metrics.authentication(mechanism, result, None if result == "ok" else (refusal or "other"))
     emit_level = _EMIT.get(level or ("info" if result == "ok" else "warn"), LogLevel.warn)
     if not enabled(emit_level):
         return
@@ -262,6 +270,7 @@ def auth_decision(
 
 def auth_lockout(key: str, count: int, seconds: float) -> None:
     """An account or address reached its lockout threshold."""
+    _metrics.lockout()
     _emit(
         _auth,
         LogLevel.warn,
@@ -305,7 +314,8 @@ def auth_token(action: str, text: str, *, warn: bool = False, **fields: Any) -> 
 
 
 def authz_decision(decision: Decision, allow_level: str = "debug") -> None:
-    """An authorization decision: a deny at warn, an allow at C{allow_level}."""
+    """An authorization decision: a deny at warn, an allow at C{allow_level} (counted in the metrics whatever the level)."""
+    _metrics.authorization(decision.result)
     if decision.allowed:
         emit_level = LogLevel.info if allow_level == "info" else LogLevel.debug
         if not enabled(emit_level):
@@ -379,10 +389,10 @@ def service_listening(kind: str, text: str, *, endpoint: str, profile: str, clie
 def service_reload(what: str, source: str, *, result: str, reason: str | None = None, warnings: Sequence[str] = ()) -> None:
     """
     A reload of C{what} (C{tls}, C{crl}, C{policy}, C{token-keys}, C{checker})
-    from C{source} was C{done} or C{refused} (then C{reason} says why, naming
+    from C{source} was C{ok} (done) or C{refused} (then C{reason} says why, naming
     the file, and the previous material keeps serving).
     """
-    if result == "done":
+    if result == "ok":
         text = f"reloaded {what} ({source})"
         level = LogLevel.warn if warnings else LogLevel.info
         if warnings:

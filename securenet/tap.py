@@ -4,7 +4,7 @@ C{twistd securenet}: options and service::
     twistd -n securenet [--listen ENDPOINT ...] [--app NAME_OR_DOTTED_PATH]
                         [--auth CHECKER[:ARGS] ...] [--policy FILE] [--config FILE]
                         [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS]
-                        [--refresh-ttl SECONDS] [--log-level LEVEL] [--drain SECONDS]
+                        [--refresh-ttl SECONDS] [--log-level LEVEL] [--drain SECONDS] [--metrics ENDPOINT]
 
 With no C{--listen} (on the command line or in the config file) the
 development defaults apply: 127.0.0.1:8443 with the PKI that C{make run}
@@ -15,6 +15,9 @@ C{--http ENDPOINT} (repeatable) also serves the built-in HTTP API
 (L{securenet.web.BuiltinAPI}) on a C{securenet:} endpoint, with the same portal,
 throttle and policy; with C{--http} and no C{--listen}, only the HTTP API is
 served.  C{--token-key PATH} lets it issue tokens (L{securenet.web.TokenService}).
+
+C{--metrics ENDPOINT} serves C{/metrics} (Prometheus), C{/healthz} and
+C{/readyz} (docs/metrics.md); a bare port is C{tcp:PORT:interface=127.0.0.1}.
 
 A listener logs that it listens once its port is bound; one that cannot
 bind stops twistd with one line (L{ListenError}).  SIGHUP reloads every
@@ -42,6 +45,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import reflect, usage
 
+from securenet import _metrics
 from securenet._errors import SecurenetError
 from securenet._logs import SecurenetLogger, literal
 from securenet._reload import ListenerMaterial, Reloader, startup_warnings, watch_crls
@@ -96,6 +100,7 @@ CONFIG_KEYS = {
     "expiry_margin": "days before a certificate expires from which start-up and reloads warn",
     "workers": "worker processes serving the same listeners (default 1)",
     "drain": "seconds a graceful stop (SIGTERM) lets open connections finish; 0 closes them at once",
+    "metrics": "endpoint (or bare port, on 127.0.0.1) serving /metrics, /healthz and /readyz",
 }
 
 #: The most worker processes --workers starts.
@@ -122,6 +127,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         " [--http ENDPOINT ...] [--token-key PATH] [--token-ttl SECONDS] [--token-key-overlap SECONDS]"
         " [--refresh-ttl SECONDS] [--log-level LEVEL]"
         " [--audit-failure refuse|continue] [--expiry-margin DAYS] [--drain SECONDS] [--workers N]"
+        " [--metrics ENDPOINT]"
     )
     longdesc = (
         "Serve an application over mutually-authenticated, pinned TLS. "
@@ -200,6 +206,14 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             None,
             f"Seconds a graceful stop (SIGTERM, SIGINT) lets open connections finish after the listeners stopped accepting "
             f"(default {DEFAULT_DRAIN}); then the rest are closed and twistd exits 0. 0 closes them at once.",
+        ],
+        [
+            "metrics",
+            None,
+            None,
+            "Serve /metrics (Prometheus), /healthz and /readyz on ENDPOINT (docs/metrics.md): a port number "
+            "(plain HTTP on 127.0.0.1), a securenet: endpoint with clientAuth=required (TLS with client certificates), "
+            "or another Twisted server endpoint string. Without it nothing is recorded.",
         ],
     ]
 
@@ -282,7 +296,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
         for key, value in (("listen", listen), ("auth", auth), ("http", http)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise usage.UsageError(f"--config {path}: {key} must be a list of strings")
-        for key in ("app", "policy", "token_key", "log_level", "audit_failure"):
+        for key in ("app", "policy", "token_key", "log_level", "audit_failure", "metrics"):
             if key in data and not isinstance(data[key], str):
                 raise usage.UsageError(f"--config {path}: {key} must be a string")
         if "expiry_margin" in data and (
@@ -304,6 +318,7 @@ class Options(usage.Options, strcred.AuthOptionMixin):
             "expiry_margin",
             "drain",
             "workers",
+            "metrics",
         ):
             option = key.replace("_", "-")
             if self[option] is None and key in data:
@@ -378,7 +393,19 @@ def makeService(options: Options) -> IService:
     from securenet._workers import Supervisor
 
     listeners = [("--listen", d) for d in options["listen"]] + [("--http", d) for d in options["http"]]
-    return Supervisor(reactor, workers=options["workers"], args=options.arguments, listeners=listeners, drain=options["drain"])
+    metrics = options["metrics"]
+    if metrics is not None and not (metrics.isdigit() and int(metrics) + options["workers"] - 1 <= 65535):
+        raise StartupError(
+            f"--metrics {metrics} with --workers: give a port number; worker N serves /metrics on that port plus N - 1"
+        )
+    return Supervisor(
+        reactor,
+        workers=options["workers"],
+        args=options.arguments,
+        listeners=listeners,
+        drain=options["drain"],
+        metrics=int(metrics) if metrics is not None else None,
+    )
 
 
 def _makeService(options: Options) -> IService:
@@ -393,7 +420,7 @@ def _makeService(options: Options) -> IService:
     policy = ReloadablePolicy.load(options["policy"], clock=reactor) if options["policy"] else None
     for warning in options.get("plaintextCheckers", []):
         log.warn(literal(warning))
-    reloader = Reloader(reactor)
+    reloader = Reloader(reactor, count=_metrics.record_reload)
     service = SecurenetService(
         reactor, fail_closed=options["audit-failure"] == "refuse", reloader=reloader, drain=options["drain"]
     )
@@ -428,6 +455,10 @@ def _makeService(options: Options) -> IService:
     for checker in checkers:
         if IReloadable.providedBy(checker):
             reloader.add(checker)
+    if options["metrics"] is not None:
+        from securenet._monitor import metrics_service
+
+        metrics_service(reactor, options["metrics"], service, store)
     return service
 
 

@@ -109,10 +109,10 @@ class ListenerMaterialTests(ReloadTestCase):
         self.assertEqual(self.reload(), [])
         self.assertEqual(self.endpoint.policy.certificate_chain, (renewed.certificate,))
         self.assertIsNot(self.endpoint.creator.context(), before)
-        [event] = self.events.of("service.reload", result="done")
+        [event] = self.events.of("service.reload", result="ok")
         self.assertEqual(event["what"], "tls")
         self.assertIn(str(self.files.cert), event["source"])
-        self.assertEqual(self.counted, [("tls", "done")])
+        self.assertEqual(self.counted, [("tls", "ok")])
 
     def test_prepareChangesNothing(self) -> None:
         """Only the commit swaps: a prepared reload that is not committed leaves the old material serving."""
@@ -165,7 +165,7 @@ class ListenerMaterialTests(ReloadTestCase):
         now = datetime.datetime.now(datetime.UTC)
         self.files.serve(self.files.renewed(not_before=now - DAY, not_after=now + 2 * DAY))
         self.assertEqual(self.reload(), [])
-        [event] = self.events.of("service.reload", result="done")
+        [event] = self.events.of("service.reload", result="ok")
         self.assertEqual(len(event["warnings"]), 1)
         self.assertIn("expires at", event["warnings"][0])
 
@@ -265,9 +265,9 @@ class CRLWatchTests(ReloadTestCase):
         self.assertIsNone(self.crl().get_revoked_certificate_by_serial_number(alice.certificate.serial_number))
         self.clock.advance(1)
         self.assertIsNotNone(self.crl().get_revoked_certificate_by_serial_number(alice.certificate.serial_number))
-        [event] = self.events.of("service.reload", result="done")
+        [event] = self.events.of("service.reload", result="ok")
         self.assertEqual((event["what"], event["source"]), ("crl", str(self.files.crl)))
-        self.assertEqual(self.counted, [("crl", "done")])
+        self.assertEqual(self.counted, [("crl", "ok")])
 
     def test_unchangedFileDoesNothing(self) -> None:
         policy = self.endpoint.policy
@@ -314,7 +314,7 @@ class CRLWatchTests(ReloadTestCase):
         self.files.write_crl(self.pki.ca.crl([], number=2))
         self.clock.advance(5)
         self.assertIsNot(self.endpoint.policy, policy)
-        self.assertEqual(self.counted, [("crl", "refused"), ("crl", "done")])
+        self.assertEqual(self.counted, [("crl", "refused"), ("crl", "ok")])
 
 
 class ListenerCRLTests(ReloadTestCase):

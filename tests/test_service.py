@@ -27,6 +27,7 @@ from securenet.interfaces import IDrainable
 from securenet.protocols import SecureLineReceiver
 from securenet.session._server import SessionFactory
 from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
+from securenet.tls._endpoints import SecureServerEndpoint
 from securenet.tls._guard import TLSGuardFactory
 from tests.support.drain import Conversation
 
@@ -299,17 +300,26 @@ class StopServiceTests(SynchronousTestCase):
         return listener, endpoint
 
     def test_listenerKeepsItsGuardFactory(self) -> None:
-        """A session factory is the listener's guard factory; any other factory is wrapped in one, listened with as is."""
+        """
+        A session factory is the listener's guard factory; another factory is
+        wrapped in one when the endpoint is a securenet TLS endpoint (or
+        listens through one), and listened with as it is otherwise (the
+        plain-HTTP metrics listener): there is no TLS guard over plain TCP.
+        """
         session = SessionFactory(Factory(), PKI.certificate_portal(), self.clock)
         listener, endpoint = self.listener(session)
         self.assertIs(listener.guards, session)
         plain = Factory()
-        other, other_endpoint = self.listener(plain)
-        self.assertIsInstance(other.guards, TLSGuardFactory)
-        self.assertIs(other.guards.wrappedFactory, plain)
-        for each in (listener, other):
+        tls = Endpoint(self.history)
+        tls.endpoint = SecureServerEndpoint(self.clock, PKI.server_policy(), 0)  # type: ignore[attr-defined]
+        wrapped = Listener(cast(Any, tls), plain, option="--http", description="test", reactor=self.clock)
+        assert wrapped.guards is not None
+        self.assertIs(wrapped.guards.wrappedFactory, plain)
+        bare, bare_endpoint = self.listener(plain)
+        self.assertIsNone(bare.guards)
+        for each in (listener, wrapped, bare):
             each.privilegedStartService()
-        self.assertEqual((endpoint.factories, other_endpoint.factories), ([session], [other.guards]))
+        self.assertEqual((endpoint.factories, tls.factories, bare_endpoint.factories), ([session], [wrapped.guards], [plain]))
 
     def test_stopAcceptsNoMoreThenDrainsThenOneLine(self) -> None:
         """

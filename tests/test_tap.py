@@ -343,6 +343,7 @@ class HelpTests(SynchronousTestCase):
                 "expiry-margin",
                 "drain",
                 "workers",
+                "metrics",
             },
         )
         for name in sorted(names):

@@ -20,6 +20,7 @@ answer (C{NO AUTH-FAILED} / C{THROTTLED}, HTTP 401 / 429).
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any, Literal, cast
 
 import attrs
@@ -27,7 +28,7 @@ from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.logger import Logger
 
-from securenet import audit
+from securenet import _metrics, audit
 from securenet.cred._credentials import TOTPCredentials
 from securenet.cred._identity import AuthenticationContext, Identity
 from securenet.cred._throttle import Throttle, throttle_keys
@@ -108,6 +109,7 @@ class LoginFlow:
         assert self.throttle is not None and attempt.keys is not None
         wait = await self.throttle.admit(attempt.keys)
         if wait is not None:
+            _metrics.throttled()
             raise LoginFailure("throttled", f"throttled for {wait:.1f} s", attempted, wait)
 
     async def retry(self, attempt: Attempt, attempted: str) -> None:
@@ -124,16 +126,19 @@ class LoginFlow:
             C{unavailable}.
         """
         self._recording(attempted)
+        started = perf_counter()
         try:
             _, avatar, _ = await self.portal.login(credentials, context, IIdentity)
         except UnhandledCredentials:
             raise LoginFailure("refused", f"no --auth checker accepts {context.mechanism} credentials", attempted) from None
         except UnauthorizedLogin as e:
+            _metrics.authentication_time(context.mechanism, "denied", perf_counter() - started)
             raise LoginFailure("refused", getattr(e, "reason", None) or str(e) or "credentials refused", attempted) from None
         except Exception:
             # A bug in a checker or the realm is a refusal, never an open door.
             _log.failure("checker error while authenticating {peer}", peer=context.peer)
             raise LoginFailure("refused", "internal error in the checker", attempted) from None
+        _metrics.authentication_time(context.mechanism, "ok", perf_counter() - started)
         identity = cast(Identity, avatar)
         scopes = getattr(getattr(credentials, "verified", None), "scopes", None)
         if scopes:

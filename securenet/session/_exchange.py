@@ -101,6 +101,10 @@ def _refusal(failure: LoginFailure) -> _Refused:
     return _Refused("AUTH-FAILED", "authentication failed", failure.reason, failure.attempted)
 
 
+#: The metrics' reason of a refusal answered with a code (any other code, lower-cased).
+_REFUSAL_KINDS = {"AUTH-FAILED": "refused", "THROTTLED": "throttled", "AUDIT-UNAVAILABLE": "unavailable"}
+
+
 class _Refused(Exception):
     """
     An attempt ends with C{NO code text}; C{reason} is for the audit log.
@@ -197,7 +201,9 @@ class ServerExchange:
 
     def _timedOut(self) -> None:
         self.deadline = None
-        self._log("denied", None, None, f"the exchange did not finish within {self.settings.deadline:g} s", None)
+        self._log(
+            "denied", None, None, f"the exchange did not finish within {self.settings.deadline:g} s", None, refusal="timeout"
+        )
         self.close("TIMEOUT", "authentication took too long")
 
     def dataReceived(self, data: bytes) -> None:
@@ -206,7 +212,14 @@ class ServerExchange:
         self.buffer += data
         if len(self.buffer) > self.settings.max_buffer:
             self.buffer = b""
-            self._log("denied", None, None, f"more than {self.settings.max_buffer} bytes sent before authentication", None)
+            self._log(
+                "denied",
+                None,
+                None,
+                f"more than {self.settings.max_buffer} bytes sent before authentication",
+                None,
+                refusal="too-much-data",
+            )
             self.close("TOO-MUCH-DATA", "wait for each answer before sending more")
             return
         self._processLines()
@@ -229,7 +242,7 @@ class ServerExchange:
 
     def _lineTooLong(self) -> None:
         self.buffer = b""
-        self._log("denied", None, None, f"a line exceeded {self.settings.max_line} bytes", None)
+        self._log("denied", None, None, f"a line exceeded {self.settings.max_line} bytes", None, refusal="line-too-long")
         self.close("LINE-TOO-LONG", f"lines are limited to {self.settings.max_line} bytes")
 
     # -- the state machine -----------------------------------------------------
@@ -423,7 +436,14 @@ class ServerExchange:
         if self.done:
             return
         if refused.counts:
-            self._log("denied", self.mechanismName if self.current else None, None, refused.reason, refused.attempted)
+            self._log(
+                "denied",
+                self.mechanismName if self.current else None,
+                None,
+                refused.reason,
+                refused.attempted,
+                refusal=_REFUSAL_KINDS.get(refused.code, refused.code.lower()),
+            )
         if self.state != "TOTP":
             self.state = "READY"
             self.current = None
@@ -453,6 +473,7 @@ class ServerExchange:
         reason: str | None,
         attempted: str | None,
         second_factor: str | None = None,
+        refusal: str | None = None,
     ) -> None:
         self.decisions += 1
         audit.auth_decision(
@@ -463,4 +484,5 @@ class ServerExchange:
             attempted=attempted,
             reason=reason,
             second_factor=second_factor,
+            refusal=refusal,
         )

@@ -206,6 +206,13 @@ class SecureServerEndpoint:
         self.crl_poll = crl_poll
         #: The networks of the PROXY-protocol balancers (empty: no PROXY protocol).
         self.proxy_sources = tuple(ipaddress.ip_network(s, strict=False) for s in proxy_sources)
+        self.interface = interface
+        self.port = port
+        #: Whether it adopts an inherited socket (fd=): its address is the socket's.
+        self.adopted = fd is not None
+        self._shown = f"[{interface}]" if ":" in interface else interface
+        #: The metrics' label of its connections: interface:port (the bound address, once listening).
+        self.listener = f"{self._shown}:{port}"
         self._tcp: IStreamServerEndpoint
         if fd is not None:
             self._tcp = AdoptedStreamServerEndpoint(reactor, fd, listening_socket_family(fd))
@@ -225,9 +232,21 @@ class SecureServerEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         if not isinstance(protocolFactory, TLSGuardFactory):
             protocolFactory = TLSGuardFactory(protocolFactory, self.reactor)
+        guard = protocolFactory
         # The reactor is also Twisted's clock for aggregating TLS writes (by
         # default it would take the global reactor).
-        return self._tcp.listen(TLSMemoryBIOFactory(self.creator, False, protocolFactory, clock=self.reactor))
+        listening = self._tcp.listen(TLSMemoryBIOFactory(self.creator, False, guard, clock=self.reactor))
+
+        def label(port: IListeningPort) -> IListeningPort:
+            # The metrics' listener label: the bound address (the port the
+            # kernel chose for port 0; an adopted socket's own address).
+            address = port.getHost()
+            host = getattr(address, "host", self.interface) if self.adopted else self.interface
+            shown = f"[{host}]" if ":" in host else host
+            self.listener = guard.listener = f"{shown}:{getattr(address, 'port', self.port)}"
+            return port
+
+        return listening.addCallback(label)
 
 
 @implementer(IProtocolFactory, ILoggingContext)

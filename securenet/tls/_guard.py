@@ -10,6 +10,7 @@ only once the handshake (and, in subclasses, authentication) succeeded.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any, cast
 
 from OpenSSL import SSL
@@ -29,7 +30,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
-from securenet import audit
+from securenet import _metrics, audit
 from securenet._logs import SecurenetLogger
 from securenet.pki._facts import CertificateFacts
 from securenet.tls._context import ConnectionState, state_of
@@ -37,6 +38,14 @@ from securenet.tls._errors import ConnectionClosedDuringHandshake, HandshakeTime
 from securenet.tls._facts import HandshakeFacts
 
 log = SecurenetLogger(namespace="securenet.tls")
+
+
+def _error_classes(cls: type[TLSError]) -> list[type[TLSError]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _error_classes(child))]
+
+
+# The metrics' closed set of handshake failure reasons: the TLS error classes.
+_metrics.allow("tls_reason", (cls.__name__ for cls in _error_classes(TLSError)))
 
 #: (guard class, the transport's declaration) -> the guard's declaration
 #: (see TLSGuard._provideLike); a handful of entries, kept alive here.
@@ -60,9 +69,13 @@ class TLSGuardFactory(WrappingFactory):
     @ivar ready: if given, fired with the application protocol once it is
         connected, or failed with the typed error if the connection fails
         first (used by L{securenet.connect}).
+    @ivar listener: the metrics' label of the connections (a listener's
+        C{interface:port}, set by L{securenet.tls.SecureServerEndpoint};
+        C{-} for others).
     """
 
     protocol: Any = None  # set below, after TLSGuard
+    listener: str = "-"
 
     def __init__(
         self,
@@ -122,6 +135,8 @@ class TLSGuard(ProtocolWrapper):
         self._timer: IDelayedCall | None = None
         self._timedOut = False
         self._appConnected = False
+        self._started = 0.0
+        self._counted = False
 
     # -- connection set-up -------------------------------------------------
 
@@ -162,6 +177,9 @@ class TLSGuard(ProtocolWrapper):
         state = self.tlsState()
         timeout = state.handshake_timeout if state is not None else 10.0
         self._timer = self.factory.reactor.callLater(timeout, self._handshakeTimedOut, timeout)
+        self._started = perf_counter()
+        self._counted = _metrics.enabled()
+        _metrics.connection_opened(self.factory.listener)
         # Nagle's algorithm holds back the last small TLS record of a response
         # until the peer's delayed ACK (about 40 ms per round trip); TLS
         # already coalesces writes into records, so turn it off.
@@ -210,6 +228,9 @@ class TLSGuard(ProtocolWrapper):
             # The client's chain as CA verification saw it (depth 0 = leaf).
             seen = state.seen_chain()
         self.handshake = HandshakeFacts.of(self.transport.getHandle(), role, self.peerDescription(), seen)
+        _metrics.handshake(
+            self.factory.listener, "ok", None, self.handshake.tls_version, self.handshake.cipher, perf_counter() - self._started
+        )
         self.reportHandshake()
         self.handshakeSucceeded()
 
@@ -311,8 +332,21 @@ class TLSGuard(ProtocolWrapper):
         state = self.tlsState()
         if state is not None and state.role == "client" and self.handshake is not None:
             state.connection_closed(self.transport.getHandle(), clean=failure.check(ConnectionDone) is not None)
+        if self._counted:
+            _metrics.connection_closed(self.factory.listener)
+            self._counted = False
         if self.handshake is None:
-            audit.tls_handshake_failed(self.role, str(failure.value), type(failure.value).__name__, self.failedHandshakeFields())
+            fields = self.failedHandshakeFields()
+            error_type = type(failure.value).__name__
+            _metrics.handshake(
+                self.factory.listener,
+                "failed",
+                error_type,
+                cast("str | None", fields["tls_version"]),
+                cast("str | None", fields["cipher"]),
+                perf_counter() - self._started,
+            )
+            audit.tls_handshake_failed(self.role, str(failure.value), error_type, fields)
         ready, self.factory.ready = self.factory.ready, None
         if self._appConnected:
             ProtocolWrapper.connectionLost(self, failure)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import attrs
 from OpenSSL import SSL
 
+from securenet import _metrics
 from securenet.tls._errors import TLSConfigurationError
 
 # TLS 1.2 suites of Mozilla "intermediate", less the DHE ones: we never
@@ -30,6 +31,9 @@ _INTERMEDIATE_TLS12_CIPHERS = ":".join(
 )
 
 _GROUPS = ("X25519", "P-256", "P-384")
+
+# The metrics' closed set of ciphers: these and the TLS 1.3 suites.
+_metrics.allow("cipher", _INTERMEDIATE_TLS12_CIPHERS.split(":"))
 
 
 @attrs.frozen

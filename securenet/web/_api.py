@@ -27,7 +27,7 @@ import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 
-from securenet import audit
+from securenet import _metrics, audit
 from securenet._logs import SecurenetLogger
 from securenet._threads import Runner
 from securenet.cred._names import UserRecordError
@@ -126,8 +126,8 @@ class BuiltinAPI:
 
     def resource(self) -> IResource:
         root = JSONRouter()
-        root.putChild(b"healthz", JSONEndpoint({"GET": self.healthz}))
-        root.putChild(b"me", JSONEndpoint({"GET": self.me}))
+        root.putChild(b"healthz", JSONEndpoint({"GET": self.healthz}, route="/healthz"))
+        root.putChild(b"me", JSONEndpoint({"GET": self.me}, route="/me"))
         if self.tokens is not None:
             root.putChild(b"auth", TokenEndpoints(self.guard.authenticator, self.tokens).resource())
         admin = JSONRouter()
@@ -201,13 +201,18 @@ class BuiltinAPI:
         return {"name": name, "disabled": True}
 
 
+#: The route template of C{POST /admin/users/NAME/disable} (the metrics' label: never the name).
+DISABLE_ROUTE = "/admin/users/{name}/disable"
+_metrics.allow("route", (DISABLE_ROUTE,))
+
+
 class _Users(JSONEndpoint):
     """C{/admin/users}, and C{/admin/users/NAME/disable} below it."""
 
     isLeaf = False
 
     def __init__(self, api: BuiltinAPI) -> None:
-        super().__init__({"GET": api.list_users, "POST": api.create_user})
+        super().__init__({"GET": api.list_users, "POST": api.create_user}, route="/admin/users")
         self.api = api
 
     def getChild(self, path: bytes, request: IRequest) -> IResource:
@@ -216,7 +221,8 @@ class _Users(JSONEndpoint):
         except UnicodeDecodeError:
             return JSONRouter()
         user = JSONRouter()
-        user.putChild(b"disable", JSONEndpoint({"POST": lambda request: self.api.disable_user(request, name)}))
+        disable = JSONEndpoint({"POST": lambda request: self.api.disable_user(request, name)}, route=DISABLE_ROUTE)
+        user.putChild(b"disable", disable)
         return user
 
     def getChildWithDefault(self, path: bytes, request: IRequest) -> IResource:

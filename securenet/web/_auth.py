@@ -244,7 +244,7 @@ class WebAuthenticator:
         headers = request.requestHeaders
         authorization = headers.getRawHeaders(b"authorization") or []
         if len(authorization) > 1:
-            self._audit(request, "denied", None, reason="several Authorization headers")
+            self._audit(request, "denied", None, reason="several Authorization headers", refusal="malformed")
             raise self.unauthorized(request, "send one Authorization header", error="invalid_request")
         if authorization:
             scheme, _, param = authorization[0].strip().partition(b" ")
@@ -256,11 +256,13 @@ class WebAuthenticator:
                 return await self._basic(request, param)
             if kind == b"apikey":
                 return await self._api_key(request, param)
-            self._audit(request, "denied", None, reason=f"unsupported Authorization scheme {_text(scheme, 40)!r}")
+            self._audit(
+                request, "denied", None, reason=f"unsupported Authorization scheme {_text(scheme, 40)!r}", refusal="unsupported"
+            )
             raise self.unauthorized(request, "unsupported authorization scheme", error="unsupported_scheme")
         keys = headers.getRawHeaders(b"x-api-key") or []
         if len(keys) > 1:
-            self._audit(request, "denied", "APIKEY", reason="several X-API-Key headers")
+            self._audit(request, "denied", "APIKEY", reason="several X-API-Key headers", refusal="malformed")
             raise self.unauthorized(request, "send one X-API-Key header", error="invalid_request")
         if keys:
             return await self._api_key(request, keys[0].strip())
@@ -270,14 +272,14 @@ class WebAuthenticator:
         if IAnonymous in self.portal.checkers:
             identity = await self._login(request, Anonymous(), "anonymous")
             return Authentication(identity, "anonymous")
-        self._audit(request, "denied", None, reason="no credentials", level="debug")
+        self._audit(request, "denied", None, reason="no credentials", level="debug", refusal="missing")
         raise self.unauthorized(request, "authentication required", error="authentication_required")
 
     # -- each kind of credential --------------------------------------------------------
 
     async def _bearer(self, request: IRequest, param: bytes) -> Authentication:
         if not param or len(param) > MAX_TOKEN_LENGTH or not _TOKEN68.fullmatch(param):
-            self._audit(request, "denied", "OAUTHBEARER", reason="malformed bearer token")
+            self._audit(request, "denied", "OAUTHBEARER", reason="malformed bearer token", refusal="malformed")
             raise self._refused(request, "Bearer")
         credentials = PresentedToken(param.decode("ascii"))
         identity = await self._login(request, credentials, "Bearer")
@@ -289,16 +291,18 @@ class WebAuthenticator:
         if not is_secure(request):
             # The password crossed the network in the clear: never check it,
             # so the answer says nothing about it.
-            self._audit(request, "denied", "PLAIN", reason="Basic authentication over plain HTTP refused")
+            self._audit(request, "denied", "PLAIN", reason="Basic authentication over plain HTTP refused", refusal="refused")
             raise self.unauthorized(request, "Basic authentication is only accepted over TLS", error="insecure_transport")
         try:
             decoded = base64.b64decode(param, validate=True).decode("utf-8")
         except (binascii.Error, ValueError):
-            self._audit(request, "denied", "PLAIN", reason="malformed Basic credentials")
+            self._audit(request, "denied", "PLAIN", reason="malformed Basic credentials", refusal="malformed")
             raise self.unauthorized(request, "malformed Basic credentials", error="invalid_request") from None
         username, colon, password = decoded.partition(":")
         if not colon or not username or not password:
-            self._audit(request, "denied", "PLAIN", reason="Basic credentials without a user name or password")
+            self._audit(
+                request, "denied", "PLAIN", reason="Basic credentials without a user name or password", refusal="malformed"
+            )
             raise self.unauthorized(request, "malformed Basic credentials", error="invalid_request")
         return await self.password_login(request, username, password, None, scheme="Basic")
 
@@ -308,7 +312,7 @@ class WebAuthenticator:
         except UnicodeDecodeError:
             key = ""
         if not key or len(key) > MAX_KEY_LENGTH:
-            self._audit(request, "denied", "APIKEY", reason="malformed API key")
+            self._audit(request, "denied", "APIKEY", reason="malformed API key", refusal="malformed")
             raise self._refused(request, "ApiKey")
         credentials = PresentedAPIKey(key)
         identity = await self._login(request, credentials, "ApiKey")
@@ -349,7 +353,7 @@ class WebAuthenticator:
         @raise WebError: 401 (refused), 429 (throttled).
         """
         if len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
-            self._audit(request, "denied", "PLAIN", reason="user name or password too long")
+            self._audit(request, "denied", "PLAIN", reason="user name or password too long", refusal="malformed")
             raise self._refused(request, scheme)
         name = canonical_user_name(username)
         attempt = await self._admit(request, name)
@@ -360,7 +364,9 @@ class WebAuthenticator:
             if totp is None or scheme == "Basic":
                 # Not forgiven: a right password without the code must not
                 # reset the counters between guesses at the code.
-                self._audit(request, "denied", "PLAIN", attempted=name, reason="TOTP code required and not given")
+                self._audit(
+                    request, "denied", "PLAIN", attempted=name, reason="TOTP code required and not given", refusal="refused"
+                )
                 if scheme == "Basic":
                     message = "this account has a second factor, which Basic authentication cannot carry: log in for a token"
                 else:
@@ -370,7 +376,7 @@ class WebAuthenticator:
             try:
                 identity = await self.flow.check_second_factor(identity, totp, context)
             except LoginFailure as e:
-                self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason)
+                self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason, refusal=e.kind)
                 if e.kind == "unavailable":
                     raise _unavailable() from None
                 raise self.unauthorized(request, "a valid TOTP code is required", error="totp_required") from None
@@ -382,7 +388,7 @@ class WebAuthenticator:
         try:
             return await self.flow.admit(name, client_host(request))
         except LoginFailure as e:
-            self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason)
+            self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason, refusal=e.kind)
             if e.kind == "unavailable":
                 raise _unavailable() from None
             raise TooManyRequests(
@@ -409,7 +415,7 @@ class WebAuthenticator:
         try:
             return await self.flow.check(credentials, self._context(request, mechanism, certificate), attempted)
         except LoginFailure as e:
-            self._audit(request, "denied", mechanism, attempted=attempted, reason=e.reason)
+            self._audit(request, "denied", mechanism, attempted=attempted, reason=e.reason, refusal=e.kind)
             if e.kind == "unavailable":
                 raise _unavailable() from None
             raise self._refused(request, scheme) from None
@@ -427,6 +433,7 @@ class WebAuthenticator:
         reason: str | None = None,
         second_factor: str | None = None,
         level: str | None = None,
+        refusal: str | None = None,
     ) -> None:
         """One C{auth.decision} event, with the fields a stream session's has, and C{transport="http"}."""
         facts = tls_facts(request)
@@ -441,6 +448,7 @@ class WebAuthenticator:
             second_factor=second_factor,
             http=(_text(getattr(request, "method", None) or b"", 16), _text(getattr(request, "path", None) or b"")),
             level=level,
+            refusal=refusal,
         )
 
 

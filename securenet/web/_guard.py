@@ -37,6 +37,7 @@ from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from securenet import _metrics
 from securenet.authz import AuthorizationDenied, Context, Policy
 from securenet.authz._decisions import Decision
 from securenet.interfaces import IPolicy
@@ -254,12 +255,18 @@ class JSONEndpoint(Resource):
     of the request).  Errors raised as L{WebError} become their JSON
     answers; anything else is logged and answered C{500}.  C{HEAD} is
     answered like C{GET}; other methods, C{405} with C{Allow}.
+
+    @param route: the route template it answers (C{/admin/users/{name}/disable}),
+        the label of its requests in the metrics (C{other} without one).
     """
 
     isLeaf = True
 
-    def __init__(self, handlers: Mapping[str, Handler], *, no_store: bool = True) -> None:
+    def __init__(self, handlers: Mapping[str, Handler], *, no_store: bool = True, route: str | None = None) -> None:
         super().__init__()
+        self.route = route
+        if route is not None:
+            _metrics.allow("route", (route,))
         self.handlers = {method.upper().encode("ascii"): handler for method, handler in handlers.items()}
         if b"GET" in self.handlers and b"HEAD" not in self.handlers:
             self.handlers[b"HEAD"] = self.handlers[b"GET"]

@@ -54,7 +54,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-from securenet import audit
+from securenet import _metrics, audit
 from securenet._logs import SecurenetLogger
 from securenet.interfaces import IDrainable
 from securenet.web._errors import HeaderFieldsTooLarge, InternalError, PayloadTooLarge, RequestTimeout, URITooLong, WebError
@@ -124,6 +124,7 @@ def refuse(channel: http.HTTPChannel, error: WebError | None, text: str, *, what
     """
     if error is not None and channel.transport is not None:
         channel.transport.write(raw_answer(error, secure=channel.isSecure()))
+        _metrics.http_request(None, error.code)
     audit.http_limit(text, size=size, limit=limit, peer=peer, what=what)
     if channel.abortTimeout is not None and channel._abortingCall is None:
         # Before closing: a connection lost at once cancels it.
@@ -135,6 +136,8 @@ class SecureRequest(server.Request):
     """A request of a L{SecureSite}: see the module docstring."""
 
     content: Any
+    #: The route template of the resource that answered (L{securenet.web.JSONEndpoint}'s C{route}): the metrics' label.
+    route: str | None = None
     _too_large = False
     _answered_early = False
     _received = 0
@@ -210,6 +213,15 @@ class SecureRequest(server.Request):
             self.finish()
             return
         super().process()
+
+    def render(self, resrc: IResource) -> None:
+        self.route = getattr(resrc, "route", None)
+        super().render(resrc)
+
+    def finish(self) -> None:
+        if not self.finished and not self._disconnected:
+            _metrics.http_request(self.route, self.code)
+        super().finish()
 
     def setResponseCode(self, code: int, message: bytes | None = None) -> None:
         # Twisted knows no 429 or 431 ("Unknown Status") and says 408 "Request Time-out".

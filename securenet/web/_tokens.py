@@ -386,9 +386,9 @@ class TokenEndpoints:
 
     def resource(self) -> JSONRouter:
         router = JSONRouter()
-        router.putChild(b"login", JSONEndpoint({"POST": self.login}))
-        router.putChild(b"refresh", JSONEndpoint({"POST": self.refresh}))
-        router.putChild(b"logout", JSONEndpoint({"POST": self.logout}))
+        router.putChild(b"login", JSONEndpoint({"POST": self.login}, route="/auth/login"))
+        router.putChild(b"refresh", JSONEndpoint({"POST": self.refresh}, route="/auth/refresh"))
+        router.putChild(b"logout", JSONEndpoint({"POST": self.logout}, route="/auth/logout"))
         return router
 
 

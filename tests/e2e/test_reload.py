@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from securenet.pki._ca import load_ca
 from tests.support import Twistd, run, script
-from tests.support.e2e import E2EBase, pin_of, server_listen
+from tests.support.e2e import E2EBase, metrics_base, pin_of, scrape, server_listen
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15) -> bool:
@@ -179,7 +179,8 @@ class BadReloadTests(ReloadBase):
         one line naming the file and the reason; the old certificate keeps
         serving and the process stays up; good files then reload.
         """
-        server = self.startServer("--listen", self.listen(expectPins=pin_of(self.pki / "ca.pem")))
+        server = self.startServer("--listen", self.listen(expectPins=pin_of(self.pki / "ca.pem")), "--metrics", "0")
+        metrics = metrics_base(server)
         original = self.served(server)
         good_key = (self.pki / "server.key").read_bytes()
         good_cert = (self.pki / "server.pem").read_bytes()
@@ -230,6 +231,10 @@ class BadReloadTests(ReloadBase):
             self.assertIsNone(server.process.poll())
         self.hangup(server, "SIGHUP: reloaded 1, refused 0", 1)
         self.assertNotIn("Traceback", server.logText())
+        # The reload metric counted each refusal, and the reload that was done.
+        counts = scrape(metrics)
+        self.assertEqual(counts[("securenet_reloads_total", (("result", "refused"), ("what", "tls")))], 4)
+        self.assertEqual(counts[("securenet_reloads_total", (("result", "ok"), ("what", "tls")))], 1)
 
 
 class PolicyReloadTests(ReloadBase):

@@ -7,6 +7,7 @@ and the base class that starts twistd.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -101,3 +102,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+METRICS_LISTENING = re.compile(r"securenet metrics listening on (https?)://127\.0\.0\.1:(\d+)/metrics")
+
+
+def metrics_base(server: Twistd) -> str:
+    """The base URL of a twistd's C{--metrics} listener, once it logged that it listens."""
+    found = METRICS_LISTENING.search(server.waitForLog("securenet metrics listening on"))
+    assert found is not None, server.logText()
+    return f"{found.group(1)}://127.0.0.1:{found.group(2)}"
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """C{/metrics}, parsed by prometheus_client's own parser: (sample name, sorted labels) -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
+        text = response.read().decode("utf-8")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
