@@ -48,7 +48,7 @@ run: pki
 # installed when missing.
 system-tools:
 	@missing=""; \
-	for tool in openssl:openssl curl:curl chattr:e2fsprogs haproxy:haproxy; do \
+	for tool in openssl:openssl curl:curl chattr:e2fsprogs haproxy:haproxy promtool:prometheus; do \
 	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \

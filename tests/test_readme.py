@@ -233,3 +233,72 @@ class LinkTests(SynchronousTestCase):
                 if not (path.parent / target).exists():
                     missing.append(f"{path.relative_to(REPO)} -> {target}")
         self.assertEqual(missing, [])
+
+
+class PrometheusDocsTests(SynchronousTestCase):
+    """
+    The scrape configuration and alert rules of docs/metrics.md, checked by
+    Prometheus' own promtool (Debian C{prometheus}; C{make test} installs
+    it): the configuration loads, the rules parse, and the two alerts fire
+    on the series securenet exports (a leaf 10 days from expiry, a CRL one
+    day from its nextUpdate) and not on a trust root a year away.
+    """
+
+    def setUp(self) -> None:
+        import shutil
+
+        self.promtool = shutil.which("promtool")
+        if self.promtool is None:
+            raise AssertionError("promtool is not installed: run `make test`, which installs the Debian prometheus package")
+        self.dir = Path(self.mktemp()).resolve()
+        self.dir.mkdir()
+        config, rules = blocks(REPO / "docs" / "metrics.md", "yaml")
+        # The TLS files the configuration names, as empty files (promtool checks they exist).
+        for name in ("ca.pem", "prometheus.pem", "prometheus.key"):
+            (self.dir / name).write_text("")
+        (self.dir / "prometheus.yml").write_text(config.replace("/etc/prometheus/securenet/", f"{self.dir}/"))
+        (self.dir / "rules.yml").write_text(rules)
+
+    def promtool_ok(self, *args: str) -> str:
+        import subprocess
+
+        assert self.promtool is not None
+        result = subprocess.run([self.promtool, *args], capture_output=True, text=True, timeout=60, cwd=self.dir)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        return result.stdout + result.stderr
+
+    def test_configurationAndRulesLoad(self) -> None:
+        self.assertIn("SUCCESS", self.promtool_ok("check", "config", "prometheus.yml"))
+        self.assertIn("SUCCESS: 2 rules found", self.promtool_ok("check", "rules", "rules.yml"))
+
+    def test_alertsFire(self) -> None:
+        leaf = 'listener="127.0.0.1:8443",role="leaf",pin="sha256/a"'
+        root = 'listener="127.0.0.1:8443",role="trust-root",pin="sha256/b"'
+        (self.dir / "tests.yml").write_text(
+            "rule_files: [rules.yml]\n"
+            "evaluation_interval: 1m\n"
+            "tests:\n"
+            "  - interval: 1m\n"
+            "    input_series:\n"
+            f"      - series: 'securenet_certificate_not_after_seconds{{{leaf}}}'\n"
+            "        values: '864000+0x120'\n"
+            f"      - series: 'securenet_certificate_not_after_seconds{{{root}}}'\n"
+            "        values: '31536000+0x120'\n"
+            "      - series: 'securenet_crl_next_update_seconds{listener=\"127.0.0.1:8443\"}'\n"
+            "        values: '86400+0x120'\n"
+            "    alert_rule_test:\n"
+            "      - eval_time: 90m\n"
+            "        alertname: SecurenetCertificateExpiring\n"
+            "        exp_alerts:\n"
+            "          - exp_labels: {severity: warning, listener: '127.0.0.1:8443', role: leaf, pin: 'sha256/a'}\n"
+            "            exp_annotations:\n"
+            "              summary: 'leaf certificate sha256/a of 127.0.0.1:8443 expires in 9d 22h 30m 0s'\n"
+            "      - eval_time: 90m\n"
+            "        alertname: SecurenetCRLStaleOrExpiring\n"
+            "        exp_alerts:\n"
+            "          - exp_labels: {severity: critical, listener: '127.0.0.1:8443'}\n"
+            "            exp_annotations:\n"
+            "              summary: 'the CRL of 127.0.0.1:8443 is stale or expires in 22h 30m 0s:"
+            " client certificates are refused once it is past'\n"
+        )
+        self.assertIn("SUCCESS", self.promtool_ok("test", "rules", "tests.yml"))

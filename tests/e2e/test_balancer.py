@@ -1,7 +1,8 @@
 """
-End to end, behind a real load balancer: HAProxy (Debian) in TCP mode,
-PROXY protocol v2, in front of two C{twistd securenet} hosts
-(C{proxyProtocol=127.0.0.1}).  The hosts see the client's address, not the
+End to end, behind a real load balancer: HAProxy (Debian) in TCP mode with
+the configuration of C{examples/deploy/haproxy.cfg} (PROXY protocol v2,
+health checks on each host's C{/readyz}), in front of two C{twistd
+securenet} hosts (C{proxyProtocol=127.0.0.1}).  The hosts see the client's address, not the
 balancer's; connections not from the balancer are refused; a host that
 dies loses no connection the other can serve.
 """
@@ -12,7 +13,7 @@ import signal
 import subprocess
 
 from tests.support import Twistd, run, script
-from tests.support.e2e import E2EBase, client_endpoint, server_listen
+from tests.support.e2e import E2EBase, client_endpoint, metrics_base, server_listen
 from tests.support.haproxy import HAProxy
 
 
@@ -21,12 +22,13 @@ class BalancerTests(E2EBase):
         super().setUp()
         listen = server_listen(self.certs, proxyProtocol="127.0.0.1")
         self.hosts = [self.startHost(n, listen) for n in (1, 2)]
-        self.balancer = HAProxy(self, self.base / "haproxy", [h.port for h in self.hosts])
+        health = [int(metrics_base(h).rsplit(":", 1)[1]) for h in self.hosts]
+        self.balancer = HAProxy(self, self.base / "haproxy", [(h.port, m) for h, m in zip(self.hosts, health, strict=True)])
 
     def startHost(self, n: int, listen: str) -> Twistd:
         directory = self.base / f"host{n}"
         directory.mkdir()
-        host = Twistd(directory, ["--listen", listen])
+        host = Twistd(directory, ["--listen", listen, "--metrics", "0"])
         self.addCleanup(host.stop)
         return host
 

@@ -1,12 +1,15 @@
 """
 A real HAProxy (the Debian C{haproxy} package) in TCP mode in front of
 securenet hosts, on 127.0.0.1, started by a test and stopped by its
-cleanup.  It cannot be skipped: a machine without HAProxy fails the test
-that needs it (C{make test} installs the package).
+cleanup, with the configuration users are given
+(C{examples/deploy/haproxy.cfg}) with only its ports changed.  It cannot be
+skipped: a machine without HAProxy fails the test that needs it (C{make
+test} installs the package).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -16,7 +19,11 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import REPO
 from tests.support.e2e import free_port
+
+EXAMPLE = REPO / "examples" / "deploy" / "haproxy.cfg"
+_SERVER = re.compile(r"^(\s*server host(\d+) )127\.0\.0\.1:\d+( .*? check port )\d+(.*)$", re.M)
 
 
 def haproxy_command() -> str:
@@ -26,57 +33,36 @@ def haproxy_command() -> str:
     return path
 
 
-class HAProxy:
-    """
-    HAProxy balancing C{backends} (securenet ports) round-robin, sending the
-    PROXY protocol v2 header; C{health} maps a backend port to the port of
-    its plain-HTTP health endpoint (C{GET /healthz}), checked every 300 ms.
-    """
+def configure(hosts: Sequence[tuple[int, int]], port: int) -> str:
+    """The example configuration for C{hosts} (each C{(securenet port, metrics port)}), listening on C{port}."""
+    text = EXAMPLE.read_text()
+    text, bound = re.subn(r"bind 127\.0\.0\.1:\d+", f"bind 127.0.0.1:{port}", text)
+    assert bound == 1, "the example has one frontend"
+    found = _SERVER.findall(text)
+    assert len(found) == len(hosts), f"the example has {len(found)} servers, the test {len(hosts)} hosts"
 
-    def __init__(
-        self,
-        testcase: SynchronousTestCase,
-        directory: Path,
-        backends: Sequence[int],
-        *,
-        health: dict[int, int] | None = None,
-        proxy_protocol: bool = True,
-    ) -> None:
+    def host(match: re.Match[str]) -> str:
+        securenet, metrics = hosts[int(match.group(2)) - 1]
+        return f"{match.group(1)}127.0.0.1:{securenet}{match.group(3)}{metrics}{match.group(4)}"
+
+    return _SERVER.sub(host, text)
+
+
+class HAProxy:
+    """HAProxy with the example configuration, balancing C{hosts} (C{(securenet port, metrics port)})."""
+
+    def __init__(self, testcase: SynchronousTestCase, directory: Path, hosts: Sequence[tuple[int, int]]) -> None:
         self.port = free_port()
-        self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        servers = []
-        for n, backend in enumerate(backends, start=1):
-            line = f"    server host{n} 127.0.0.1:{backend}"
-            if proxy_protocol:
-                line += " send-proxy-v2"
-            if health is not None:
-                line += f" check port {health[backend]} inter 300 fall 1 rise 1"
-            servers.append(line)
-        check = "    option httpchk GET /healthz\n" if health is not None else ""
-        config = directory / "haproxy.cfg"
-        config.write_text(
-            "global\n"
-            "    maxconn 2000\n"
-            "defaults\n"
-            "    mode tcp\n"
-            "    timeout connect 2s\n"
-            "    timeout client 60s\n"
-            "    timeout server 60s\n"
-            "    retries 2\n"
-            "    option redispatch\n"
-            "frontend securenet\n"
-            f"    bind 127.0.0.1:{self.port}\n"
-            "    default_backend hosts\n"
-            "backend hosts\n"
-            "    balance roundrobin\n"
-            f"{check}" + "\n".join(servers) + "\n"
-        )
-        self.config = config
+        self.config = directory / "haproxy.cfg"
+        self.config.write_text(configure(hosts, self.port))
+        check = subprocess.run([haproxy_command(), "-c", "-f", str(self.config)], capture_output=True, timeout=30)
+        if check.returncode != 0:
+            testcase.fail(f"haproxy refuses the example configuration: {check.stdout!r} {check.stderr!r}")
         self.log = directory / "haproxy.log"
         self._log = open(self.log, "wb")
         self.process = subprocess.Popen(
-            [haproxy_command(), "-db", "-f", str(config)], stdout=self._log, stderr=subprocess.STDOUT, cwd=directory
+            [haproxy_command(), "-db", "-f", str(self.config)], stdout=self._log, stderr=subprocess.STDOUT, cwd=directory
         )
         testcase.addCleanup(self.stop)
         self._wait_listening(testcase)
