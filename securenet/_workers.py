@@ -149,14 +149,16 @@ class _Worker(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         self._buffer += data
         *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            self.supervisor.worker_line(self.number, line.decode("utf-8", "replace"))
+        if lines:
+            # One log event per read, not per line: under load a read holds
+            # many lines, and relaying them is the supervisor's only work.
+            self.supervisor.worker_lines(self.number, [line.decode("utf-8", "replace") for line in lines])
 
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
         if self._buffer:
-            self.supervisor.worker_line(self.number, self._buffer.decode("utf-8", "replace"))
+            self.supervisor.worker_lines(self.number, [self._buffer.decode("utf-8", "replace")])
             self._buffer = b""
         self.supervisor.worker_ended(self, reason)
         self.ended.callback(None)
@@ -261,9 +263,11 @@ class Supervisor(Service):
         pid = worker.transport.pid if worker.transport is not None else None
         log.info("worker {number} started (pid {pid})", number=number, pid=pid)
 
-    def worker_line(self, number: int, line: str) -> None:
-        if line.strip():
-            log.info("worker {number}: {line}", number=number, line=_strip_timestamp(line))
+    def worker_lines(self, number: int, lines: Sequence[str]) -> None:
+        """Write a worker's log lines to the supervisor's log, each prefixed with its number (one event)."""
+        shown = [f"worker {number}: {_strip_timestamp(line)}" for line in lines if line.strip()]
+        if shown:
+            log.info(literal("\n".join(shown)))
 
     def worker_ended(self, worker: _Worker, reason: Failure) -> None:
         number = worker.number
