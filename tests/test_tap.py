@@ -34,7 +34,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from securenet import synchronous_runner, tap
+from securenet import ThreadRunner, synchronous_runner, tap
 from securenet._reload import CRLWatch, ListenerMaterial, Reloader
 from securenet.apps._echo import EchoFactory
 from securenet.cred._checkers import CertificateChecker
@@ -663,6 +663,12 @@ class HangupTests(SynchronousTestCase):
             ["--listen", listen, "--policy", str(policy), "--auth", f"sqlite:{database}", "--token-key", str(signing)]
         )
         service = tap.makeService(options)
+        # The database's and the hasher's threads would start with the next test that runs the reactor, and never stop.
+        for checker in options["credCheckers"]:
+            for holder in (checker, getattr(checker, "store", None)):
+                for value in vars(holder).values() if holder is not None else ():
+                    if isinstance(value, ThreadRunner):
+                        value.stop()
         assert isinstance(service, tap.SecurenetService) and service.reloader is not None
         self.assertEqual([r.what for r in service.reloader.reloadables], ["tls", "policy", "token-keys"])
         jwt = tap.Options()
