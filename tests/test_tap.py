@@ -34,9 +34,10 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from securenet import ThreadRunner, synchronous_runner, tap
+from securenet import _threads, synchronous_runner, tap
 from securenet._reload import CRLWatch, ListenerMaterial, Reloader
 from securenet.apps._echo import EchoFactory
+from securenet.cred import _strcred
 from securenet.cred._checkers import CertificateChecker
 from securenet.interfaces import IReloadable
 from securenet.sasl._mechanism import ChannelBindings
@@ -658,17 +659,14 @@ class HangupTests(SynchronousTestCase):
         database = work / "users.db"
         SQLiteStore.open(database).close()
         listen = f"securenet:0:certKey={certs / 'server.pem'}:privateKey={certs / 'server.key'}"
+        # The database's and the hasher's threads would start with the next test that runs the reactor, and never stop.
+        self.patch(_threads, "thread_runner", lambda reactor: synchronous_runner)
+        self.patch(_strcred, "hashing_runner", lambda reactor: synchronous_runner)
         options = tap.Options()
         options.parseOptions(
             ["--listen", listen, "--policy", str(policy), "--auth", f"sqlite:{database}", "--token-key", str(signing)]
         )
         service = tap.makeService(options)
-        # The database's and the hasher's threads would start with the next test that runs the reactor, and never stop.
-        for checker in options["credCheckers"]:
-            for holder in (checker, getattr(checker, "store", None)):
-                for value in vars(holder).values() if holder is not None else ():
-                    if isinstance(value, ThreadRunner):
-                        value.stop()
         assert isinstance(service, tap.SecurenetService) and service.reloader is not None
         self.assertEqual([r.what for r in service.reloader.reloadables], ["tls", "policy", "token-keys"])
         jwt = tap.Options()
