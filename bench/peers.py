@@ -35,6 +35,7 @@ PEERS: dict[str, tuple[str, str, str]] = {
     # second (as SIGHUP does: files read and checked, a test handshake, the
     # context swapped).
     "securenet-reloading": ("securenet, reloading every second", "securenet", "http"),
+    "securenet-reloading-off": ("securenet, not reloading", "securenet", "http"),
     # twistd securenet itself, one process serving, and a supervisor with two
     # workers on the same listening socket.
     "twistd-1": ("twistd securenet", "twistd-workers", "http"),
@@ -46,7 +47,7 @@ PEERS: dict[str, tuple[str, str, str]] = {
 
 #: Server arguments a peer always runs with (beyond its kind's).
 PEER_ARGS: dict[str, list[str]] = {
-    "securenet-reloading": ["--reload-every", "1"],
+    "securenet-reloading": ["--reload-every", "1", "--reload-switch"],
     "securenet-metrics": ["--metrics-switch"],
     "twistd-1": ["--workers", "1"],
     "twistd-2": ["--workers", "2"],

@@ -203,7 +203,16 @@ def securenet_listen(reactor, args: argparse.Namespace, certs: Path) -> int:  # 
         from securenet._reload import ListenerMaterial, Reloader
 
         reloader = Reloader(reactor, [ListenerMaterial(endpoint, reactor)])
-        LoopingCall(reloader.reload, "bench").start(args.reload_every, now=False)
+        reloading = {"on": not args.reload_switch}
+
+        def reload() -> None:
+            if reloading["on"]:
+                reloader.reload("bench")
+
+        LoopingCall(reload).start(args.reload_every, now=False)
+        if args.reload_switch:
+            # SIGUSR2 switches reloading on and off (it starts off): both series from one process.
+            signal.signal(signal.SIGUSR2, lambda signum, frame: reloading.update(on=not reloading["on"]))
     return result[0]
 
 
@@ -364,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--client-auth", default="required", choices=("required", "none"))
     parser.add_argument("--no-tickets", action="store_true")
     parser.add_argument("--reload-every", type=float, default=0.0, help="securenet: reload the certificate files every N seconds")
+    parser.add_argument("--reload-switch", action="store_true", help="securenet: SIGUSR2 switches --reload-every on and off")
     parser.add_argument(
         "--metrics-switch",
         action="store_true",
