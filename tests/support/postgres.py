@@ -178,7 +178,9 @@ class PostgresServer:
     def admin(self, database: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
         """A connection as the superuser, in autocommit mode."""
         try:
-            return psycopg.connect(host="127.0.0.1", port=self.port, user=ADMIN, dbname=database, autocommit=True)
+            return psycopg.connect(
+                host="127.0.0.1", port=self.port, user=ADMIN, dbname=database, passfile=str(self.passfile), autocommit=True
+            )
         except psycopg.Error as e:
             raise PostgresUnavailable(f"cannot connect to the test PostgreSQL server: {e}") from None
 
