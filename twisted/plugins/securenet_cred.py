@@ -1,8 +1,10 @@
 # `--auth` checkers for every strcred-aware twistd plugin: certificate,
-# sqlite (the credential database), jwt, apikey, totp.
+# db (the credential database: an SQLite file or PostgreSQL), sqlite (a file),
+# jwt, apikey, totp.
 from securenet.cred._strcred import (
     apiKeyCheckerFactory,
     certificateCheckerFactory,
+    databaseCheckerFactory,
     jwtCheckerFactory,
     sqliteCheckerFactory,
     totpCheckerFactory,
@@ -11,6 +13,7 @@ from securenet.cred._strcred import (
 __all__ = [
     "apiKeyCheckerFactory",
     "certificateCheckerFactory",
+    "databaseCheckerFactory",
     "jwtCheckerFactory",
     "sqliteCheckerFactory",
     "totpCheckerFactory",
