@@ -57,7 +57,7 @@ from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, IT
 from securenet.pki._facts import CertificateFacts
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import describe_address
-from securenet.web._errors import ServiceUnavailable, TooManyRequests, Unauthorized
+from securenet.web._errors import ServiceUnavailable, TooManyRequests, Unauthorized, database_unavailable
 from securenet.web._responses import is_secure
 
 T = TypeVar("T")
@@ -165,11 +165,7 @@ def _unavailable(failure: LoginFailure) -> ServiceUnavailable:
     or the credential database cannot be reached.
     """
     if failure.cause == "db":
-        return ServiceUnavailable(
-            "the credential database cannot be reached now; try again later",
-            error="db_unavailable",
-            headers=[(b"Retry-After", b"30")],
-        )
+        return database_unavailable()
     return ServiceUnavailable(
         "the service cannot record authentications now; try again later",
         error="audit_unavailable",

@@ -735,6 +735,18 @@ class RefreshTests(SynchronousTestCase):
         third = self.refresh(pair["refresh_token"])
         self.assertEqual(third.code, 200)
 
+    def test_databaseUnavailableIs503(self) -> None:
+        """A refresh while the credential database cannot be reached: 503 db_unavailable, no token issued, no 500."""
+        first = self.service.tokens_of()
+        unreachable = StoreUnavailable("postgresql://db: the credential database cannot be reached")
+        self.patch(self.service.refreshes, "get", lambda token_id: defer.fail(unreachable))
+        response = self.refresh(first["refresh_token"])
+        self.assertEqual((response.code, response.json()["error"]), (503, "db_unavailable"))
+        self.assertEqual(response.header("Retry-After"), "30")
+        self.assertNotIn("access_token", response.json())
+        del self.service.refreshes.get  # back: the same token refreshes (it was never consumed)
+        self.assertEqual(self.refresh(first["refresh_token"]).code, 200)
+
     def test_reuseRevokesTheFamily(self) -> None:
         first = self.service.tokens_of()
         second = self.refresh(first["refresh_token"]).json()
