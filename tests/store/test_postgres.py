@@ -11,8 +11,11 @@ import io
 import logging
 import os
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from twisted.internet import defer
@@ -33,7 +36,7 @@ from securenet.store import (
 )
 from securenet.store._postgres import PASSWORD_ADVICE, check_url, is_postgres_url
 from tests.store.test_conformance import PersistentStoreConformanceMixin, refresh_token
-from tests.support import postgres
+from tests.support import child_env, postgres
 from tests.support.e2e import free_port
 from tests.support.postgres import ROLE
 
@@ -363,3 +366,47 @@ def retry(call: Callable[[], defer.Deferred[T]], attempts: int = 30) -> defer.De
         if outcome and not (isinstance(outcome[0], Failure) and outcome[0].check(StoreUnavailable)):
             return defer.fail(outcome[0]) if isinstance(outcome[0], Failure) else defer.succeed(outcome[0])
     return call()
+
+
+class HarnessTests(SynchronousTestCase):
+    """The test server itself (tests/support/postgres.py)."""
+
+    def test_unprivilegedAndPrivate(self) -> None:
+        """It runs as an unprivileged user, from a directory only that user can enter, on loopback."""
+        server = postgres.server()
+        pid = int((server.data / "postmaster.pid").read_text().split()[0])
+        self.assertNotEqual(os.stat(f"/proc/{pid}").st_uid, 0)
+        self.assertEqual(stat.S_IMODE(os.stat(server.base).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(server.passfile).st_mode), 0o600)
+        self.assertNotIn(":@", server.url("x"))
+        self.assertEqual(server.url("x"), f"postgresql://{ROLE}@127.0.0.1:{server.port}/x")
+
+    def test_serverNeverOutlivesTheProcess(self) -> None:
+        """A test process killed outright (SIGKILL: no atexit) takes its server and files with it."""
+        child = subprocess.Popen(
+            [sys.executable, "-c", "from tests.support import postgres; print(postgres.server().base, flush=True); input()"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=child_env(),
+        )
+        assert child.stdout is not None
+        base = Path(child.stdout.readline().decode().strip())
+        self.assertTrue((base / "data" / "postmaster.pid").exists(), base)
+        pid = int((base / "data" / "postmaster.pid").read_text().split()[0])
+        child.kill()
+        child.wait(30)
+        for _ in range(600):  # the watchdog stops the server, then removes the directory
+            if not base.exists():
+                break
+            threading.Event().wait(0.1)
+        self.assertFalse(base.exists())
+        self.assertFalse(running(pid))
+
+
+def running(pid: int) -> bool:
+    """Whether process C{pid} runs (a zombie waiting for a parent that does not reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -13,6 +13,12 @@ environment (so child processes get it too): a URL never carries it, as in
 a real deployment.  L{PostgresServer.database} gives each test a fresh
 database, dropped afterwards.
 
+The server never outlives the test process: besides the C{atexit} handler,
+a watchdog process holds the read end of a pipe whose write end only this
+process has; when this process ends in any way (a crash, SIGKILL, a hang
+at exit ended by a timeout), the pipe closes and the watchdog stops the
+server and removes its files.
+
 If the server cannot be started, L{server} raises L{PostgresUnavailable}
 with the reason: a test that needs PostgreSQL fails, it is never skipped
 (C{make test} installs the package: the Makefile's C{system-tools}).
@@ -22,11 +28,13 @@ from __future__ import annotations
 
 import atexit
 import glob
+import json
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import uuid
@@ -45,6 +53,20 @@ ROLE = "securenet"
 ADMIN = "securenet_admin"
 #: The unprivileged user the server runs as when the tests run as root.
 SERVER_USER = "postgres"
+
+
+#: The watchdog: waits for end of file on stdin (this process gone), then
+#: runs the stop command (its arguments after the first) and removes the
+#: directories of the first (a JSON list).
+WATCHDOG = """
+import json, shutil, subprocess, sys
+sys.stdin.buffer.read()
+try:
+    subprocess.run(sys.argv[2:], capture_output=True, timeout=60)
+finally:
+    for d in json.loads(sys.argv[1]):
+        shutil.rmtree(d, ignore_errors=True)
+"""
 
 
 class PostgresUnavailable(RuntimeError):
@@ -87,6 +109,7 @@ class PostgresServer:
         self.log = self.base / "server.log"
         self.port = 0
         self._running = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
         self._counter = 0
         self._lock = threading.Lock()
         client_dir = Path(tempfile.mkdtemp(prefix="securenet-pgpass-"))
@@ -163,6 +186,20 @@ class PostgresServer:
         else:
             raise PostgresUnavailable(f"cannot start PostgreSQL in {self.base}: {problems[-1]}")
         self._running = True
+        self._watchdog = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WATCHDOG,
+                json.dumps([str(self.base), str(self._client_dir)]),
+                *self._command("pg_ctl", "-D", str(self.data), "-w", "-m", "immediate", "stop"),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not stopped early by a ^C meant for the tests
+            cwd="/",  # one the server's user may enter: pg_ctl needs its working directory
+        )
         with self.admin() as c:
             # The password travels in the protocol (hashed by the server), never on a command line.
             c.execute(
@@ -235,6 +272,14 @@ class PostgresServer:
         shutil.rmtree(self._client_dir, ignore_errors=True)
         if os.environ.get("PGPASSFILE") == str(self.passfile):
             del os.environ["PGPASSFILE"]
+        if self._watchdog is not None:
+            watchdog, self._watchdog = self._watchdog, None
+            assert watchdog.stdin is not None
+            watchdog.stdin.close()  # its stop finds nothing left to do
+            try:
+                watchdog.wait(60)
+            except subprocess.TimeoutExpired:
+                watchdog.kill()
 
 
 _server: PostgresServer | None = None
