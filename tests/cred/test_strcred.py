@@ -12,7 +12,7 @@ from pathlib import Path
 from twisted.trial.unittest import SynchronousTestCase
 
 import securenet.cred._strcred
-from securenet._threads import ThreadRunner
+from securenet._threads import ThreadRunner, synchronous_runner
 from securenet.cred._storechecker import StoreChecker
 from securenet.cred._strcred import (
     CheckerArgumentError,
@@ -40,6 +40,8 @@ class DatabaseCheckerTests(SynchronousTestCase):
             return store
 
         self.patch(securenet.cred._strcred, "open_store", open_store)
+        # Nor a hashing thread pool, which would start with the reactor and never stop.
+        self.patch(securenet.cred._strcred, "hashing_runner", lambda reactor: synchronous_runner)
         return calls
 
     def refused(self, factory: DatabaseCheckerFactory, argstring: str) -> str:
