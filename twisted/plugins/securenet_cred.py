@@ -1,10 +1,9 @@
 # `--auth` checkers for every strcred-aware twistd plugin: certificate,
-# db (the credential database: an SQLite file or PostgreSQL), sqlite (a file),
-# jwt, apikey, totp.
+# sqlite (the credential database), jwt, apikey, totp; db (the same, a file or
+# PostgreSQL) is in securenet_db.py.
 from securenet.cred._strcred import (
     apiKeyCheckerFactory,
     certificateCheckerFactory,
-    databaseCheckerFactory,
     jwtCheckerFactory,
     sqliteCheckerFactory,
     totpCheckerFactory,
@@ -13,7 +12,6 @@ from securenet.cred._strcred import (
 __all__ = [
     "apiKeyCheckerFactory",
     "certificateCheckerFactory",
-    "databaseCheckerFactory",
     "jwtCheckerFactory",
     "sqliteCheckerFactory",
     "totpCheckerFactory",
