@@ -44,13 +44,16 @@ pki: install
 run: pki
 	$(VENV)/bin/twistd -n --pidfile= securenet
 
-# Debian tools the end-to-end tests drive (openssl s_client, curl, chattr),
+# Debian tools the end-to-end tests drive (openssl s_client, curl, chattr,
+# HAProxy, Prometheus's promtool),
+# and the PostgreSQL server the store tests start (tests/support/postgres.py),
 # installed when missing.
 system-tools:
 	@missing=""; \
 	for tool in openssl:openssl curl:curl chattr:e2fsprogs haproxy:haproxy promtool:prometheus; do \
 	  command -v $${tool%%:*} >/dev/null 2>&1 || missing="$$missing $${tool##*:}"; \
 	done; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi

@@ -21,15 +21,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from securenet.cli._db import DEFAULT_DB, add_db
 from securenet.cli._db import result as wait
 from securenet.cli._pki import UsageError
 from securenet.cred._apikeys import KEY_ID_ALPHABET, KEY_ID_LENGTH, KEY_PREFIX, create_api_key, utc
 from securenet.cred._jwt import check_scopes
 from securenet.interfaces import ICredentialStore
 from securenet.store._errors import NoSuchUser
+from securenet.store._open import Database, database_exists, open_database
 from securenet.store._records import APIKey, User
-
-DEFAULT_DB = Path("var/securenet.db")
 
 #: Longest --expires accepted, in days (ten years).
 MAX_EXPIRES_DAYS = 3650
@@ -42,16 +42,15 @@ class NoDatabase(UsageError):
     """--db names no existing credential database."""
 
 
-def open_store(path: Path) -> ICredentialStore:
+def open_store(path: Database) -> ICredentialStore:
     """
-    The credential database at C{path}, which must exist (the CLI never
-    creates one at a mistyped path).  Its calls answer synchronously.
+    The credential database at C{path} (a file, or a PostgreSQL URL), which
+    must exist (the CLI never creates one at a mistyped path).  Its calls
+    answer synchronously.
     """
-    if not path.exists():
+    if not database_exists(path):
         raise NoDatabase(f"{path}: no credential database here (give --db PATH, or create one with 'securenet users add NAME')")
-    from securenet.store._sqlite import SQLiteStore
-
-    return SQLiteStore.open(path)
+    return open_database(path)
 
 
 def close_store(store: ICredentialStore) -> None:
@@ -186,12 +185,6 @@ def revoke(args: argparse.Namespace) -> int:
 
 
 # -- argument parsing --------------------------------------------------------
-
-
-def add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"the credential database (default {DEFAULT_DB})"
-    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

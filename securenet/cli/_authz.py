@@ -31,12 +31,13 @@ from cryptography import x509
 from twisted.python.failure import Failure
 
 from securenet.authz import Context, Policy
+from securenet.cli._db import add_db
 from securenet.cli._pki import UsageError
 from securenet.cred._identity import Identity
 from securenet.pki import CertificateFacts, load_certificates, parse_san
 from securenet.store._errors import DatabaseFileError, NoSuchUser
+from securenet.store._open import Database, database_exists, open_database
 from securenet.store._records import User
-from securenet.store._sqlite import SQLiteStore
 
 #: The exit code of C{securenet authz check} when the request is denied.
 EXIT_DENIED = 3
@@ -55,13 +56,13 @@ def _attribute(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _read_user(path: Path, name: str) -> User:
+def _read_user(path: Database, name: str) -> User:
     """The user's record, read synchronously (the CLI's store runs on the calling thread)."""
-    if not path.exists():
+    if not database_exists(path):
         raise DatabaseFileError(path, "no credential database here")
     users: list[User | None] = []
     failures: list[Failure] = []
-    with SQLiteStore.open(path) as store:
+    with open_database(path) as store:
         store.get_user(name).addCallbacks(users.append, failures.append)
     if failures:
         failures[0].raiseException()
@@ -188,7 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--san", action="append", default=[], metavar="KIND:VALUE", help="a certificate SAN, without --cert (repeatable)"
     )
-    p.add_argument("--db", type=Path, metavar="PATH", help="read the user's roles and attributes from this credential database")
+    add_db(p, default=None, help="read the user's roles and attributes from this credential database (a file or a URL)")
     p.set_defaults(func=check)
 
     p = commands.add_parser("lint", help="validate a policy and summarize its roles and rules", allow_abbrev=False)

@@ -28,7 +28,8 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from securenet.cli._apikeys import add_db, close_store, format_time, open_store, parse_scopes, wait
+from securenet.cli._apikeys import close_store, format_time, open_store, parse_scopes, wait
+from securenet.cli._db import add_db
 from securenet.cli._pki import UsageError
 from securenet.cred._jwt import (
     DEFAULT_AUDIENCE,

@@ -1,6 +1,7 @@
 """
 C{securenet users ...}: the users of a credential database
-(L{securenet.store.SQLiteStore}, default C{var/securenet.db})::
+(L{securenet.store.SQLiteStore}, default C{var/securenet.db}, or
+L{securenet.store.PostgresStore} with C{--db postgresql://USER@HOST:PORT/DBNAME})::
 
     securenet users add NAME [--role ROLE ...] [--password-file FILE]
     securenet users passwd NAME [--password-file FILE]
@@ -11,7 +12,7 @@ C{securenet users ...}: the users of a credential database
     securenet users totp-enroll NAME [--force]
     securenet users unlock NAME  /  securenet users unlock --address IP
 
-each with C{--db PATH}.
+each with C{--db PATH} or C{--db URL}.
 
 A password is never a command-line argument (it would show in C{ps} and
 the shell history).  It comes from C{--password-file FILE} (one trailing
@@ -47,6 +48,7 @@ import attrs
 import pyotp
 import qrcode
 
+from securenet.cli._db import DEFAULT_DB, add_db
 from securenet.cli._db import result as _result
 from securenet.cli._pki import UsageError
 from securenet.cred._names import canonical_user_name, validate_roles, validate_user_name
@@ -56,11 +58,10 @@ from securenet.cred._scram import DEFAULT_ITERATIONS, derive_scram_keys
 from securenet.cred._throttle import clear_failures
 from securenet.cred._users import new_user
 from securenet.store._errors import DatabaseFileError, NoSuchUser, UserExists
+from securenet.store._open import database_exists, open_database
+from securenet.store._postgres import PostgresStore
 from securenet.store._records import User
 from securenet.store._sqlite import SQLiteStore
-
-#: Where the credential database is unless C{--db} says otherwise.
-DEFAULT_DB = Path("var/securenet.db")
 
 #: The issuer shown by authenticator apps.
 TOTP_ISSUER = "securenet"
@@ -79,15 +80,15 @@ class NoSuchFailures(UsageError):
     """C{users unlock --address}: nothing is recorded for that address."""
 
 
-def _open(args: argparse.Namespace, *, create: bool = False) -> SQLiteStore:
-    """The database at C{--db}; only C{add} may create it."""
-    path: Path = args.db
-    if not create and not path.exists():
+def _open(args: argparse.Namespace, *, create: bool = False) -> SQLiteStore | PostgresStore:
+    """The database at C{--db}; only C{add} may create an SQLite file (a PostgreSQL database is made on its server)."""
+    path = args.db
+    if not create and not database_exists(path):
         raise DatabaseFileError(path, f"no credential database here (create it with 'securenet users add NAME --db {path}')")
-    return SQLiteStore.open(path)
+    return open_database(path)
 
 
-def _existing(store: SQLiteStore, name: str) -> User:
+def _existing(store: SQLiteStore | PostgresStore, name: str) -> User:
     user = _result(store.get_user(name))
     if user is None:
         raise NoSuchUser(f"no user {name!r} in {store.path}")
@@ -159,7 +160,7 @@ def add(args: argparse.Namespace) -> int:
     # A password file is read first; a prompt comes only once the database
     # is known to be usable and the name free -- unless that would create
     # the database before the password is known to be acceptable.
-    password = read_password(args, name) if args.password_file is not None or not args.db.exists() else None
+    password = read_password(args, name) if args.password_file is not None or not database_exists(args.db) else None
     with _open(args, create=True) as store:
         if _result(store.get_user(name)) is not None:
             raise UserExists(f"user {name!r} already exists in {store.path}")
@@ -336,12 +337,6 @@ def unlock(args: argparse.Namespace) -> int:
 # -- argument parsing --------------------------------------------------------
 
 
-def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db", type=Path, default=DEFAULT_DB, metavar="PATH", help=f"the credential database (default {DEFAULT_DB})"
-    )
-
-
 def _add_password_file(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--password-file",
@@ -367,50 +362,50 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("name", metavar="NAME", help="the new user's name (no spaces; what they log in as)")
     p.add_argument("--role", action="append", default=[], metavar="ROLE", help="a role (repeatable)")
     _add_password_file(p)
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=add)
 
     p = command("passwd", help="set a user's password")
     p.add_argument("name", metavar="NAME", help="the user")
     _add_password_file(p)
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=passwd)
 
     p = command("del", help="delete a user and their API keys")
     p.add_argument("name", metavar="NAME", help="the user to delete")
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=delete)
 
     p = command("list", help="list users: name, roles, disabled, TOTP enrolled")
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=list_users)
 
     p = command("roles", help="set a user's roles (none given: remove them all)")
     p.add_argument("name", metavar="NAME", help="the user")
     p.add_argument("roles", nargs="*", metavar="ROLE", help="the user's roles from now on (they replace the old ones)")
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=roles)
 
     p = command("disable", help="refuse every login of a user")
     p.add_argument("name", metavar="NAME", help="the user")
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=disable)
 
     p = command("enable", help="allow a disabled user to log in again")
     p.add_argument("name", metavar="NAME", help="the user")
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=enable)
 
     p = command("unlock", help="end a lockout: clear the failures of a user or of a client address")
     p.add_argument("name", nargs="?", default=None, metavar="NAME", help="the user whose failures to clear")
     p.add_argument("--address", metavar="IP", help="clear the failures of this client address instead")
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=unlock)
 
     p = command("totp-enroll", help="give a user a TOTP secret; prints its otpauth:// URI and a QR code")
     p.add_argument("name", metavar="NAME", help="the user")
     p.add_argument("--force", action="store_true", help="replace an existing TOTP secret")
-    _add_db(p)
+    add_db(p)
     p.set_defaults(func=totp_enroll)
 
 

@@ -16,12 +16,18 @@ The flow decides; it does not speak the wire nor write audit events: a
 refusal is a L{LoginFailure} whose C{reason} the caller writes to its
 C{auth.decision} event (L{securenet.audit.auth_decision}) and maps to its
 answer (C{NO AUTH-FAILED} / C{THROTTLED}, HTTP 401 / 429).
+
+It fails closed: while the audit log cannot be written, or the credential
+database cannot be reached (L{StoreUnavailable}, a PostgreSQL server down),
+every step refuses with C{unavailable} (C{NO AUDIT-UNAVAILABLE} /
+C{DB-UNAVAILABLE}, HTTP 503).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from time import perf_counter
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import attrs
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
@@ -33,8 +39,10 @@ from securenet.cred._credentials import TOTPCredentials
 from securenet.cred._identity import AuthenticationContext, Identity
 from securenet.cred._throttle import Throttle, throttle_keys
 from securenet.interfaces import IIdentity, ISecondFactor
+from securenet.store._errors import StoreUnavailable
 
 _log = Logger()
+_T = TypeVar("_T")
 
 
 class LoginFailure(Exception):
@@ -43,20 +51,29 @@ class LoginFailure(Exception):
 
     @ivar kind: C{refused} (a checker said no, or none could check),
         C{throttled} (nothing was checked: wait C{wait} seconds) or
-        C{unavailable} (nothing was checked: the audit trail cannot be
-        written, see L{securenet.audit.watch_sink}).
+        C{unavailable} (not decided: the audit trail cannot be written, see
+        L{securenet.audit.watch_sink}; or, C{cause} C{db}, the credential
+        database cannot be reached).
     @ivar reason: why, for the audit log only (never for the client).
     @ivar attempted: the user name the client claimed, if any.
+    @ivar cause: what is unavailable: C{audit} or C{db}.
     """
 
     def __init__(
-        self, kind: Literal["refused", "throttled", "unavailable"], reason: str, attempted: str | None, wait: float = 0.0
+        self,
+        kind: Literal["refused", "throttled", "unavailable"],
+        reason: str,
+        attempted: str | None,
+        wait: float = 0.0,
+        *,
+        cause: Literal["audit", "db"] = "audit",
     ) -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
         self.attempted = attempted
         self.wait = wait
+        self.cause = cause
 
     @property
     def retry_after(self) -> int:
@@ -105,9 +122,17 @@ class LoginFlow:
         await self._admit(attempt, attempted)
         return attempt
 
+    @staticmethod
+    async def _reaching(step: Awaitable[_T], attempted: str | None) -> _T:
+        """C{step}'s result; a credential database out of reach refuses with C{unavailable} (fail closed)."""
+        try:
+            return await step
+        except StoreUnavailable as e:
+            raise LoginFailure("unavailable", str(e), attempted, cause="db") from None
+
     async def _admit(self, attempt: Attempt, attempted: str | None) -> None:
         assert self.throttle is not None and attempt.keys is not None
-        wait = await self.throttle.admit(attempt.keys)
+        wait = await self._reaching(self.throttle.admit(attempt.keys), attempted)
         if wait is not None:
             _metrics.throttled()
             raise LoginFailure("throttled", f"throttled for {wait:.1f} s", attempted, wait)
@@ -131,6 +156,8 @@ class LoginFlow:
             _, avatar, _ = await self.portal.login(credentials, context, IIdentity)
         except UnhandledCredentials:
             raise LoginFailure("refused", f"no --auth checker accepts {context.mechanism} credentials", attempted) from None
+        except StoreUnavailable as e:
+            raise LoginFailure("unavailable", str(e), attempted, cause="db") from None
         except UnauthorizedLogin as e:
             _metrics.authentication_time(context.mechanism, "denied", perf_counter() - started)
             raise LoginFailure("refused", getattr(e, "reason", None) or str(e) or "credentials refused", attempted) from None
@@ -153,7 +180,7 @@ class LoginFlow:
     async def second_factor_required(self, avatar_id: str) -> bool:
         """Whether some checker of the portal demands a second factor of C{avatar_id}."""
         for checker in list({id(c): c for c in self.portal.checkers.values()}.values()):
-            if ISecondFactor.providedBy(checker) and await checker.required(avatar_id):
+            if ISecondFactor.providedBy(checker) and await self._reaching(checker.required(avatar_id), avatar_id):
                 return True
         return False
 
@@ -167,7 +194,7 @@ class LoginFlow:
         try:
             identity = await self.check(TOTPCredentials(first.avatar_id, code), context, first.avatar_id)
         except LoginFailure as e:
-            raise LoginFailure(e.kind, f"TOTP: {e.reason}", first.avatar_id) from None
+            raise LoginFailure(e.kind, f"TOTP: {e.reason}", first.avatar_id, cause=e.cause) from None
         if identity.avatar_id != first.avatar_id:
             raise LoginFailure("refused", "TOTP checker named another identity", first.avatar_id)
         return identity
@@ -175,4 +202,4 @@ class LoginFlow:
     async def succeeded(self, attempt: Attempt) -> None:
         """Every factor passed: forgive what this attempt counted."""
         if self.throttle is not None and attempt.keys is not None:
-            await self.throttle.succeeded(attempt.keys)
+            await self._reaching(self.throttle.succeeded(attempt.keys), None)

@@ -2,9 +2,11 @@
 C{twisted.cred.strcred} factories, so operators pick checkers with C{--auth}.
 The plugin objects in C{twisted/plugins/securenet_cred.py} point here.
 
-C{--auth sqlite:PATH} is the one most services want: every mechanism the
+C{--auth db:PATH_OR_URL} is the one most services want: every mechanism the
 credential database supports (SCRAM-SHA-256-PLUS, SCRAM-SHA-256, APIKEY,
-PLAIN) and the TOTP second factor, over one store.  C{apikey} and C{totp}
+PLAIN) and the TOTP second factor, over one store -- an SQLite file or a
+PostgreSQL database (C{postgresql://USER@HOST:PORT/DBNAME}, its password in
+C{PGPASSFILE} or C{~/.pgpass}).  C{--auth sqlite:PATH} is the same for a file.  C{apikey} and C{totp}
 pick single mechanisms from the same database; C{jwt} adds bearer tokens.
 """
 
@@ -45,6 +47,8 @@ from securenet.interfaces import (
     ITokenCredentials,
     ITOTPCredentials,
 )
+from securenet.store._open import open_database
+from securenet.store._postgres import is_postgres_url
 
 
 class CheckerArgumentError(StrcredException):
@@ -52,9 +56,12 @@ class CheckerArgumentError(StrcredException):
 
 
 def parse_options(argstring: str, allowed: set[str], auth_type: str) -> dict[str, str]:
-    """Parse C{key=value,key=value} (also C{:}-separated) into a dict, refusing unknown keys."""
+    """
+    Parse C{key=value,key=value} (also C{:}-separated, unless a value is a
+    URL: C{db=postgresql://...}) into a dict, refusing unknown keys.
+    """
     options: dict[str, str] = {}
-    for part in argstring.replace(":", ",").split(","):
+    for part in (argstring if "://" in argstring else argstring.replace(":", ",")).split(","):
         if not part.strip():
             continue
         key, eq, value = part.partition("=")
@@ -95,10 +102,13 @@ certificateCheckerFactory = CertificateCheckerFactory()
 
 def require_database(path: str, auth_type: str) -> None:
     """
-    Refuse a credential database that does not exist: a server never creates
-    one (a typo would start a server where every login fails); the CLI does,
-    with C{securenet users add}.
+    Refuse a credential database file that does not exist: a server never
+    creates one (a typo would start a server where every login fails); the
+    CLI does, with C{securenet users add}.  (A PostgreSQL database must exist
+    on its server: connecting names it if not.)
     """
+    if is_postgres_url(path):
+        return
     try:
         os.lstat(path)
     except FileNotFoundError:
@@ -111,22 +121,24 @@ def require_database(path: str, auth_type: str) -> None:
 
 def open_store(path: str, auth_type: str) -> ICredentialStore:
     """
-    The credential database named by C{db=PATH}, its SQL on a dedicated
-    thread of the running reactor (imported here, when a checker is made,
-    never at module import).  A missing file is refused
+    The credential database named by C{db=PATH} (or C{db=postgresql://...}),
+    its SQL on dedicated threads of the running reactor (imported here, when
+    a checker is made, never at module import): one for SQLite, one per
+    pooled connection for PostgreSQL.  A missing file is refused
     (L{require_database}).  Tests replace this function.
     """
     from twisted.internet import reactor
 
-    from securenet._threads import thread_runner
-    from securenet.store._sqlite import SQLiteStore
+    from securenet._threads import ThreadRunner, thread_runner
+    from securenet.store._postgres import DEFAULT_POOL_SIZE
 
     if not path:
         raise CheckerArgumentError(f"--auth {auth_type}: db= needs a path")
     require_database(path, auth_type)
-    runner = thread_runner(reactor)
+    postgres = is_postgres_url(path)
+    runner = ThreadRunner(reactor, threads=DEFAULT_POOL_SIZE, name="securenet-postgres") if postgres else thread_runner(reactor)
     try:
-        return SQLiteStore.open(path, runner=runner)
+        return open_database(path, runner=runner)
     except SecurenetError as e:
         runner.stop()
         raise CheckerArgumentError(f"--auth {auth_type}: {e}") from None
@@ -222,33 +234,44 @@ class TOTPCheckerFactory:
         return TOTPChecker(open_store(options["db"], self.authType), time.time)
 
 
+_DATABASE_HELP = (
+    "(made with 'securenet users' and 'securenet apikeys'): SASL SCRAM-SHA-256-PLUS, SCRAM-SHA-256, APIKEY and "
+    "PLAIN, then a TOTP code from users who enrolled. scramIterations= must equal the PBKDF2 count users were "
+    f"enrolled with (default {DEFAULT_ITERATIONS}), so that unknown users get the same challenge as known ones."
+)
+
+
 @implementer(ICheckerFactory, IPlugin)
-class SQLiteCheckerFactory:
-    authType = "sqlite"
+class DatabaseCheckerFactory:
+    authType = "db"
     authHelp = (
-        "Accept the users and API keys of the credential database at PATH (made with 'securenet users' and "
-        "'securenet apikeys'): SASL SCRAM-SHA-256-PLUS, SCRAM-SHA-256, APIKEY and PLAIN, then a TOTP code from "
-        "users who enrolled. scramIterations= must equal the PBKDF2 count users were enrolled with "
-        f"(default {DEFAULT_ITERATIONS}), so that unknown users get the same challenge as known ones."
+        "Accept the users and API keys of the credential database: an SQLite file PATH (sqlite:PATH), or a "
+        "PostgreSQL database postgresql://USER@HOST:PORT/DBNAME shared by several servers (no password in the "
+        "URL: libpq reads it from PGPASSFILE or ~/.pgpass) " + _DATABASE_HELP
     )
-    argStringFormat = "PATH or db=PATH[,scramIterations=N]"
+    argStringFormat = "PATH or postgresql://USER@HOST:PORT/DBNAME, or db=...[,scramIterations=N]"
     credentialInterfaces = (IUsernamePassword, IScramCredentials, IAPIKeyCredentials, ITOTPCredentials)
+    _form = "database (db:PATH or db:postgresql://USER@HOST:PORT/DBNAME)"
+
+    def _check_kind(self, database: str) -> None:
+        """Any kind of credential database will do (L{SQLiteCheckerFactory} takes files only)."""
 
     def generateChecker(self, argstring: str = "") -> StoreChecker:
-        if argstring and "=" not in argstring:
+        if argstring and not argstring.startswith(("db=", "scramIterations=")):
             argstring = f"db={argstring}"
         options = parse_options(argstring, {"db", "scramIterations"}, self.authType)
         if not options.get("db"):
-            raise CheckerArgumentError("--auth sqlite: the credential database path is required (sqlite:PATH)")
+            raise CheckerArgumentError(f"--auth {self.authType}: the credential {self._form} is required")
+        self._check_kind(options["db"])
         try:
             iterations = int(options.get("scramIterations", DEFAULT_ITERATIONS))
         except ValueError:
-            raise CheckerArgumentError(f"--auth sqlite: scramIterations={options['scramIterations']!r} is not a number") from None
+            raise CheckerArgumentError(
+                f"--auth {self.authType}: scramIterations={options['scramIterations']!r} is not a number"
+            ) from None
         if iterations < MIN_ITERATIONS:
-            raise CheckerArgumentError(f"--auth sqlite: scramIterations must be at least {MIN_ITERATIONS}")
+            raise CheckerArgumentError(f"--auth {self.authType}: scramIterations must be at least {MIN_ITERATIONS}")
         from twisted.internet import reactor
-
-        from securenet.store._sqlite import SQLiteStore
 
         require_database(options["db"], self.authType)
         # The fake-salt secret is read once, at start-up, before the reactor
@@ -259,14 +282,15 @@ class SQLiteCheckerFactory:
         secret: list[bytes] = []
         failed: list[Failure] = []
         try:
-            with SQLiteStore.open(options["db"]) as startup:
+            with open_database(options["db"]) as startup:
                 startup.secret("scram-fake-salt").addCallbacks(secret.append, failed.append)
+                where = str(startup.path) if is_postgres_url(options["db"]) else options["db"]
         except SecurenetError as e:
-            raise CheckerArgumentError(f"--auth sqlite: {e}") from None
+            raise CheckerArgumentError(f"--auth {self.authType}: {e}") from None
         if failed:
             raise CheckerArgumentError(
-                f"--auth sqlite: {options['db']}: the credential database cannot be written "
-                f"({_reason(failed[0], options['db'])}); the server records failed logins and used TOTP codes in it"
+                f"--auth {self.authType}: {where}: the credential database cannot be written "
+                f"({_reason(failed[0], where)}); the server records failed logins and used TOTP codes in it"
             )
         store = open_store(options["db"], self.authType)
         return StoreChecker(
@@ -278,6 +302,18 @@ class SQLiteCheckerFactory:
         )
 
 
+@implementer(ICheckerFactory, IPlugin)
+class SQLiteCheckerFactory(DatabaseCheckerFactory):
+    authType = "sqlite"
+    authHelp = "Accept the users and API keys of the SQLite credential database at PATH " + _DATABASE_HELP
+    argStringFormat = "PATH or db=PATH[,scramIterations=N]"
+    _form = "database path (sqlite:PATH)"
+
+    def _check_kind(self, database: str) -> None:
+        if is_postgres_url(database):
+            raise CheckerArgumentError("--auth sqlite: a PostgreSQL URL is no SQLite file; use --auth db:postgresql://...")
+
+
 def _reason(failure: Failure, path: str) -> str:
     """A store error's message without the path it starts with (the caller names the file)."""
     message = failure.getErrorMessage()
@@ -287,6 +323,7 @@ def _reason(failure: Failure, path: str) -> str:
     return message
 
 
+databaseCheckerFactory = DatabaseCheckerFactory()
 sqliteCheckerFactory = SQLiteCheckerFactory()
 jwtCheckerFactory = JWTCheckerFactory()
 apiKeyCheckerFactory = APIKeyCheckerFactory()

@@ -87,6 +87,13 @@ class ExchangeSettings:
 
 def _refusal(failure: LoginFailure) -> _Refused:
     """The exchange's answer to a refused login."""
+    if failure.kind == "unavailable" and failure.cause == "db":
+        return _Refused(
+            "DB-UNAVAILABLE",
+            "the credential database cannot be reached now; try again later",
+            failure.reason,
+            failure.attempted,
+        )
     if failure.kind == "unavailable":
         return _Refused(
             "AUDIT-UNAVAILABLE",
@@ -381,14 +388,17 @@ class ServerExchange:
             )
         self.pending_success = complete.success_data
         factory = self.current[0] if self.current is not None else None
-        if getattr(factory, "second_factor_allowed", False) and await self.login.second_factor_required(identity.avatar_id):
-            # The code that follows is part of this attempt (docs/protocol.md):
-            # it stays counted until the second factor passes.
-            self.pending = (identity, attempt, context)
-            self.state = "TOTP"
-            self.send("NEXT TOTP")
-            return
-        await self.login.succeeded(attempt)
+        try:
+            if getattr(factory, "second_factor_allowed", False) and await self.login.second_factor_required(identity.avatar_id):
+                # The code that follows is part of this attempt (docs/protocol.md):
+                # it stays counted until the second factor passes.
+                self.pending = (identity, attempt, context)
+                self.state = "TOTP"
+                self.send("NEXT TOTP")
+                return
+            await self.login.succeeded(attempt)
+        except LoginFailure as e:  # unavailable: the credential database is out of reach
+            raise _refusal(e) from None
         self._succeed(identity)
 
     def _secondFactor(self, code: str) -> defer.Deferred[None]:
@@ -407,7 +417,10 @@ class ServerExchange:
         except LoginFailure as e:
             self.state = "TOTP"
             raise _refusal(e) from None
-        await self.login.succeeded(attempt)
+        try:
+            await self.login.succeeded(attempt)
+        except LoginFailure as e:  # unavailable: the credential database is out of reach
+            raise _refusal(e) from None
         self._succeed(identity)
 
     def _succeed(self, identity: Identity) -> None:

@@ -29,19 +29,27 @@ class NoSuchAPIKey(StoreError):
     """No API key has that id."""
 
 
+class StoreUnavailable(StoreError):
+    """
+    The database server cannot be reached now (PostgreSQL: down, or the
+    network): nothing was read or written.  Logins are refused while it
+    lasts (fail closed), and service resumes when the server is back.
+    """
+
+
 # -- errors ------------------------------------------------------------------
 
 
 @attrs.define(auto_exc=True, str=False)
 class DatabaseFileError(StoreError):
     """
-    The database file cannot be used.
+    The database file cannot be used (or the database server: PostgreSQL).
 
-    @ivar path: the file.
+    @ivar path: the file, or the server's database URL (without password).
     @ivar problem: what is wrong with it, in a few words.
     """
 
-    path: Path
+    path: Path | str
     problem: str
 
     def __str__(self) -> str:
@@ -57,7 +65,7 @@ class InsecureDatabaseFile(DatabaseFileError):
 
 @attrs.define(auto_exc=True, str=False)
 class UnsupportedSchema(DatabaseFileError):
-    """The database was written by a newer securenet (schema C{found} > C{supported})."""
+    """The database was written by a newer securenet (schema C{found} > C{supported}, the backend's own count)."""
 
     found: int = 0
     supported: int = SCHEMA_VERSION

@@ -40,10 +40,9 @@ from securenet.store._errors import (
     NoSuchAPIKey,
     NoSuchUser,
     StoreError,
-    UnsupportedSchema,
     UserExists,
 )
-from securenet.store._migrations import MIGRATIONS, SCHEMA_VERSION
+from securenet.store._migrations import MIGRATIONS, pending
 from securenet.store._records import APIKey, ScramKeys, User
 from securenet.store._sqlite_refresh import SQLiteRefreshTokens
 
@@ -190,7 +189,7 @@ def _prepare_file(path: Path, *, retry: bool = True) -> None:
 
 
 def _migrate(connection: sqlite3.Connection, path: Path) -> int:
-    """Bring the schema to L{SCHEMA_VERSION}, in one transaction; return the version found."""
+    """Bring the schema to L{securenet.store.SCHEMA_VERSION}, in one transaction; return the version found."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         application_id = connection.execute("PRAGMA application_id").fetchone()[0]
@@ -202,16 +201,8 @@ def _migrate(connection: sqlite3.Connection, path: Path) -> int:
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         elif application_id != APPLICATION_ID:
             raise DatabaseFileError(path, "an SQLite database, but not a securenet credential database")
-        if version > SCHEMA_VERSION:
-            raise UnsupportedSchema(
-                path,
-                f"credential database schema version {version} is newer than this securenet "
-                f"supports ({SCHEMA_VERSION}); upgrade securenet",
-                version,
-                SCHEMA_VERSION,
-            )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[target - 1]:
+        for target, statements in pending(version, MIGRATIONS, path):
+            for statement in statements:
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {target}")
         connection.execute("COMMIT")
@@ -310,7 +301,7 @@ class SQLiteStore:
     @property
     def schema_version(self) -> int:
         """
-        The database's schema version (L{SCHEMA_VERSION} once opened).
+        The database's schema version (L{securenet.store.SCHEMA_VERSION} once opened).
         Read synchronously on the calling thread: for start-up, the CLI and tests.
         """
         with self._cursor() as c:

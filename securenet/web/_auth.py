@@ -34,7 +34,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import attrs
 from twisted.cred.credentials import Anonymous, IAnonymous, IUsernamePassword, UsernamePassword
@@ -56,8 +57,10 @@ from securenet.interfaces import IAPIKeyCredentials, ICertificateCredentials, IT
 from securenet.pki._facts import CertificateFacts
 from securenet.tls._facts import HandshakeFacts
 from securenet.tls._guard import describe_address
-from securenet.web._errors import ServiceUnavailable, TooManyRequests, Unauthorized
+from securenet.web._errors import ServiceUnavailable, TooManyRequests, Unauthorized, database_unavailable
 from securenet.web._responses import is_secure
+
+T = TypeVar("T")
 
 log = SecurenetLogger(namespace="securenet.auth")
 
@@ -156,8 +159,13 @@ def _text(value: bytes, limit: int = 200) -> str:
     return value.decode("utf-8", "replace")[:limit]
 
 
-def _unavailable() -> ServiceUnavailable:
-    """The answer while the audit trail cannot be written (securenet.audit.watch_sink)."""
+def _unavailable(failure: LoginFailure) -> ServiceUnavailable:
+    """
+    The answer while the audit trail cannot be written (securenet.audit.watch_sink),
+    or the credential database cannot be reached.
+    """
+    if failure.cause == "db":
+        return database_unavailable()
     return ServiceUnavailable(
         "the service cannot record authentications now; try again later",
         error="audit_unavailable",
@@ -360,7 +368,7 @@ class WebAuthenticator:
         identity = await self._login(
             request, UsernamePassword(username.encode("utf-8"), password.encode("utf-8")), scheme, attempted=name
         )
-        if await self.flow.second_factor_required(identity.avatar_id):
+        if await self._reaching(request, name, self.flow.second_factor_required(identity.avatar_id)):
             if totp is None or scheme == "Basic":
                 # Not forgiven: a right password without the code must not
                 # reset the counters between guesses at the code.
@@ -378,11 +386,19 @@ class WebAuthenticator:
             except LoginFailure as e:
                 self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason, refusal=e.kind)
                 if e.kind == "unavailable":
-                    raise _unavailable() from None
+                    raise _unavailable(e) from None
                 raise self.unauthorized(request, "a valid TOTP code is required", error="totp_required") from None
-        await self.flow.succeeded(attempt)
+        await self._reaching(request, name, self.flow.succeeded(attempt))
         self._audit(request, "ok", identity.mechanism, identity.avatar_id, second_factor=identity.second_factor, level="info")
         return Authentication(identity, scheme)
+
+    async def _reaching(self, request: IRequest, name: str, step: Awaitable[T]) -> T:
+        """C{step}'s result; an C{unavailable} refusal (the credential database out of reach) is audited and a 503."""
+        try:
+            return await step
+        except LoginFailure as e:
+            self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason)
+            raise _unavailable(e) from None
 
     async def _admit(self, request: IRequest, name: str) -> Attempt:
         try:
@@ -390,7 +406,7 @@ class WebAuthenticator:
         except LoginFailure as e:
             self._audit(request, "denied", "PLAIN", attempted=name, reason=e.reason, refusal=e.kind)
             if e.kind == "unavailable":
-                raise _unavailable() from None
+                raise _unavailable(e) from None
             raise TooManyRequests(
                 f"too many recent failures; try again in {e.retry_after} s",
                 headers=[(b"Retry-After", b"%d" % e.retry_after)],
@@ -417,7 +433,7 @@ class WebAuthenticator:
         except LoginFailure as e:
             self._audit(request, "denied", mechanism, attempted=attempted, reason=e.reason, refusal=e.kind)
             if e.kind == "unavailable":
-                raise _unavailable() from None
+                raise _unavailable(e) from None
             raise self._refused(request, scheme) from None
 
     # -- audit -----------------------------------------------------------------------

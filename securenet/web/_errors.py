@@ -134,6 +134,15 @@ class ServiceUnavailable(WebError):
     default_error = "unavailable"
 
 
+def database_unavailable() -> ServiceUnavailable:
+    """The answer while the credential database cannot be reached (L{securenet.store.StoreUnavailable})."""
+    return ServiceUnavailable(
+        "the credential database cannot be reached now; try again later",
+        error="db_unavailable",
+        headers=[(b"Retry-After", b"30")],
+    )
+
+
 class InternalError(WebError):
     code = 500
     default_error = "internal_error"
@@ -155,6 +164,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "WebError",
+    "database_unavailable",
 ]
 
 

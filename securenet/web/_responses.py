@@ -26,7 +26,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from securenet._logs import SecurenetLogger
-from securenet.web._errors import InternalError, WebError
+from securenet.store._errors import StoreUnavailable
+from securenet.web._errors import InternalError, WebError, database_unavailable
 from securenet.web._jsonbody import dump_json
 
 log = SecurenetLogger(namespace="securenet.web")
@@ -155,11 +156,14 @@ def send_json(
 
 def send_failure(request: IRequest, failure: Failure, gone: Callable[[], bool]) -> None:
     """
-    Answer with the L{WebError} in C{failure}; anything else is a bug:
-    logged with its traceback, answered with a bare 500.
+    Answer with the L{WebError} in C{failure}; the credential database out
+    of reach (L{StoreUnavailable}: the store logged it) is a 503; anything
+    else is a bug: logged with its traceback, answered with a bare 500.
     """
     if isinstance(failure.value, WebError):
         error = failure.value
+    elif isinstance(failure.value, StoreUnavailable):
+        error = database_unavailable()
     else:
         log.failure(
             "error while handling {method} {path}",

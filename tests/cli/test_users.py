@@ -38,10 +38,12 @@ from securenet.cred._passwords import DEFAULT_ARGON2, PasswordHasher
 from securenet.cred._scram import DEFAULT_ITERATIONS, derive_scram_keys
 from securenet.cred._storechecker import StoreChecker
 from securenet.cred._throttle import Throttle
+from securenet.store._postgres import PostgresStore
 from securenet.store._records import APIKey, User
 from securenet.store._sqlite import SQLiteStore
 from securenet.testing import TEST_SCRAM_ITERATIONS, EventCapture, weak_hasher
 from tests import support
+from tests.support import postgres
 
 
 @attrs.frozen
@@ -712,3 +714,98 @@ class ProductionHashingTests(SynchronousTestCase):
         self.assertEqual((changed.returncode, changed.stderr), (0, b""))
         with SQLiteStore.open(db) as store:
             self.assertProductionRecord(value(store.get_user("alice")), "n3w")
+
+
+class PostgresUsersTests(UsersTestCase):
+    """C{securenet users ... --db postgresql://...}: the same commands on a PostgreSQL database."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.url = postgres.server().database(self)
+
+    def users(self, *argv: str | Path, stdin: io.StringIO | None = None) -> Result:
+        return run("users", *argv, "--db", self.url, stdin=stdin)
+
+    def store(self) -> PostgresStore:
+        store = PostgresStore.open(self.url)
+        self.addCleanup(store.close)
+        return store
+
+    def login(self, store: PostgresStore, password: bytes = b"s3cret") -> str | Failure:
+        checker = StoreChecker(
+            store, Clock(), runner=synchronous_runner, hasher=weak_hasher(), scram_iterations=TEST_SCRAM_ITERATIONS
+        )
+        flow = LoginFlow(Portal(IdentityRealm(store), [checker]), Throttle(store, Clock()))
+
+        async def attempt() -> str:
+            admitted = await flow.admit("alice", "10.0.0.1")
+            identity = await flow.check(UsernamePassword(b"alice", password), AuthenticationContext("PLAIN", "10.0.0.1"), "alice")
+            await flow.succeeded(admitted)
+            return identity.avatar_id
+
+        outcome: str | Failure = value(defer.Deferred.fromCoroutine(attempt()))
+        return outcome
+
+    def test_addListLogin(self) -> None:
+        """Users added, listed and changed by the CLI in PostgreSQL log in through the portal."""
+        self.add("alice", "s3cret", "ops")
+        self.add("bob")
+        self.assertOK(self.users("roles", "bob", "admin"))
+        self.assertEqual(
+            self.assertOK(self.users("list")).out,
+            "NAME   ROLES  DISABLED  TOTP\nalice  ops    no        no\nbob    admin  no        no\n",
+        )
+        store = self.store()
+        self.assertEqual(self.login(store), "alice")
+        refused = self.login(store, b"wrong")
+        assert isinstance(refused, Failure)
+        refused.trap(LoginFailure)
+        self.assertEqual(cast(LoginFailure, refused.value).kind, "refused")
+        self.assertEqual(self.successResultOf(store.get_failures("user:alice"))[0], 1)
+        self.assertOK(self.users("del", "bob"))
+        self.assertEqual([u.name for u in self.successResultOf(store.list_users())], ["alice"])
+
+    def test_addExistingRefused(self) -> None:
+        self.add("alice")
+        self.assertFails(
+            self.users("add", "alice", "--password-file", self.password_file("other")),
+            f"user 'alice' already exists in {self.store().path}",
+        )
+
+    def test_passwordInURLRefused(self) -> None:
+        """A URL with a password is refused by argument parsing: exit 2, the password never echoed, nothing written."""
+        url = self.url.replace("@", ":hunter2@", 1)
+        result = run("users", "add", "alice", "--password-file", self.password_file("s3cret"), "--db", url)
+        self.assertEqual((result.code, result.out), (2, ""))
+        self.assertIn(
+            "argument --db: the PostgreSQL URL carries a password: put the password in PGPASSFILE or ~/.pgpass", result.err
+        )
+        self.assertNotIn("hunter2", result.err)
+        self.assertEqual(self.successResultOf(self.store().list_users()), [])
+
+    def test_loginFailsClosedWhileDown(self) -> None:
+        """
+        With the server stopped, a login is refused as unavailable (cause
+        db), nothing counted; when it is back the same store lets alice in.
+        """
+        self.add("alice")
+        store = PostgresStore.open(self.url, timeout=1)
+        self.addCleanup(store.close)
+        server = postgres.server()
+        server.stop_server()
+        self.addCleanup(server.start_server)
+        refused = self.login(store)
+        assert isinstance(refused, Failure)
+        refused.trap(LoginFailure)
+        failure = cast(LoginFailure, refused.value)
+        self.assertEqual((failure.kind, failure.cause), ("unavailable", "db"))
+        self.assertEqual(failure.reason, f"{store.path}: the credential database cannot be reached")
+        server.start_server()
+        for _ in range(30):  # the pool reconnects by itself; each refused try waits the store's timeout
+            counted = value(store.get_failures("user:alice"))
+            if not isinstance(counted, Failure):
+                break
+        # Nothing was counted while the server was down.
+        self.assertEqual(counted, (0, 0.0))
+        self.assertEqual(self.successResultOf(store.get_failures("addr:10.0.0.1")), (0, 0.0))
+        self.assertEqual(self.login(store), "alice")

@@ -57,6 +57,7 @@ from securenet.session._exchange import (
     encode_identity,
 )
 from securenet.session._server import ServerSession, SessionFactory, identity_of
+from securenet.store._errors import StoreUnavailable
 from securenet.store._memory import MemoryStore
 from securenet.testing import EphemeralPKI, EventCapture, MemoryConnection, connect_in_memory
 from securenet.tls._facts import HandshakeFacts
@@ -556,6 +557,45 @@ class ResultCodeTests(ExchangeTestCase):
         self.assertEqual(self.transcript()[0][-1], ok("alice"))
         self.assertEqual(self.passwords.calls, [b"alice"])
         self.flushLoggedErrors(OSError)
+
+    def test_databaseUnavailable(self) -> None:
+        """
+        While the credential database cannot be reached (the checker's store
+        fails with StoreUnavailable): NO DB-UNAVAILABLE, open, no app, one
+        denial naming why; once it is back the next attempt on the same
+        connection is checked and succeeds.
+        """
+        down = [True]
+        check = self.passwords.requestAvatarId
+
+        def requestAvatarId(credentials: Any) -> Deferred[Any]:
+            if down:
+                return defer.fail(StoreUnavailable("postgresql://db: the credential database cannot be reached"))
+            return check(credentials)
+
+        self.patch(self.passwords, "requestAvatarId", requestAvatarId)
+        self.connect()
+        self.send("AUTH TEST", response("alice", "wonderland"))
+        self.assertEqual(self.lines()[-1], "NO DB-UNAVAILABLE the credential database cannot be reached now; try again later")
+        self.assertOpen()
+        self.assertNoApp()
+        self.assertOneDenial("postgresql://db: the credential database cannot be reached", "TEST", "alice")
+        down.clear()
+        self.send("AUTH TEST", response("alice", "wonderland"))
+        self.assertEqual(self.transcript()[0][-1], ok("alice"))
+
+    def test_throttleDatabaseUnavailable(self) -> None:
+        """The throttle's counters out of reach: NO DB-UNAVAILABLE before any checker is asked (fail closed)."""
+        store = MemoryStore()
+        unreachable = StoreUnavailable("postgresql://db: the credential database cannot be reached")
+        self.patch(store, "get_failures", lambda key: defer.fail(unreachable))
+        self.connect(throttle=Throttle(store, self.clock))
+        self.send("AUTH TEST", response("alice", "wonderland"))
+        self.assertEqual(self.lines()[-1], "NO DB-UNAVAILABLE the credential database cannot be reached now; try again later")
+        self.assertOpen()
+        self.assertNoApp()
+        self.assertEqual(self.passwords.calls, [])
+        self.assertEqual(store.failures, {})
 
     def test_unknownMechanism(self) -> None:
         """NO UNKNOWN-MECHANISM names what is offered; open; the mechanism is never run."""

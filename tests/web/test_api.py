@@ -23,6 +23,7 @@ import attrs
 import jwt
 import pyotp
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -44,6 +45,7 @@ from securenet.cred._throttle import Throttle
 from securenet.pki._tokenkeys import TokenKey
 from securenet.sasl._oauthbearer import OAuthBearerClientMechanism
 from securenet.session._server import identity_of
+from securenet.store._errors import StoreUnavailable
 from securenet.store._memory import MemoryRefreshStore
 from securenet.testing import EphemeralPKI, connect_app_in_memory, connect_in_memory, memory_portal, totp_code, weak_hasher
 from securenet.web import (
@@ -557,6 +559,25 @@ class PasswordTests(SynchronousTestCase):
         self.assertEqual(self.service.me(bearer(token)).code, 200)
         self.flushLoggedErrors(OSError)
 
+    def test_databaseUnavailableIs503(self) -> None:
+        """
+        While the credential database cannot be reached: 503 db_unavailable
+        for a login, nothing counted or issued; once it is back, the same
+        login succeeds.
+        """
+        store = self.service.store
+        unreachable = StoreUnavailable("postgresql://db: the credential database cannot be reached")
+        self.patch(store, "get_failures", lambda key: defer.fail(unreachable))
+        response = self.service.login("alice", "alice-pw")
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.json()["error"], "db_unavailable")
+        self.assertEqual(response.json()["message"], "the credential database cannot be reached now; try again later")
+        self.assertEqual(response.header("Retry-After"), "30")
+        self.assertNotIn("access_token", response.json())
+        self.assertEqual(store.failures, {})
+        del store.get_failures  # the instance attribute patched in: the database is back
+        self.assertEqual(self.service.login("alice", "alice-pw").code, 200)
+
     def test_totpNotSaidForAWrongPassword(self) -> None:
         response = self.service.login("bob", "wrong", totp_code(BOB_TOTP, self.service.clock))
         self.assertEqual(response.json(), {"error": "invalid_credentials", "message": "authentication failed"})
@@ -713,6 +734,18 @@ class RefreshTests(SynchronousTestCase):
         self.assertEqual(self.service.me(bearer(pair["access_token"])).json()["name"], "alice")
         third = self.refresh(pair["refresh_token"])
         self.assertEqual(third.code, 200)
+
+    def test_databaseUnavailableIs503(self) -> None:
+        """A refresh while the credential database cannot be reached: 503 db_unavailable, no token issued, no 500."""
+        first = self.service.tokens_of()
+        unreachable = StoreUnavailable("postgresql://db: the credential database cannot be reached")
+        self.patch(self.service.refreshes, "get", lambda token_id: defer.fail(unreachable))
+        response = self.refresh(first["refresh_token"])
+        self.assertEqual((response.code, response.json()["error"]), (503, "db_unavailable"))
+        self.assertEqual(response.header("Retry-After"), "30")
+        self.assertNotIn("access_token", response.json())
+        del self.service.refreshes.get  # back: the same token refreshes (it was never consumed)
+        self.assertEqual(self.refresh(first["refresh_token"]).code, 200)
 
     def test_reuseRevokesTheFamily(self) -> None:
         first = self.service.tokens_of()
